@@ -1,4 +1,4 @@
-"""``svd`` and ``svdvals`` with a backward and a forward-mode rule that stay finite at ties and zeros.
+"""``svd`` and ``svdvals`` whose backward and forward-mode rules stay finite at ties and zeros.
 
 Derivation (real or complex A = U Σ Vᴴ, reduced, k = min(m, n)). Write dP = Uᴴ dA V and
 Ω_U = Uᴴ dU, Ω_V = Vᴴ dV (both skew-Hermitian). Differentiating A V = U Σ and Aᴴ U = V Σ gives,
@@ -19,7 +19,7 @@ span of U and V are (I − UUᴴ) dA V Σ⁻¹ and (I − VVᴴ) dAᴴ U Σ⁻¹
 The reverse rule is the adjoint of this map. With J = UᴴŪ − ŪᴴU and K = VᴴV̄ − V̄ᴴV,
 
     Ā = U [ ½ (J + K) ∘ D  +  ½ (J − K) ∘ E  +  diag(S̄) ] Vᴴ
-        + (I − UUᴴ) Ū Σ⁻¹ Vᴴ  +  U Σ⁻¹ V̄ᴴ (I − VVᴴ),      D_ij = 1/(σ_j − σ_i),  E_ij = 1/(σ_j + σ_i).
+        + (I − UUᴴ) Ū Σ⁻¹ Vᴴ  +  U Σ⁻¹ V̄ᴴ (I − VVᴴ),     D_ij = 1/(σ_j − σ_i), E_ij = 1/(σ_j + σ_i),
 
 which is PyTorch's ``svd_backward`` (Townsend 2016; Ionescu et al. 2015) with its
 1/(σ_j² − σ_i²) factored — never formed, so nothing overflows for large σ.
@@ -68,10 +68,10 @@ def default_rtol(dtype: torch.dtype) -> float:
     return float(torch.finfo(real).eps) ** 0.5
 
 
-def _safe_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    # where(keep, 1/x, 0) with a finite value in the discarded branch, so that double backward
-    # through this expression never sees inf·0.
-    return torch.where(keep, 1.0 / torch.where(keep, x, torch.ones_like(x)), torch.zeros_like(x))
+def _masked_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    # 1/x where keep, else 0 — as 1/inf, so that neither this value nor its derivative
+    # (−1/x², taken through the kept branch only) is ever inf or NaN, in double backward too.
+    return torch.where(keep, x, torch.inf).reciprocal()
 
 
 def gauge_reciprocals(
@@ -80,29 +80,28 @@ def gauge_reciprocals(
     """Masked reciprocals used by both the forward and reverse rule.
 
     Returns ``D`` with D_ij = 1/(σ_j − σ_i), ``E`` with E_ij = 1/(σ_j + σ_i), ``inv_s`` = 1/σ (each
-    zero where the decomposition is not unique, see the module docstring) and the boolean tie mask
-    (True where |σ_j − σ_i| ≤ tol, i ≠ j).
+    zero where the decomposition is not unique, see the module docstring) and the boolean mask
+    of separated pairs (|σ_j − σ_i| > rtol·σ_max; False on the diagonal).
     """
-    tol = (rtol * S[..., :1]).unsqueeze(-1)  # S is descending: σ_max first
+    tol = rtol * S[..., :1]  # S is descending: σ_max first
     diff = S.unsqueeze(-2) - S.unsqueeze(-1)  # (i, j) -> σ_j − σ_i
     total = S.unsqueeze(-2) + S.unsqueeze(-1)
-    separated = diff.abs() > tol
+    separated = diff.abs() > tol.unsqueeze(-1)
     if broadening > 0:
-        # Lorentzian x/(x² + ε²), scale-aware: ε = broadening·σ_max.
-        width2 = (broadening * S[..., :1]).unsqueeze(-1) ** 2
-        D = torch.where(separated, diff / (diff * diff + width2), torch.zeros_like(diff))
+        # Lorentzian d/(d² + ε²) = 1/(d + ε²/d), scale-aware: ε = broadening·σ_max.
+        d = torch.where(separated, diff, torch.inf)
+        D = (d + (broadening * S[..., :1]).unsqueeze(-1) ** 2 / d).reciprocal()
     else:
-        D = _safe_reciprocal(diff, separated)
-    E = _safe_reciprocal(total, total > tol)
-    inv_s = _safe_reciprocal(S, S > tol.squeeze(-1))
-    eye = torch.eye(S.shape[-1], dtype=torch.bool, device=S.device)
-    return D, E, inv_s, ~separated & ~eye
+        D = _masked_reciprocal(diff, separated)
+    E = _masked_reciprocal(total, total > tol.unsqueeze(-1))
+    inv_s = _masked_reciprocal(S, S > tol)
+    return D, E, inv_s, separated
 
 
 def _warn_if_gauge_dependent(
     J: torch.Tensor,
     K: torch.Tensor,
-    tie: torch.Tensor,
+    separated: torch.Tensor,
     inv_s: torch.Tensor,
     rtol: float,
     cotangents: tuple[torch.Tensor | None, ...],
@@ -119,6 +118,8 @@ def _warn_if_gauge_dependent(
         if not isinstance(scale, torch.Tensor) or not bool(scale > 0):
             return
         limit = 10 * rtol * scale
+        eye = torch.eye(J.shape[-1], dtype=torch.bool, device=J.device)
+        tie = ~separated & ~eye
         if bool(tie.any()) and bool(((J + K).abs() * tie).amax() > limit):
             warnings.warn(
                 "svd backward: the loss depends on the choice of singular vectors inside a group "
@@ -161,14 +162,14 @@ def svd_backward(
             )
         return (U * gS.unsqueeze(-2).to(U.dtype)) @ Vh
     m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
-    D, E, inv_s, tie = gauge_reciprocals(S, rtol, broadening)
+    D, E, inv_s, separated = gauge_reciprocals(S, rtol, broadening)
     V = Vh.mH
     UhgU = U.mH @ gU if gU is not None else None
     VhgV = V.mH @ gVh.mH if gVh is not None else None
     zero = torch.zeros((*S.shape[:-1], k, k), dtype=U.dtype, device=U.device)
     J = UhgU - UhgU.mH if UhgU is not None else zero
     K = VhgV - VhgV.mH if VhgV is not None else zero
-    _warn_if_gauge_dependent(J, K, tie, inv_s, rtol, (gU, gVh))
+    _warn_if_gauge_dependent(J, K, separated, inv_s, rtol, (gU, gVh))
     inner = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))
@@ -219,10 +220,12 @@ class _SVD(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         A: torch.Tensor, full_matrices: bool, rtol: float, broadening: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return torch.linalg.svd(A, full_matrices=full_matrices)
+        # A plain tuple: vmap's generated rule does not flatten torch's named tuple.
+        U, S, Vh = torch.linalg.svd(A, full_matrices=full_matrices)
+        return U, S, Vh
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -235,7 +238,7 @@ class _SVD(torch.autograd.Function):
         ctx.save_for_forward(U, S, Vh)
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, gU: torch.Tensor | None, gS: torch.Tensor | None, gVh: torch.Tensor | None
     ) -> tuple[torch.Tensor, None, None, None]:
         U, S, Vh = ctx.saved_tensors
@@ -250,7 +253,7 @@ class _SVD(torch.autograd.Function):
         return gA, None, None, None
 
     @staticmethod
-    def jvp(  # type: ignore[override]
+    def jvp(
         ctx: Any, dA: torch.Tensor, *_: Any
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         U, S, Vh = ctx.saved_tensors
@@ -361,7 +364,7 @@ def svd(
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
-    """Singular values of ``(..., m, n)`` matrices, descending, with a derivative that is always finite.
+    """Singular values of ``(..., m, n)`` matrices, descending, with an always finite derivative.
 
     Same result as :func:`torch.linalg.svdvals`; when a derivative is needed it goes through
     :func:`svd` (gradient ``U diag(S̄) Vh``; the second derivative is finite at ties too, where

@@ -1,8 +1,8 @@
 """Matrices with a prescribed spectrum, for tests, benchmarks and experiments.
 
-Every generator takes a ``seed`` (or a ``torch.Generator``) so that results are reproducible, and
-builds matrices as ``U diag(s) Vᴴ`` with Haar-distributed orthogonal/unitary factors, so the singular
-values are exactly the ones asked for (up to rounding in the product).
+Every generator takes a ``seed`` (or a ``torch.Generator``) so that results are reproducible,
+and builds matrices as ``U diag(s) Vᴴ`` with Haar-distributed orthogonal/unitary factors, so the
+singular values are exactly the ones asked for (up to rounding in the product).
 
 Examples
 --------
@@ -18,11 +18,11 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["matrix_with_singular_values", "random_unitary", "spectrum"]
+__all__ = ["matrix_with_singular_values", "numerical_gradient", "random_unitary", "spectrum"]
 
 _SPECTRA = ("decaying", "geometric", "ties", "identity", "zeros", "cluster", "dynamic", "gaussian")
 
@@ -44,7 +44,7 @@ def random_unitary(
     device: torch.device | str | None = None,
     seed: int | torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Haar-random matrices with orthonormal columns, shape ``(*batch, n, p)`` (``p`` defaults to n).
+    """Haar-random matrices with orthonormal columns, shape ``(*batch, n, p)`` (p defaults to n).
 
     Real for real dtypes (orthogonal), complex for complex dtypes (unitary). The QR factor's
     column phases are fixed by the diagonal of R so the distribution is exactly Haar.
@@ -188,3 +188,35 @@ def matrix_with_singular_values(
     sk[..., :r] = s_t.to(device=dev, dtype=torch.float64).expand(*full_batch, r)
     A = (U * sk.unsqueeze(-2).to(work)) @ V.mH
     return A.to(dtype)
+
+
+def numerical_gradient(
+    f: Callable[[torch.Tensor], torch.Tensor], A: torch.Tensor, h: float = 1e-6
+) -> torch.Tensor:
+    """Gradient of a real scalar function by central differences, entry by entry.
+
+    Valid wherever ``f`` is smooth — in particular at repeated singular values, where analytic
+    SVD-based rules are delicate — so it is the reference the tests trust. For a complex ``A``
+    it returns ∂f/∂Re(A) + i·∂f/∂Im(A), PyTorch's convention for the gradient of a real loss.
+    Costs 2 evaluations per real entry: use on small matrices, in float64.
+
+    Examples
+    --------
+    >>> A = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    >>> numerical_gradient(lambda X: (X**2).sum(), A)
+    tensor([[2., 4.],
+            [6., 8.]], dtype=torch.float64)
+    """
+    A = A.detach()
+    flat = A.reshape(-1)
+    grad = torch.zeros_like(flat)
+    steps = (1.0, 1j) if A.is_complex() else (1.0,)
+    with torch.no_grad():
+        for idx in range(flat.numel()):
+            for step in steps:
+                plus, minus = flat.clone(), flat.clone()
+                plus[idx] += step * h
+                minus[idx] -= step * h
+                df = f(plus.reshape(A.shape)) - f(minus.reshape(A.shape))
+                grad[idx] += step * float(df) / (2 * h)
+    return grad.reshape(A.shape)
