@@ -34,7 +34,9 @@ def check_matrix(
         ``A`` has fewer than two dimensions, or contains NaN or infinity.
     """
     if not isinstance(A, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (..., m, n), got {type(A).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (..., m, n), got {type(A).__name__}"
+        )
     if A.dtype not in _SUPPORTED or (A.is_complex() and not allow_complex):
         kinds = "float16/bfloat16/float32/float64" + (
             "/complex64/complex128" if allow_complex else ""
@@ -47,7 +49,9 @@ def check_matrix(
     if check_finite and A.numel() > 0 and not is_transformed(A):
         if not bool(torch.isfinite(A).all()):
             bad = "NaN" if bool(torch.isnan(A).any()) else "infinite"
-            raise ValueError(f"{name} contains {bad} entries; the SVD of such a matrix is undefined")
+            raise ValueError(
+                f"{name} contains {bad} entries; the SVD of such a matrix is undefined"
+            )
     return A
 
 
