@@ -390,3 +390,14 @@ def test_empty_inputs_return_shaped_empties(shape: tuple[int, ...], full: bool) 
     assert torchsvd.svdvals(A).shape == St.shape
     (S.sum() + U.sum() + Vh.sum()).backward()
     assert A.grad is not None and A.grad.shape == A.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, F64, C128])
+def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
+    A = _separated((2, 5, 4), dtype).requires_grad_()
+    (cpu,) = torch.autograd.grad(_invariant_loss(*torchsvd.svd(A)), A)
+    Ac = A.detach().cuda().requires_grad_()
+    (gpu,) = torch.autograd.grad(_invariant_loss(*(t.cpu() for t in torchsvd.svd(Ac))), Ac)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=tol, atol=tol)
