@@ -124,7 +124,7 @@ def test_zero_weight_stays_finite() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         torchsvd.nn.spectral_norm(torch.zeros(3, 3))  # type: ignore[type-var]
     with pytest.raises(ValueError, match="no tensor parameter"):
         torchsvd.nn.spectral_norm(nn.Linear(3, 3), name="kernel")

@@ -203,7 +203,7 @@ def numerical_gradient(
     Examples
     --------
     >>> A = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
-    >>> numerical_gradient(lambda X: (X**2).sum(), A)
+    >>> numerical_gradient(lambda X: (X**2).sum(), A).round(decimals=6)
     tensor([[2., 4.],
             [6., 8.]], dtype=torch.float64)
     """
