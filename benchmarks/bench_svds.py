@@ -1,0 +1,282 @@
+"""Benchmark torchsvd.svds (top-k SVD, implicit backward) against dense and ARPACK baselines.
+
+Prints Markdown tables:
+
+1. headline: forward+backward of a loss using S, U and V, svds vs torch.linalg.svd, float32, CPU,
+   on a decaying spectrum (σ_i = 1/i, random orthogonal factors) and a Gaussian matrix, k = 1
+   and 10, with the gradient error against a float64 dense reference;
+2. forward only: svds vs scipy.sparse.linalg.svds (ARPACK, tol 1e-6) at equal residual, and
+   torch.svd_lowrank(q=k+10, niter=4) with its residual;
+3. scaling in n, and a sparse 100000×100000 matrix with 1e6 non-zeros, k = 10.
+
+Every svds row reports the passes over A (products with A or Aᴴ) and the floor they imply:
+passes × bytes of A / memory bandwidth (measured here with a GEMV). Timings are medians of
+``--repeat`` runs with time.perf_counter.
+
+Usage::
+
+    python benchmarks/bench_svds.py            # full (the float64 4000² references take minutes;
+                                               # cached under the temp directory)
+    python benchmarks/bench_svds.py --quick    # small sizes, to check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+import torch
+
+import torchsvd
+from torchsvd._operators import aslinearoperator
+
+Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def bandwidth(n: int) -> float:
+    """Bytes per second streamed by a float32 GEMV over an n×n matrix (the floor's unit)."""
+    A = torch.randn(n, n)
+    x = torch.randn(n)
+    torch.mv(A, x)
+    t, _ = median_time(lambda: torch.mv(A, x), 21)
+    return A.numel() * A.element_size() / t
+
+
+def decaying(n: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    Q1 = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    Q2 = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    s = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
+    return ((Q1 * s) @ Q2.T).float()
+
+
+def gaussian(n: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, n, generator=gen)
+
+
+def make_loss(m: int, n: int) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A gauge-invariant loss of S, U and V: Σσ_i + Σ(aᵀu_i)² + Σ(v_iᵀb)²."""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(m, generator=gen, dtype=torch.float64)
+    b = torch.randn(n, generator=gen, dtype=torch.float64)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        return S.sum() + ((a.to(U.dtype) @ U) ** 2).sum() + ((Vh @ b.to(U.dtype)) ** 2).sum()
+
+    return loss
+
+
+class Counted:
+    """The operator svds uses for a tensor, with its products counted (passes over A)."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        self.op = aslinearoperator(A)
+        self.passes = 0
+        mm, rmm = self.op.matmat, self.op.rmatmat
+
+        def matmat(X: torch.Tensor) -> torch.Tensor:
+            self.passes += 1
+            return mm(X)
+
+        def rmatmat(Y: torch.Tensor) -> torch.Tensor:
+            self.passes += 1
+            return rmm(Y)
+
+        self.op.matmat, self.op.rmatmat = matmat, rmatmat
+
+
+def svds_fwd_bwd(A: torch.Tensor, k: int, loss: Callable[..., torch.Tensor]) -> tuple[Any, int]:
+    X = A.detach().clone().requires_grad_()
+    counted = Counted(X)
+    loss(*torchsvd.svds(counted.op, k)).backward()
+    return X.grad, counted.passes
+
+
+def dense_fwd_bwd(A: torch.Tensor, k: int, loss: Callable[..., torch.Tensor]) -> Any:
+    X = A.detach().clone().requires_grad_()
+    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    loss(U[:, :k], S[:k], Vh[:k]).backward()
+    return X.grad
+
+
+def reference_grads(
+    name: str, A: torch.Tensor, ks: list[int], loss: Callable[..., torch.Tensor]
+) -> dict[int, torch.Tensor]:
+    """float64 dense gradients of the loss for each k, cached on disk (minutes at 4000²)."""
+    path = os.path.join(
+        tempfile.gettempdir(), f"torchsvd_bench_ref_{name}_{A.shape[0]}x{A.shape[1]}.pt"
+    )
+    if os.path.exists(path):
+        return torch.load(path)
+    X = A.double().requires_grad_()
+    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    out = {}
+    for k in ks:
+        X.grad = None
+        loss(U[:, :k], S[:k], Vh[:k]).backward(retain_graph=True)
+        assert X.grad is not None
+        out[k] = X.grad.float()
+    torch.save(out, path)
+    return out
+
+
+def residual(A: torch.Tensor | Any, U: Any, S: Any, Vh: Any) -> float:
+    """max_i max(‖Av_i − σ_i u_i‖, ‖Aᵀu_i − σ_i v_i‖) / σ_1, in float64."""
+    U, S, Vh = (torch.as_tensor(np.asarray(t)).double() for t in (U, S, Vh))
+    if isinstance(A, torch.Tensor) and A.layout == torch.strided:
+        A64 = A.double()
+        r1 = (A64 @ Vh.T - U * S).norm(dim=0)
+        r2 = (A64.T @ U - Vh.T * S).norm(dim=0)
+    else:
+        csr = A if scipy.sparse.issparse(A) else None
+        assert csr is not None
+        r1 = torch.as_tensor(csr @ Vh.T.numpy() - (U * S).numpy()).norm(dim=0)
+        r2 = torch.as_tensor(csr.T @ U.numpy() - (Vh.T * S).numpy()).norm(dim=0)
+    return float(torch.maximum(r1, r2).max() / S.max())
+
+
+def headline(n: int, repeat: int, bw: float) -> None:
+    print(f"\n## Headline: {n}×{n} float32, loss of S, U and V, forward+backward\n")
+    print(
+        "| matrix | k | torch.linalg.svd (s) | svds (s) | speed-up | passes | floor (s) "
+        "| × floor | grad rel. error vs float64 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    ks = [1, 10]
+    for name, maker in (("decaying", decaying), ("gaussian", gaussian)):
+        A = maker(n)
+        loss = make_loss(n, n)
+        ref = reference_grads(name, A, ks, loss)
+        dense_t = {k: median_time(partial(dense_fwd_bwd, A, k, loss), 1)[0] for k in ks}
+        for k in ks:
+            t, (grad, passes) = median_time(partial(svds_fwd_bwd, A, k, loss), repeat)
+            err = float((grad - ref[k]).norm() / ref[k].norm())
+            floor = passes * A.numel() * 4 / bw
+            print(
+                f"| {name} | {k} | {dense_t[k]:.2f} | {t:.3f} | {dense_t[k] / t:.0f}× | {passes} "
+                f"| {floor:.3f} | {t / floor:.1f} | {err:.1e} |"
+            )
+
+
+def forward_table(n: int, repeat: int, bw: float) -> None:
+    print(f"\n## Forward only: {n}×{n} float32, equal residual\n")
+    print(
+        "| matrix | k | scipy svds ARPACK tol 1e-6 (s) | its residual | svds (s) | its residual "
+        "| passes | × floor | svd_lowrank q=k+10 niter=4 (s) | its residual |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, maker in (("decaying", decaying), ("gaussian", gaussian)):
+        A = maker(n)
+        A_np = A.numpy()
+        for k in (1, 10):
+            arpack = partial(
+                scipy.sparse.linalg.svds, A_np, k, tol=1e-6, random_state=np.random.default_rng(0)
+            )
+            t_sp, (u, s, vt) = median_time(arpack, repeat)
+            order = np.argsort(s)[::-1]
+            res_sp = residual(A, u[:, order], s[order], vt[order])
+            # svds at the residual ARPACK reached (never looser than our float32 floor).
+            tol = max(res_sp, 2e-6)
+            counted = Counted(A)
+            t_ts, (U, S, Vh) = median_time(partial(torchsvd.svds, counted.op, k, tol=tol), repeat)
+            passes = counted.passes // repeat
+            res_ts = residual(A, U, S, Vh)
+            lowrank = partial(torch.svd_lowrank, A, q=k + 10, niter=4)
+            t_lr, (Ul, Sl, Vl) = median_time(lowrank, repeat)
+            res_lr = residual(A, Ul[:, :k], Sl[:k], Vl[:, :k].T)
+            floor = passes * A.numel() * 4 / bw
+            print(
+                f"| {name} | {k} | {t_sp:.3f} | {res_sp:.1e} | {t_ts:.3f} | {res_ts:.1e} "
+                f"| {passes} | {t_ts / floor:.1f} | {t_lr:.3f} | {res_lr:.1e} |"
+            )
+
+
+def scaling_table(sizes: list[int], repeat: int, bw: float) -> None:
+    print("\n## Scaling, float32, k = 10, loss of S, U and V\n")
+    print("| matrix | n | forward (s) | forward+backward (s) | passes | × floor |")
+    print("|---|---|---|---|---|---|")
+    for name, maker in (("decaying", decaying), ("gaussian", gaussian)):
+        for n in sizes:
+            A = maker(n)
+            loss = make_loss(n, n)
+            t_f, _ = median_time(partial(torchsvd.svds, A, 10), repeat)
+            t, (_, passes) = median_time(partial(svds_fwd_bwd, A, 10, loss), repeat)
+            floor = passes * A.numel() * 4 / bw
+            print(f"| {name} | {n} | {t_f:.3f} | {t:.3f} | {passes} | {t / floor:.1f} |")
+
+
+def sparse_table(n: int, nnz: int, repeat: int, bw: float) -> None:
+    print(f"\n## Sparse {n}×{n}, {nnz} non-zeros (CSR, float32), k = 10\n")
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, n, (nnz,), generator=gen)
+    cols = torch.randint(0, n, (nnz,), generator=gen)
+    vals = torch.randn(nnz, generator=gen)
+    A = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
+    A = A.to_sparse_csr()
+    csr = scipy.sparse.csr_matrix(
+        (A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n)
+    )
+    loss = make_loss(n, n)
+    # Bytes of a CSR pass: values (4) + column indices (8) per non-zero.
+    nbytes = A.values().numel() * (4 + 8)
+    counted = Counted(A)
+    t_f, (U, S, Vh) = median_time(lambda: torchsvd.svds(counted.op, 10), repeat)
+    passes_f = counted.passes // repeat
+    res = residual(csr, U, S, Vh)
+    t, (_, passes) = median_time(lambda: svds_fwd_bwd(A, 10, loss), repeat)
+    t_sp, _ = median_time(
+        lambda: scipy.sparse.linalg.svds(csr, 10, tol=1e-6, random_state=np.random.default_rng(0)),
+        1,
+    )
+    print(
+        "| forward (s) | residual | passes | × floor | forward+backward (s) | passes "
+        "| scipy ARPACK tol 1e-6 (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {t_f:.3f} | {res:.1e} | {passes_f} | {t_f / (passes_f * nbytes / bw):.0f} "
+        f"| {t:.3f} | {passes} | {t_sp:.3f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check it runs")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    quick = args.quick
+    n = 400 if quick else 4000
+    bw = bandwidth(1000 if quick else 4000)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"GEMV bandwidth {bw / 1e9:.1f} GB/s"
+    )
+    headline(n, args.repeat, bw)
+    forward_table(n, args.repeat, bw)
+    scaling_table([250, 500, 1000] if quick else [1000, 2000, 4000, 8000], args.repeat, bw)
+    sparse_table(10_000 if quick else 100_000, 100_000 if quick else 1_000_000, args.repeat, bw)
+
+
+if __name__ == "__main__":
+    main()

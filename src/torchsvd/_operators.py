@@ -1,0 +1,252 @@
+"""Linear operators: a matrix known only through its products with blocks of vectors.
+
+`svds` needs two things from a matrix ``A`` of shape ``(..., m, n)``: the products ``A @ X`` and
+``Aᴴ @ Y`` with blocks of vectors, and — for gradients — a way to turn a low-rank cotangent
+``Ā = L Rᴴ`` (rank ≤ 2k) into gradients of whatever ``A`` is made of. `LinearOperator` is that
+interface; dense and sparse tensors are wrapped by `aslinearoperator`.
+
+Gradients of an operator with parameters. The reverse rule of `svds` produces the cotangent of the
+matrix as ``Ā = L Rᴴ``. The gradient of the loss with respect to a parameter θ of ``A(θ)`` is the
+derivative of the scalar ``⟨Ā, A(θ)⟩ = Re tr(Āᴴ A(θ)) = Re Σ_j L[:, j]ᴴ A(θ) R[:, j]``, with
+``Ā`` held fixed. That is one more call ``matmat(R)``, differentiated by autograd: no dense
+``m × n`` matrix is ever formed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+from torchsvd._validate import check_matrix, compute_dtype
+
+__all__ = ["LinearOperator", "aslinearoperator"]
+
+_REAL = (torch.float32, torch.float64)
+
+
+class LinearOperator:
+    r"""A (batch of) real matrices ``(..., m, n)`` given by their products with blocks of vectors.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(..., m, n)``: optional batch dimensions, then the matrix shape.
+    matmat : callable
+        ``matmat(X)`` with ``X`` of shape ``(..., n, p)`` returns ``A @ X``, shape ``(..., m, p)``.
+        ``X`` may be a non-contiguous view.
+    rmatmat : callable
+        ``rmatmat(Y)`` with ``Y`` of shape ``(..., m, p)`` returns ``Aᴴ @ Y``, shape
+        ``(..., n, p)``.
+        It must be the adjoint of ``matmat`` (`svds` checks this on its first products).
+    dtype : torch.dtype, optional
+        float32 or float64. Default: the dtype of the first parameter, else the default dtype.
+    device : torch.device or str, optional
+        Default: the device of the first parameter, else the CPU.
+    params : sequence of Tensor
+        Every tensor the products depend on that may require gradients. ``matmat`` must be a
+        differentiable torch function of them: the gradients of a loss of ``svds(op, k)`` reach
+        them through one extra differentiated call ``matmat(R)`` with ``2k`` columns
+        (``rmatmat`` is never differentiated). Tensors captured by ``matmat`` but not listed here
+        get no gradient.
+
+    Examples
+    --------
+    A diagonal-plus-low-rank matrix ``diag(d) + a bᵀ`` that is never formed; gradients flow to
+    ``d``, ``a`` and ``b``:
+
+    >>> import torch
+    >>> from torchsvd import LinearOperator, spectral_norm
+    >>> d = torch.linspace(1.0, 2.0, 500, dtype=torch.float64, requires_grad=True)
+    >>> a = torch.full((500,), 0.01, dtype=torch.float64, requires_grad=True)
+    >>> b = torch.ones(500, dtype=torch.float64, requires_grad=True)
+    >>> op = LinearOperator(
+    ...     (500, 500),
+    ...     lambda X: d[:, None] * X + a[:, None] * (b @ X),
+    ...     lambda Y: d[:, None] * Y + b[:, None] * (a @ Y),
+    ...     params=(d, a, b),
+    ... )
+    >>> sigma = spectral_norm(op)
+    >>> sigma.backward()
+    >>> dense = torch.diag(d.detach()) + torch.outer(a.detach(), b.detach())
+    >>> bool(torch.isclose(sigma, torch.linalg.matrix_norm(dense, 2)))
+    True
+    >>> d.grad.shape, a.grad.shape
+    (torch.Size([500]), torch.Size([500]))
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        matmat: Callable[[torch.Tensor], torch.Tensor],
+        rmatmat: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        params: Sequence[torch.Tensor] = (),
+    ) -> None:
+        shape = tuple(shape)
+        if len(shape) < 2 or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise ValueError(
+                f"shape must be a sequence (..., m, n) of at least 2 non-negative ints, got {shape}"
+            )
+        if not callable(matmat) or not callable(rmatmat):
+            raise TypeError(
+                "matmat and rmatmat must be callables X -> A @ X and Y -> Aᴴ @ Y, got "
+                f"{type(matmat).__name__} and {type(rmatmat).__name__}"
+            )
+        params = tuple(params)
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"params must be tensors, got {type(p).__name__}")
+        if dtype is None:
+            dtype = params[0].dtype if params else torch.get_default_dtype()
+        if dtype not in _REAL:
+            raise TypeError(f"LinearOperator dtype must be float32 or float64, got {dtype}")
+        if device is None:
+            device = params[0].device if params else torch.device("cpu")
+        self.shape = torch.Size(shape)
+        self.matmat = matmat
+        self.rmatmat = rmatmat
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.params = params
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """The leading (batch) dimensions of `shape`."""
+        return self.shape[:-2]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(shape={tuple(self.shape)}, dtype={self.dtype}, "
+            f"device={self.device}, params={len(self.params)})"
+        )
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Gradients of `params` for the cotangent ``Ā = left @ rightᴴ`` of the matrix.
+
+        ``left`` is ``(..., m, r)``, ``right`` is ``(..., n, r)``; ``needs[i]`` says whether
+        ``params[i]`` needs a gradient. Differentiates ``Re Σ conj(left) * matmat(right)``, which
+        equals ``⟨Ā, A⟩`` (module docstring).
+        """
+        wanted = [p for p, need in zip(self.params, needs, strict=True) if need]
+        if not wanted:
+            return tuple(None for _ in self.params)
+        with torch.enable_grad():
+            inner = (left.conj() * self.matmat(right)).real.sum()
+            grads = iter(torch.autograd.grad(inner, wanted, allow_unused=True))
+        return tuple(next(grads) if need else None for need in needs)
+
+
+class _DenseOperator(LinearOperator):
+    """A dense tensor ``(..., m, n)``; its cotangent is the product ``L Rᴴ`` itself."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        self.matrix = A
+        # Blocks are passed as transposed views of row-major (p, n) tensors: X.mT @ A.mT is then a
+        # product of two row-major operands, the fastest layout for a skinny GEMM with MKL.
+        super().__init__(
+            A.shape,
+            lambda X: (X.mT @ A.mT).mT,
+            lambda Y: (Y.mT @ A).mT,
+            dtype=A.dtype,
+            device=A.device,
+            params=(A,),
+        )
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        return (left @ right.mH if needs[0] else None,)
+
+
+class _SparseOperator(LinearOperator):
+    """A 2-D sparse COO or CSR tensor; its gradient has the sparsity pattern of the tensor.
+
+    The gradient of a loss with respect to the stored values only is ``Ā`` restricted to the
+    pattern: value ``(i, j)`` gets ``Σ_r L[i, r] R[j, r]``, O(nnz·r) work.
+    """
+
+    def __init__(self, A: torch.Tensor) -> None:
+        if A.layout == torch.sparse_coo:
+            A = A.coalesce()
+            rows, cols = A.indices()
+            At = A.detach().t().coalesce()
+        else:
+            rows = torch._convert_indices_from_csr_to_coo(
+                A.crow_indices(), A.col_indices(), out_int32=False
+            )[0]
+            cols = A.col_indices()
+            # The transpose of a CSR matrix is CSC; converting it once keeps rmatmat a fast CSR
+            # product for every iteration.
+            At = A.detach().mT.to_sparse_csr()
+        self.matrix = A
+        self._rows, self._cols = rows, cols
+        Ad = A.detach()
+        super().__init__(
+            A.shape,
+            lambda X: Ad @ X,
+            lambda Y: At @ Y,
+            dtype=A.dtype,
+            device=A.device,
+            params=(A,),
+        )
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        if not needs[0]:
+            return (None,)
+        values = (left[self._rows] * right[self._cols].conj()).sum(-1)
+        A = self.matrix
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+            if A.layout == torch.sparse_coo:
+                grad = torch.sparse_coo_tensor(
+                    A.indices(), values, A.shape, is_coalesced=True, check_invariants=False
+                )
+            else:
+                grad = torch.sparse_csr_tensor(
+                    A.crow_indices(), A.col_indices(), values, A.shape, check_invariants=False
+                )
+        return (grad,)
+
+
+def aslinearoperator(A: object) -> LinearOperator:
+    """Wrap a dense tensor ``(..., m, n)``, a 2-D sparse COO/CSR tensor, or return an operator.
+
+    Dense float16/bfloat16 tensors are converted to float32 (compute dtype); the caller casts
+    results back.
+
+    Raises
+    ------
+    TypeError
+        ``A`` is none of the above, or has an unsupported dtype (integer, complex).
+    ValueError
+        ``A`` is a batched sparse tensor, or contains NaN or infinity.
+    """
+    if isinstance(A, LinearOperator):
+        return A
+    if not isinstance(A, torch.Tensor):
+        raise TypeError(
+            "A must be a torch.Tensor (dense, sparse COO or CSR) or a torchsvd.LinearOperator, "
+            f"got {type(A).__name__}"
+        )
+    if A.layout in (torch.sparse_coo, torch.sparse_csr):
+        if A.ndim != 2:
+            raise ValueError(f"sparse A must be 2-D (m, n), got shape {tuple(A.shape)}")
+        if A.dtype not in _REAL:
+            raise TypeError(f"sparse A must be float32 or float64, got {A.dtype}")
+        values = A.coalesce().values() if A.layout == torch.sparse_coo else A.values()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError("A contains NaN or infinite entries; its SVD is undefined")
+        return _SparseOperator(A)
+    if A.layout != torch.strided:
+        raise TypeError(f"A has unsupported layout {A.layout}; expected strided, sparse_coo, csr")
+    check_matrix(A, allow_complex=False)
+    dtype = compute_dtype(A.dtype)
+    return _DenseOperator(A.to(dtype))

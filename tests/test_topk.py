@@ -1,0 +1,345 @@
+"""svds, spectral_norm: forward against torch.linalg.svd, backward against dense autograd."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torchsvd
+from torchsvd import ConvergenceError, DegenerateGradientWarning, LinearOperator, svds
+from torchsvd.testing import matrix_with_singular_values, spectrum
+
+F64 = torch.float64
+Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _spectrum(kind: str, r: int) -> torch.Tensor:
+    """Spectra with decay, a cluster at the top of the block, and a small gap after k = 4."""
+    if kind == "cluster":
+        # σ_1..σ_4 within 1e-3 of each other (a cluster inside the block), then a gap.
+        head = torch.tensor([1.0, 1.0 - 3e-4, 1.0 - 6e-4, 1.0 - 9e-4], dtype=F64)
+        return torch.cat([head, 0.5 * spectrum("decaying", r - 4)])
+    if kind == "small_gap":
+        s = spectrum("decaying", r)
+        s[4:] = s[4:] * (s[3] * 0.99 / s[4])  # σ_5 = 0.99 σ_4
+        return s
+    return spectrum(kind, r, seed=5)
+
+
+def _projector(Q: torch.Tensor) -> torch.Tensor:
+    return Q @ Q.mT
+
+
+def _check_forward(A: torch.Tensor, k: int, result: Triplets, tol: float) -> None:
+    U, S, Vh = result
+    Ur, Sr, Vhr = torch.linalg.svd(A, full_matrices=False)
+    s1 = Sr[..., :1]
+    r1 = (A @ Vh.mT - U * S.unsqueeze(-2)).norm(dim=-2)
+    r2 = (A.mT @ U - Vh.mT * S.unsqueeze(-2)).norm(dim=-2)
+    assert bool((r1 <= tol * s1 * 1.01).all()) and bool((r2 <= tol * s1 * 1.01).all())
+    torch.testing.assert_close(S, Sr[..., :k], atol=1e-10, rtol=0)
+    assert bool((S[..., :-1] >= S[..., 1:]).all())
+    torch.testing.assert_close(_projector(U), _projector(Ur[..., :k]), atol=1e-8, rtol=0)
+    torch.testing.assert_close(_projector(Vh.mT), _projector(Vhr[..., :k, :].mT), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["decaying", "cluster", "small_gap", "gaussian"])
+@pytest.mark.parametrize(("m", "n"), [(300, 200), (200, 300), (120, 120)])
+@pytest.mark.parametrize("k", [1, 4])
+def test_forward_matches_dense_svd(kind: str, m: int, n: int, k: int) -> None:
+    if kind == "cluster" and k == 1:
+        pytest.skip("σ_1 inside a 1e-3 cluster: u_1 alone is determined only to tol/3e-4")
+    A = matrix_with_singular_values(_spectrum(kind, min(m, n)), m, n, seed=1)
+    _check_forward(A, k, svds(A, k, tol=1e-12), 1e-12)
+
+
+def test_forward_batched_and_default_tol() -> None:
+    s = torch.stack([spectrum("decaying", 40), spectrum("gaussian", 40, seed=2)])
+    A = matrix_with_singular_values(s, 50, 40, batch=(3, 2), seed=3)
+    result = svds(A, 3)
+    assert result[0].shape == (3, 2, 50, 3) and result[2].shape == (3, 2, 3, 40)
+    _check_forward(A, 3, result, torchsvd._topk.default_tol(F64))
+
+
+@pytest.mark.parametrize("kind", ["decaying", "gaussian"])
+def test_float32_default_tol_is_reached(kind: str) -> None:
+    A = matrix_with_singular_values(_spectrum(kind, 150), 200, 150, dtype=torch.float32, seed=4)
+    U, S, Vh = svds(A, 5)
+    tol = torchsvd._topk.default_tol(torch.float32)
+    A64, U64, S64, V64 = A.double(), U.double(), S.double(), Vh.double().mT
+    assert float((A64 @ V64 - U64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
+    assert float((A64.mT @ U64 - V64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
+
+
+def test_low_precision_input_is_computed_in_float32() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 20), 30, 20, seed=0).to(torch.bfloat16)
+    U, S, Vh = svds(A, 2)
+    assert U.dtype == S.dtype == Vh.dtype == torch.bfloat16
+    torch.testing.assert_close(S.float(), torch.linalg.svdvals(A.float())[:2], rtol=1e-2, atol=0)
+
+
+def test_deterministic_and_warm_start() -> None:
+    A = matrix_with_singular_values(spectrum("gaussian", 200, seed=1), 250, 200, seed=2)
+    first = svds(A, 3, tol=1e-12)
+    again = svds(A, 3, tol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    calls = []
+    op = LinearOperator(A.shape, lambda X: calls.append(1) or A @ X, lambda Y: A.mT @ Y, dtype=F64)
+    svds(op, 3, tol=1e-12)
+    cold = len(calls)
+    calls.clear()
+    warm = svds(op, 3, tol=1e-12, v0=first[2])
+    assert len(calls) < cold / 2
+    torch.testing.assert_close(warm[1], first[1], atol=1e-12, rtol=0)
+    # A single vector (..., n) is accepted too.
+    torch.testing.assert_close(svds(A, 1, v0=first[2][0])[1], first[1][:1], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("m", "n"), [(12, 7), (150, 100), (100, 150)])
+def test_rank_deficient(m: int, n: int) -> None:
+    # rank 3 < k = 5: the trailing singular values are 0 and the Krylov space becomes invariant
+    # (its vanishing directions are replaced by random ones); small sizes go the dense way.
+    A = matrix_with_singular_values([3.0, 2.0, 1.0], m, n, seed=0)
+    U, S, Vh = svds(A, 5, tol=1e-12)
+    want = torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0], dtype=F64)
+    torch.testing.assert_close(S, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(U.mT @ U, torch.eye(5, dtype=F64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(Vh @ Vh.mT, torch.eye(5, dtype=F64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("m", "n", "batch"), [(150, 100, ()), (90, 140, (2,))])
+def test_thick_restarts(m: int, n: int, batch: tuple[int, ...]) -> None:
+    # A small basis forces many restarts on a slowly converging (Gaussian) spectrum.
+    s = spectrum("gaussian", min(m, n), seed=3)
+    A = matrix_with_singular_values(s, m, n, batch=batch, seed=4)
+    op = torchsvd._operators.aslinearoperator(A)
+    r = torchsvd._lanczos.block_lanczos(op, 3, tol=1e-12, maxiter=2000, block=4, max_dim=14)
+    assert r.steps > 10
+    _check_forward(A, 3, (r.U, r.S, r.Vh), 1e-12)
+
+
+# --- gradients ------------------------------------------------------------------------------
+
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _losses(m: int, n: int, k: int) -> dict[str, Loss]:
+    gen = torch.Generator().manual_seed(7)
+    Wm = torch.randn(m, m, generator=gen, dtype=F64)
+    Wn = torch.randn(n, n, generator=gen, dtype=F64)
+    Wmn = torch.randn(m, n, generator=gen, dtype=F64)
+    ws = torch.randn(k, generator=gen, dtype=F64)
+    x = torch.randn(m, generator=gen, dtype=F64)
+    return {
+        "S": lambda U, S, Vh: (S * ws).sum() + (S**2).sum(),
+        "U": lambda U, S, Vh: (_projector(U) * Wm).sum(),
+        "V": lambda U, S, Vh: (_projector(Vh.mT) * Wn).sum(),
+        "mixed": lambda U, S, Vh: (
+            ((U * S.unsqueeze(-2)) @ Vh * Wmn).sum()
+            + ((U @ Vh) * Wmn).sum()
+            + ((x @ U) ** 2 * ws).sum()
+        ),
+    }
+
+
+def _grad(fn: Callable[[torch.Tensor], Triplets], A: torch.Tensor, loss: Loss) -> torch.Tensor:
+    A = A.detach().clone().requires_grad_()
+    loss(*fn(A)).backward()
+    assert A.grad is not None
+    return A.grad
+
+
+def _dense_topk(k: int) -> Callable[[torch.Tensor], Triplets]:
+    def fn(A: torch.Tensor) -> Triplets:
+        U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+        return U[..., :k], S[..., :k], Vh[..., :k, :]
+
+    return fn
+
+
+def _robust_topk(k: int) -> Callable[[torch.Tensor], Triplets]:
+    """Top k of torchsvd.svd: exact at ties and zero singular values, where torch's is NaN."""
+
+    def fn(A: torch.Tensor) -> Triplets:
+        U, S, Vh = torchsvd.svd(A)
+        return U[..., :k], S[..., :k], Vh[..., :k, :]
+
+    return fn
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("loss_name", ["S", "U", "V", "mixed"])
+@pytest.mark.parametrize(("m", "n", "batch"), [(60, 40, ()), (40, 60, ()), (30, 30, (2,))])
+@pytest.mark.parametrize("k", [1, 3])
+def test_gradient_matches_dense_autograd(
+    loss_name: str, m: int, n: int, batch: tuple[int, ...], k: int
+) -> None:
+    s = _spectrum("small_gap", min(m, n)) if k == 3 else spectrum("decaying", min(m, n))
+    A = matrix_with_singular_values(s, m, n, batch=batch, seed=11)
+    loss = _losses(m, n, k)[loss_name]
+    got = _grad(lambda X: svds(X, k, tol=1e-13), A, loss)
+    want = _grad(_dense_topk(k), A, loss)
+    assert _rel(got, want) <= 1e-8
+
+
+@pytest.mark.parametrize("loss_name", ["U", "mixed"])
+@pytest.mark.parametrize(("m", "n"), [(300, 200), (200, 300)])
+def test_gradient_through_the_krylov_forward(loss_name: str, m: int, n: int) -> None:
+    A = matrix_with_singular_values(_spectrum("small_gap", min(m, n)), m, n, seed=12)
+    loss = _losses(m, n, 4)[loss_name]
+    got = _grad(lambda X: svds(X, 4, tol=1e-13), A, loss)
+    want = _grad(_dense_topk(4), A, loss)
+    assert _rel(got, want) <= 1e-8
+
+
+def test_gradient_with_a_tie_inside_the_block() -> None:
+    # σ_1 = σ_2 inside k = 3: a projector loss is gauge invariant; torchsvd.svd is exact there.
+    A = matrix_with_singular_values([2.0, 2.0, 1.5, 1.0, 0.5, 0.25], 30, 20, seed=3)
+    loss = _losses(30, 20, 3)["U"]
+    got = _grad(lambda X: svds(X, 3, tol=1e-13), A, loss)
+    want = _grad(_robust_topk(3), A, loss)
+    assert _rel(got, want) <= 1e-8
+
+
+def test_spectral_norm_value_and_gradient() -> None:
+    A = matrix_with_singular_values(spectrum("gaussian", 40, seed=0), 50, 40, batch=(3,), seed=1)
+    A.requires_grad_()
+    sigma = torchsvd.spectral_norm(A)
+    U, S, Vh = torch.linalg.svd(A.detach())
+    torch.testing.assert_close(sigma.detach(), S[..., 0], atol=1e-10, rtol=0)
+    sigma.sum().backward()
+    assert A.grad is not None
+    uv = U[..., :, :1] * Vh[..., :1, :]
+    torch.testing.assert_close(A.grad, uv, atol=1e-9, rtol=0)
+
+
+def test_values_only_loss_skips_the_linear_solve() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 40), 50, 40, seed=0)
+    W = A.clone().requires_grad_()
+    counts = {"mm": 0, "rmm": 0}
+
+    def mm(X: torch.Tensor) -> torch.Tensor:
+        counts["mm"] += 1
+        return W @ X
+
+    def rmm(Y: torch.Tensor) -> torch.Tensor:
+        counts["rmm"] += 1
+        return W.mT @ Y
+
+    U, S, Vh = svds(LinearOperator(A.shape, mm, rmm, params=(W,)), 2, tol=1e-12)
+    counts.update(mm=0, rmm=0)
+    (U.sum() * 0 + S.sum()).backward()  # U's cotangent is exactly zero: no CG
+    assert counts == {"mm": 1, "rmm": 0}  # one differentiated matmat pushes Ā to W
+    assert W.grad is not None
+    torch.testing.assert_close(W.grad, U.detach() @ Vh.detach(), atol=1e-12, rtol=0)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    m=st.integers(2, 40),
+    n=st.integers(2, 40),
+    data=st.data(),
+)
+def test_property_residuals_and_values(m: int, n: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(1, min(m, n)))
+    seed = data.draw(st.integers(0, 1000))
+    A = matrix_with_singular_values(spectrum("gaussian", min(m, n), seed=seed), m, n, seed=seed)
+    U, S, Vh = svds(A, k, tol=1e-11)
+    s1 = float(torch.linalg.matrix_norm(A, 2))
+    assert float((A @ Vh.mT - U * S).norm(dim=0).max()) <= 1.01e-11 * s1
+    assert float((A.mT @ U - Vh.mT * S).norm(dim=0).max()) <= 1.01e-11 * s1
+    torch.testing.assert_close(S, torch.linalg.svdvals(A)[:k], atol=1e-9 * s1, rtol=0)
+
+
+# --- bad input and degenerate cases -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0, -1, 5])
+def test_k_out_of_range(k: int) -> None:
+    with pytest.raises(ValueError, match="1 <= k <= min"):
+        svds(torch.randn(6, 4, dtype=F64), k)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"k": 1.0}, TypeError),
+        ({"k": True}, TypeError),
+        ({"k": 1, "tol": 0.0}, ValueError),
+        ({"k": 1, "tol": 2.0}, ValueError),
+        ({"k": 1, "maxiter": 0}, ValueError),
+        ({"k": 1, "v0": torch.ones(3, 7)}, ValueError),
+        ({"k": 1, "v0": [1.0]}, TypeError),
+    ],
+)
+def test_bad_options(kwargs: dict[str, object], error: type[Exception]) -> None:
+    k = kwargs.pop("k")
+    with pytest.raises(error):
+        svds(torch.randn(6, 4, dtype=F64), k, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_entries(bad: float) -> None:
+    A = torch.randn(6, 4, dtype=F64)
+    A[2, 1] = bad
+    with pytest.raises(ValueError, match=r"NaN|infinite"):
+        svds(A, 1)
+    with pytest.raises(ValueError, match=r"NaN|infinite"):
+        svds(A.to_sparse(), 1)
+
+
+@pytest.mark.parametrize("A", [torch.ones(5, 4, dtype=torch.int64), torch.ones(5, 4) * 1j, [[1.0]]])
+def test_unsupported_types(A: object) -> None:
+    with pytest.raises(TypeError):
+        svds(A, 1)  # type: ignore[arg-type]
+
+
+def test_non_convergence_reports_residuals_and_partial_result() -> None:
+    A = matrix_with_singular_values(spectrum("gaussian", 300, seed=0), 300, 300, seed=0)
+    with pytest.raises(ConvergenceError, match="did not converge") as info:
+        svds(A, 2, tol=1e-14, maxiter=2)
+    err = info.value
+    assert isinstance(err, RuntimeError)
+    assert err.residuals.shape == (2,) and bool((err.residuals > 1e-14).any())
+    U, S, Vh = err.result
+    assert U.shape == (300, 2) and S.shape == (2,) and Vh.shape == (2, 300)
+    # Ritz values of a subspace never exceed the singular values they approximate.
+    assert bool((S > 0).all()) and bool((S <= torch.linalg.svdvals(A)[:2] + 1e-12).all())
+
+
+@pytest.mark.parametrize(("m", "n"), [(8, 5), (200, 150)])
+def test_zero_matrix(m: int, n: int) -> None:
+    A = torch.zeros(m, n, dtype=F64, requires_grad=True)
+    U, S, _ = svds(A, 2)
+    assert torch.equal(S.detach(), torch.zeros(2, dtype=F64))
+    torch.testing.assert_close(U.detach().mT @ U.detach(), torch.eye(2, dtype=F64))
+    S.sum().backward()  # a subgradient u vᵀ, no warning
+    with pytest.warns(DegenerateGradientWarning, match="no gap"):
+        U = svds(A, 2)[0]
+        ((torch.ones(m, dtype=F64) @ U) ** 2).sum().backward()
+    assert A.grad is not None and bool(torch.isfinite(A.grad).all())
+
+
+@pytest.mark.parametrize(("m", "n"), [(20, 10), (150, 100)])
+def test_no_gap_after_k_warns_and_stays_finite(m: int, n: int) -> None:
+    # σ_2 = σ_3: the top-2 subspace is not defined; σ_1's vectors still have a derivative.
+    A = matrix_with_singular_values([3.0, 2.0, 2.0, 1.0, 0.5], m, n, seed=1)
+    loss = _losses(m, n, 2)["U"]
+    with pytest.warns(DegenerateGradientWarning, match="no gap"):
+        g = _grad(lambda X: svds(X, 2, tol=1e-13), A, loss)
+    assert bool(torch.isfinite(g).all())
+    # The value-only gradient is unaffected and silent.
+    g_values = _grad(lambda X: svds(X, 2, tol=1e-13), A, lambda U, S, Vh: S.sum())
+    assert bool(torch.isfinite(g_values).all())
+    # k = 1 ends at a gap: exact gradient of u_1 even though σ_2 = σ_3.
+    loss1 = _losses(m, n, 1)["U"]
+    got = _grad(lambda X: svds(X, 1, tol=1e-13), A, loss1)
+    want = _grad(_robust_topk(1), A, loss1)  # torch.linalg.svd's gradient is NaN: zero σ
+    assert _rel(got, want) <= 1e-8
