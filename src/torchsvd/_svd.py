@@ -253,9 +253,7 @@ class _SVD(torch.autograd.Function):
         return gA, None, None, None
 
     @staticmethod
-    def jvp(
-        ctx: Any, dA: torch.Tensor, *_: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def jvp(ctx: Any, dA: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         U, S, Vh = ctx.saved_tensors
         k = S.shape[-1]
         if not ctx.full_matrices:
