@@ -134,3 +134,25 @@ def test_bad_arguments() -> None:
         torchsvd.nn.spectral_norm(nn.Linear(3, 3), max_norm=-1.0)
     with pytest.raises(IndexError, match="dim"):
         torchsvd.nn.spectral_norm(nn.Linear(3, 3), dim=2)
+
+
+def test_small_update_is_refined_by_power_steps_without_lanczos(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer = torchsvd.nn.spectral_norm(_linear(30, 20, seed=5), tol=1e-6)
+    original = layer.parametrizations.weight.original
+    with torch.no_grad():
+        original.add_(1e-6 * torch.randn(30, 20, dtype=F64, generator=torch.Generator()))
+
+    def no_lanczos(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a small update should not need the Lanczos fallback")
+
+    monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+    W = layer.weight
+    u, v = layer.parametrizations.weight[0]._u, layer.parametrizations.weight[0]._v
+    sigma = torch.linalg.matrix_norm(original.detach(), 2)
+    residual = torch.linalg.vector_norm(original.detach().mT @ u - (u @ original.detach() @ v) * v)
+    assert float(residual) <= 1e-6 * float(sigma)
+    torch.testing.assert_close(
+        torch.linalg.matrix_norm(W.detach(), 2), torch.tensor(1.0, dtype=F64)
+    )

@@ -101,6 +101,7 @@ def gauge_reciprocals(
 def _warn_if_gauge_dependent(
     J: torch.Tensor,
     K: torch.Tensor,
+    S: torch.Tensor,
     separated: torch.Tensor,
     inv_s: torch.Tensor,
     rtol: float,
@@ -114,13 +115,19 @@ def _warn_if_gauge_dependent(
     if is_transformed(J) or J.numel() == 0:
         return
     with torch.no_grad():
+        # S is sorted, so a tie anywhere implies a small gap between neighbours: this cheap
+        # test on k−1 gaps spares the k×k checks in the common case (real, no tie).
+        gaps = S[..., :-1] - S[..., 1:]
+        has_tie = bool((gaps <= rtol * S[..., :1]).any())
+        if not has_tie and not J.is_complex():
+            return
         scale = sum(g.abs().amax() for g in cotangents if g is not None and g.numel())
         if not isinstance(scale, torch.Tensor) or not bool(scale > 0):
             return
         limit = 10 * rtol * scale
         eye = torch.eye(J.shape[-1], dtype=torch.bool, device=J.device)
         tie = ~separated & ~eye
-        if bool(tie.any()) and bool(((J + K).abs() * tie).amax() > limit):
+        if has_tie and bool(((J + K).abs() * tie).amax() > limit):
             warnings.warn(
                 "svd backward: the loss depends on the choice of singular vectors inside a group "
                 "of tied singular values, so it has no gradient there; returning the gradient of "
@@ -169,7 +176,7 @@ def svd_backward(
     zero = torch.zeros((*S.shape[:-1], k, k), dtype=U.dtype, device=U.device)
     J = UhgU - UhgU.mH if UhgU is not None else zero
     K = VhgV - VhgV.mH if VhgV is not None else zero
-    _warn_if_gauge_dependent(J, K, separated, inv_s, rtol, (gU, gVh))
+    _warn_if_gauge_dependent(J, K, S, separated, inv_s, rtol, (gU, gVh))
     inner = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))

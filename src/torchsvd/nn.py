@@ -4,11 +4,11 @@
 same buffers ``_u``/``_v`` and state-dict keys, conv and transposed-conv weights), with two
 differences that matter for Lipschitz-constrained training:
 
-- σ_1 comes from :func:`torchsvd.svds` warm-started at the previous singular vectors and iterated
-  until its residual is below ``tol``, instead of one power iteration per step. PyTorch's σ is a
-  lower bound that lags behind the weights (after a large step it can be far off); this one is
-  accurate to ``tol`` at every training step, and when the weights moved little it costs about
-  as much as PyTorch's single iteration.
+- σ_1 is iterated until the residual of the singular triplet is below ``tol``, instead of one
+  power iteration per step: a few power steps from the previous vectors when the weights moved
+  little (then it costs about as much as PyTorch's single iteration), and the Lanczos solver of
+  :func:`torchsvd.svds`, warm-started, when they did not. PyTorch's σ is a lower bound that lags
+  behind the weights (after a large step it can be far off); this one is accurate at every step.
 - Its gradient is the exact derivative of W/σ_1(W) (∂σ_1/∂W = u_1 v_1ᵀ at the converged triplet).
 - ``max_norm=c`` rescales only when σ_1 > c: W / max(1, σ_1/c), the usual Lipschitz layer.
 """
@@ -21,11 +21,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from torchsvd._topk import svds
+from torchsvd._topk import default_tol, svds
 
 __all__ = ["spectral_norm"]
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+# Power steps (two GEMVs each) tried before handing over to Lanczos: enough for the usual small
+# change between training steps; beyond that Lanczos wins (it converges with √(σ_1−σ_2)).
+_POWER_STEPS = 8
 
 
 class _SpectralNorm(nn.Module):
@@ -80,18 +84,42 @@ class _SpectralNorm(nn.Module):
             return self._scale(weight, torch.linalg.vector_norm(weight))
         mat = self._as_matrix(weight)
         if self.training:
-            U, S, Vh = svds(mat, 1, tol=self.tol, maxiter=self.maxiter, v0=self._v)
             with torch.no_grad():
+                u, v = self._refine(mat.detach())
                 # In place, so that replicas sharing the buffers (DataParallel) see the update.
-                self._u.copy_(U[:, 0])
-                self._v.copy_(Vh[0])
-            sigma = S[0]
-        else:
-            # Evaluation: the stored triplet, like PyTorch (gradient u vᵀ, u and v constant).
-            u = self._u.clone(memory_format=torch.contiguous_format)
-            v = self._v.clone(memory_format=torch.contiguous_format)
-            sigma = torch.vdot(u, torch.mv(mat, v))
+                self._u.copy_(u)
+                self._v.copy_(v)
+        # σ = uᵀ W v with u, v constant has gradient u vᵀ: the exact ∂σ_1/∂W at a converged
+        # triplet (what svds' implicit backward gives for a loss of S alone), as cheap as PyTorch.
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        sigma = torch.vdot(u, torch.mv(mat, v))
         return self._scale(weight, sigma)
+
+    def _refine(self, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top singular pair of ``mat`` to relative residual ``tol``, from the stored one.
+
+        Between two training steps the weights move little, so a few power steps from the
+        previous v usually suffice: with u = W v / ‖W v‖ and σ = ‖W v‖, ``W v − σ u`` is zero
+        and ``‖Wᵀu − σ v‖`` is the residual ``svds`` bounds, for two GEMVs a step. Power
+        iteration converges only with the ratio σ_2/σ_1, though (slow for the clustered top
+        spectrum of a freshly initialised layer, hopeless after a large update), so after
+        ``_POWER_STEPS`` it hands over to the Lanczos solver of `svds`, warm-started here.
+        """
+        tol = default_tol(mat.dtype) if self.tol is None else self.tol
+        v = self._v
+        for _ in range(_POWER_STEPS):
+            Wv = torch.mv(mat, v)
+            sigma = torch.linalg.vector_norm(Wv)
+            if not bool(sigma > 0):
+                break
+            u = Wv / sigma
+            z = torch.mv(mat.mT, u)
+            if bool(torch.linalg.vector_norm(z - sigma * v) <= tol * sigma):
+                return u, v
+            v = z / torch.linalg.vector_norm(z)
+        U, _, Vh = svds(mat, 1, tol=self.tol, maxiter=self.maxiter, v0=v)
+        return U[:, 0], Vh[0]
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Assigning to the parametrized weight stores the value itself (as PyTorch does).
@@ -113,9 +141,9 @@ def spectral_norm(
 
     Registers a parametrization so that ``module.<name>`` is ``W / σ_1(W)`` (or, with
     ``max_norm=c``, ``W / max(1, σ_1(W)/c)``), where ``W`` is the stored weight reshaped to a
-    matrix with dimension ``dim`` first. In training mode σ_1 is computed by
-    :func:`torchsvd.svds` (``k=1``) warm-started at the stored right singular vector and iterated
-    until ``‖W v − σ u‖, ‖Wᵀu − σ v‖ <= tol·σ``; the gradient is exact. In evaluation mode the
+    matrix with dimension ``dim`` first. In training mode σ_1 is iterated from the stored singular
+    vectors (power steps, then :func:`torchsvd.svds` with ``k=1`` if they do not suffice) until
+    ``‖W v − σ u‖, ‖Wᵀu − σ v‖ <= tol·σ``; the gradient is exact. In evaluation mode the
     stored vectors are used, as in PyTorch.
 
     Parameters
