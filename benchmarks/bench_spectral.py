@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
 
 import torchsvd
+from _timing import time_pair
 
 SHAPES = [(512, 512), (1024, 256), (1000, 8, 8), (100000, 3, 3)]
 QUICK_SHAPES = [(48, 48), (64, 16), (50, 8, 8), (500, 3, 3)]
@@ -48,27 +47,6 @@ CASES: dict[str, tuple[Op, Op]] = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time_pair(
-    fns: tuple[Callable[[], object], Callable[[], object]], repeats: int, device: torch.device
-) -> tuple[float, float]:
-    for fn in fns:  # warm-up (allocator, LAPACK workspaces, CUDA handles)
-        fn()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, acc in zip(fns, times, strict=True):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            acc.append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
-
-
 def bench(
     shape: tuple[int, ...], ours: Op, naive: Op, repeats: int, device: torch.device
 ) -> tuple[float, float]:
@@ -85,7 +63,7 @@ def bench(
     with warnings.catch_warnings():
         # Among 10⁵ random 3×3 float32 matrices a few are numerically singular; polar warns.
         warnings.simplefilter("ignore", torchsvd.DegenerateGradientWarning)
-        return _time_pair((forward_backward(naive), forward_backward(ours)), repeats, device)
+        return time_pair((forward_backward(naive), forward_backward(ours)), repeats, device)
 
 
 def main() -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 import torchsvd
+from _timing import time_pair
 
 SHAPES = [(512, 512), (1024, 256), (256, 1024), (1000, 8, 8), (100000, 3, 3)]
 QUICK_SHAPES = [(64, 64), (96, 32), (32, 96), (100, 8, 8), (1000, 3, 3)]
@@ -32,27 +31,6 @@ def _torch_svd(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return ((U @ Vh) * W).sum() + S.sum()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time_pair(
-    fns: tuple[Callable[[], object], Callable[[], object]], repeats: int, device: torch.device
-) -> tuple[float, float]:
-    for fn in fns:  # warm-up (allocator, LAPACK workspaces, CUDA handles)
-        fn()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, acc in zip(fns, times, strict=True):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            acc.append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def bench_shape(
@@ -76,8 +54,8 @@ def bench_shape(
 
         return run
 
-    fwd_ref, fwd_ours = _time_pair((forward(_torch_svd), forward(torchsvd.svd)), repeats, device)
-    fb_ref, fb_ours = _time_pair(
+    fwd_ref, fwd_ours = time_pair((forward(_torch_svd), forward(torchsvd.svd)), repeats, device)
+    fb_ref, fb_ours = time_pair(
         (forward_backward(_torch_svd), forward_backward(torchsvd.svd)), repeats, device
     )
     return fwd_ref, fwd_ours, fb_ref, fb_ours
