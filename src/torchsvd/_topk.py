@@ -347,6 +347,12 @@ def svds(
     ``Vh`` adds one CG solve with two block products per step. ``torch.func`` transforms and
     double backward are not supported (the iteration count depends on the data).
 
+    Precision: a float32 ``A`` is multiplied in float32, but the Krylov bases, the CG vectors
+    and their inner products are float64 (float32 inner products of long vectors err by
+    eps·√N, which stalled the residual above the default tolerance at N = 10⁵). The outputs are
+    float32. The rounding of the float32 products bounds the residual that can be confirmed:
+    about 1.5e-6·σ_1 on a 4000² Gaussian matrix, below the default tolerance.
+
     Examples
     --------
     >>> import torch, torchsvd
