@@ -241,8 +241,7 @@ def block_lanczos(
         p = min(v0.shape[-2], b)
         start[..., :p, :] = v0[..., :p, :].to(dtype)
     # Preallocated bases (rows), the stored products A V and B = Uᴴ A V; the live part is
-    # [:d]. Growing them by concatenation copied every basis at every step, which dominated
-    # the step for sparse operators with long vectors.
+    # [:d]. Growing them by concatenation copied every basis at every step.
     Vbuf = torch.empty((*batch, dmax, n), dtype=dtype, device=device)
     Ubuf = torch.empty((*batch, dmax, m), dtype=dtype, device=device)
     AVbuf = torch.empty((*batch, dmax, m), dtype=dtype, device=device)
