@@ -354,7 +354,7 @@ def block_lanczos(
         # U_newᴴ A V_old vanishes in exact arithmetic; computing it keeps its rounding in B.
         Bbuf[..., :d, d : d + w] = Uh @ AV_new.mT
         Bbuf[..., d : d + w, : d + w] = Ubuf[..., d : d + w, :] @ AVbuf[..., : d + w, :].mT
-        d, fresh = d + w, w
+        d += w
 
 
 def _dense(op: LinearOperator, k: int) -> KrylovResult:

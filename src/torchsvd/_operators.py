@@ -21,7 +21,7 @@ import torch
 
 from torchsvd._validate import check_matrix, compute_dtype
 
-__all__ = ["LinearOperator", "SparseOperator", "aslinearoperator", "promoted"]
+__all__ = ["LinearOperator", "aslinearoperator", "promoted"]
 
 _REAL = (torch.float32, torch.float64)
 
@@ -164,7 +164,7 @@ class _DenseOperator(LinearOperator):
         return (left @ right.mH if needs[0] else None,)
 
 
-class SparseOperator(LinearOperator):
+class _SparseOperator(LinearOperator):
     """A 2-D sparse COO or CSR tensor; its gradient has the sparsity pattern of the tensor.
 
     The gradient of a loss with respect to the stored values only is ``Ā`` restricted to the
@@ -276,7 +276,7 @@ def aslinearoperator(A: object) -> LinearOperator:
         values = A.coalesce().values() if A.layout == torch.sparse_coo else A.values()
         if not bool(torch.isfinite(values).all()):
             raise ValueError("A contains NaN or infinite entries; its SVD is undefined")
-        return SparseOperator(A)
+        return _SparseOperator(A)
     if A.layout != torch.strided:
         raise TypeError(f"A has unsupported layout {A.layout}; expected strided, sparse_coo, csr")
     check_matrix(A, allow_complex=False)

@@ -59,8 +59,8 @@ from torch.autograd.function import once_differentiable
 
 from torchsvd._cg import projected_shifted_cg
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
-from torchsvd._lanczos import _rows_matmat, _rows_rmatmat, block_lanczos, default_block_size
-from torchsvd._operators import LinearOperator, SparseOperator, aslinearoperator, promoted
+from torchsvd._lanczos import _rows_matmat, _rows_rmatmat, block_lanczos
+from torchsvd._operators import LinearOperator, _SparseOperator, aslinearoperator, promoted
 from torchsvd._svd import default_rtol, svd_backward
 
 __all__ = ["default_tol", "spectral_norm", "svds"]
@@ -189,9 +189,9 @@ class _SVDS(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # float64 bases for a float32 operator (`promoted`); results in the operator's dtype.
         # A sparse product costs little next to orthogonalizing against a basis of long
-        # vectors: a narrow block (4, not k + 2) took 2.7 s instead of 5.6 s for k = 10 on a
-        # 100000² matrix with 10⁶ non-zeros (docs/performance.md).
-        block = min(default_block_size(k), 4) if isinstance(op, SparseOperator) else None
+        # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took 2.7 s
+        # instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros (docs/topk.md).
+        block = 4 if isinstance(op, _SparseOperator) else None
         res = block_lanczos(promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block)
         dtype = op.dtype
         return res.U.to(dtype), res.S.to(dtype), res.Vh.to(dtype), res.next_sigma.to(dtype)
