@@ -378,3 +378,17 @@ def test_float32_sparse_with_long_vectors_reaches_the_default_tol() -> None:
     tol = torchsvd._topk.default_tol(torch.float32)
     assert float((A64 @ V64 - U64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
     assert float((A64.mT @ U64 - V64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
+
+
+@pytest.mark.parametrize("seed", [9, 17])
+def test_float32_products_pass_the_adjoint_check(seed: int) -> None:
+    # The solver's bases are float64 but a float32 matrix's products round at float32: the
+    # check that rmatmat is matmat's adjoint must allow for that (with float64's allowance
+    # these matrices raised "rmatmat is not the adjoint of matmat").
+    A = matrix_with_singular_values(
+        spectrum("decaying", 400), 400, 400, dtype=torch.float32, seed=seed
+    )
+    U, S, Vh = svds(A, 1)
+    A64 = A.double()
+    tol = torchsvd._topk.default_tol(torch.float32)
+    assert float((A64.mT @ U.double() - Vh.double().mT * S.double()).norm()) <= 2 * tol * float(S)

@@ -196,6 +196,7 @@ def block_lanczos(
     block: int | None = None,
     max_dim: int | None = None,
     seed: int = 0,
+    product_dtype: torch.dtype | None = None,
 ) -> KrylovResult:
     """Top-k singular triplets of ``op`` to relative residual ``tol`` (module docstring).
 
@@ -213,6 +214,10 @@ def block_lanczos(
         Block size and largest basis size (defaults: `default_block_size`, `default_max_dim`).
     seed : int
         Seed of the random start and of the replacements of vanishing directions.
+    product_dtype : torch.dtype, optional
+        The precision of the operator's products when it is lower than ``op.dtype`` (a
+        float32 operator solved with float64 bases, `torchsvd._operators.promoted`): the
+        check that ``rmatmat`` is the adjoint of ``matmat`` allows for its rounding.
 
     Raises
     ------
@@ -226,13 +231,14 @@ def block_lanczos(
     *batch, m, n = op.shape
     dtype, device = op.dtype, op.device
     b = default_block_size(k) if block is None else block
+    eps = torch.finfo(dtype if product_dtype is None else product_dtype).eps
     # Room for k kept vectors and two blocks, so a restart always leaves space for a new block.
     # (max(b, k): the width after a restart from k Ritz vectors.)
     dmax = max(default_max_dim(k, b) if max_dim is None else max_dim, k + 2 * max(b, k))
     if min(m, n) <= dmax:
         # The basis would fill a whole space (and a wide/tall Krylov basis cannot span the row
         # space of A before it does): form A with min(m, n) products and decompose it densely.
-        return _dense(op, k)
+        return _dense(op, k, eps)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
 
@@ -269,7 +275,7 @@ def block_lanczos(
         Uh, Vh, B = Ubuf[..., :d, :], Vbuf[..., :d, :], Bbuf[..., :d, :d]
         Z = _rows_rmatmat(op, Uh[..., d - fresh :, :], n)
         if step == 1:
-            _check_adjoint(Vh @ Z.mT, B.mT)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
+            _check_adjoint(Vh @ Z.mT, B.mT, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
         Z = _project_out(Vh, Z)
         P, theta, Qh = torch.linalg.svd(B)
         drifted = torch.zeros_like(done)
@@ -357,7 +363,7 @@ def block_lanczos(
         d += w
 
 
-def _dense(op: LinearOperator, k: int) -> KrylovResult:
+def _dense(op: LinearOperator, k: int, eps: float) -> KrylovResult:
     """Small problems: ``A`` from ``min(m, n)`` products, then ``torch.linalg.svd``."""
     *batch, m, n = op.shape
     dtype, device = op.dtype, op.device
@@ -365,11 +371,11 @@ def _dense(op: LinearOperator, k: int) -> KrylovResult:
     if m <= n:
         A = _rows_rmatmat(op, torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m), n)
         x = torch.ones((*batch, 1, n), dtype=dtype, device=device)
-        _check_adjoint(_rows_matmat(op, x, m), x @ A.mT)
+        _check_adjoint(_rows_matmat(op, x, m), x @ A.mT, eps)
     else:
         A = _rows_matmat(op, torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n), m).mT
         y = torch.ones((*batch, 1, m), dtype=dtype, device=device)
-        _check_adjoint(_rows_rmatmat(op, y, n), y @ A)
+        _check_adjoint(_rows_rmatmat(op, y, n), y @ A, eps)
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     residuals = (A.mT @ U[..., :k] - Vh[..., :k, :].mT * S[..., None, :k]).norm(dim=-2)
     residuals = residuals / S[..., :1].clamp_min(torch.finfo(dtype).tiny)
@@ -377,9 +383,8 @@ def _dense(op: LinearOperator, k: int) -> KrylovResult:
     return KrylovResult(U[..., :k], S[..., :k], Vh[..., :k, :], nxt, residuals, 0)
 
 
-def _check_adjoint(got: torch.Tensor, want: torch.Tensor) -> None:
-    """Two ways to compute the same product must agree: else rmatmat is not matmat's adjoint."""
-    eps = torch.finfo(want.dtype).eps
+def _check_adjoint(got: torch.Tensor, want: torch.Tensor, eps: float) -> None:
+    """Two ways to compute the same product must agree, to √eps of the products' precision."""
     mismatch = (got - want).abs().amax()
     scale = want.abs().amax()
     if bool(mismatch > 10 * eps**0.5 * scale):

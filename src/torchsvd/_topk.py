@@ -192,7 +192,9 @@ class _SVDS(torch.autograd.Function):
         # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took 2.7 s
         # instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros (docs/topk.md).
         block = 4 if isinstance(op, _SparseOperator) else None
-        res = block_lanczos(promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block)
+        res = block_lanczos(
+            promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block, product_dtype=op.dtype
+        )
         dtype = op.dtype
         return res.U.to(dtype), res.S.to(dtype), res.Vh.to(dtype), res.next_sigma.to(dtype)
 
