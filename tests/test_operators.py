@@ -103,6 +103,9 @@ def test_adapters() -> None:
         aslinearoperator("A")
     with pytest.raises(TypeError, match="float32 or float64"):
         aslinearoperator(torch.ones(5, 4, dtype=torch.int64).to_sparse())
+    with pytest.raises(TypeError, match="real"):
+        aslinearoperator(torch.ones(5, 4, dtype=torch.complex128).to_sparse())
+    assert aslinearoperator(torch.ones(5, 4, dtype=torch.complex64)).dtype == torch.complex64
 
 
 @pytest.mark.parametrize(
@@ -111,8 +114,8 @@ def test_adapters() -> None:
         (((5,), None, None), {}, ValueError, "shape"),
         (((5, -1), None, None), {}, ValueError, "shape"),
         (((5, 4), None, None), {}, TypeError, "callables"),
-        (((5, 4), abs, abs), {"dtype": torch.complex128}, TypeError, "float32 or float64"),
-        (((5, 4), abs, abs), {"dtype": torch.int32}, TypeError, "float32 or float64"),
+        (((5, 4), abs, abs), {"dtype": torch.float16}, TypeError, "complex64 or complex128"),
+        (((5, 4), abs, abs), {"dtype": torch.int32}, TypeError, "complex64 or complex128"),
         (((5, 4), abs, abs), {"params": (1.0,)}, TypeError, "tensors"),
     ],
 )

@@ -295,7 +295,20 @@ def test_non_finite_entries(bad: float) -> None:
         svds(A.to_sparse(), 1)
 
 
-@pytest.mark.parametrize("A", [torch.ones(5, 4, dtype=torch.int64), torch.ones(5, 4) * 1j, [[1.0]]])
+def test_finite_entries_whose_sum_overflows_are_accepted() -> None:
+    # The finiteness check reads a sum first; an overflowing sum must fall back, not reject.
+    A = torch.full((6, 4), 3e37)
+    A[0, 0] = 1e38
+    S = svds(A, 1)[1]
+    assert torch.isfinite(S).all()
+    A[1, 1], A[2, 2] = float("inf"), -float("inf")  # the sum is NaN here, not inf
+    with pytest.raises(ValueError, match="infinite"):
+        svds(A, 1)
+
+
+@pytest.mark.parametrize(
+    "A", [torch.ones(5, 4, dtype=torch.int64), torch.ones(5, 4, dtype=torch.bool), [[1.0]]]
+)
 def test_unsupported_types(A: object) -> None:
     with pytest.raises(TypeError):
         svds(A, 1)  # type: ignore[arg-type]

@@ -35,7 +35,12 @@ class CGResult:
 
 
 def _project(Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    return W - (W @ Q.mT) @ Q
+    return W - (W @ Q.mH) @ Q
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``Re ⟨a, b⟩``; real on the Hermitian operators CG sees."""
+    return (a.conj() * b).real.sum(-1)
 
 
 def projected_shifted_cg(
@@ -57,7 +62,7 @@ def projected_shifted_cg(
         ``gram(P)`` for rows ``P`` (..., k, N) returns ``(G P, Cᴴ P)`` as rows.
     shifts : Tensor (..., k)
     rhs : Tensor (..., k, N)
-    Q : Tensor (..., q, N), orthonormal rows spanning the excluded subspace.
+    Q : Tensor (..., q, N), orthonormal rows (``Q Qᴴ = I``) spanning the excluded subspace.
     Q_aux : Tensor (..., q, N'), orthonormal rows; ``Cᴴ x`` is re-projected off them at the end
         (for x ⟂ Q it is exactly orthogonal to them when ``C Q_aux ⊂ span(Q)``).
     active : bool Tensor (..., k)
@@ -77,7 +82,7 @@ def projected_shifted_cg(
     x = torch.zeros_like(r)
     p = r
     aux = None
-    rs = (r * r).sum(-1)
+    rs = _dot(r, r)
     rs0 = torch.where(rs > 0, rs, torch.ones_like(rs))
     target = (tol * tol) * rs
     live = active & (rs > 0)
@@ -88,7 +93,7 @@ def projected_shifted_cg(
         if aux is None:
             aux = torch.zeros_like(aux_p)
         Mp = _project(Q, shifts.unsqueeze(-1) * p - Gp)
-        curvature = (p * Mp).sum(-1)
+        curvature = _dot(p, Mp)
         bad = live & (curvature <= 0)
         indefinite = indefinite | bad
         live = live & ~bad
@@ -96,7 +101,7 @@ def projected_shifted_cg(
         x = x + alpha.unsqueeze(-1) * p
         aux = aux + alpha.unsqueeze(-1) * aux_p
         r = r - alpha.unsqueeze(-1) * Mp
-        rs_new = (r * r).sum(-1)
+        rs_new = _dot(r, r)
         live = live & (rs_new > target)
         beta = torch.where(live, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
         p = _project(Q, r + beta.unsqueeze(-1) * p)

@@ -4,7 +4,9 @@ The forward algorithm of `svds`, matrix-free: it touches ``A`` only through `Lin
 products with blocks of ``b`` vectors (one GEMM instead of ``b`` GEMVs; for a dense float32
 matrix a block of 8 costs about 2.5 passes over ``A`` on one core, not 8).
 
-Method (one block step, real ``A``, orthonormal bases ``V`` (n×d) and ``U`` (m×d) stored as rows):
+Method (one block step, orthonormal bases ``V`` (n×d) and ``U`` (m×d) stored as rows: row i is
+the vector itself, ``v_iᵀ``, not ``v_iᴴ``, so products and combinations never conjugate and
+inner products conjugate the right factor, ``W Qᴴ``):
 
 1. ``W = A V_new``; orthonormalize ``W`` against ``U`` (classical Gram–Schmidt twice) → ``U_new``.
    ``U`` spans ``A V`` exactly, so the projected matrix ``B = Uᴴ A V`` (d×d) satisfies
@@ -41,6 +43,7 @@ import torch
 
 from torchsvd._errors import ConvergenceError
 from torchsvd._operators import LinearOperator
+from torchsvd._validate import all_finite
 
 __all__ = ["KrylovResult", "block_lanczos", "default_block_size", "default_max_dim"]
 
@@ -104,7 +107,7 @@ def _check_output(op: LinearOperator, out: object, name: str, rows: int, cols: i
         )
     if out.dtype != op.dtype:
         raise ValueError(f"{name} returned dtype {out.dtype}; the operator declares {op.dtype}")
-    if not bool(torch.isfinite(out).all()):
+    if not all_finite(out):
         raise ValueError(f"{name} returned non-finite values (NaN or infinity)")
 
 
@@ -113,7 +116,7 @@ def _project_out(Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     if Q.shape[-2] == 0:
         return W
     for _ in range(2):
-        W = W - (W @ Q.mT) @ Q
+        W = W - (W @ Q.mH) @ Q
     return W
 
 
@@ -125,16 +128,18 @@ def _orthonormal_rows(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Householder QR took 16 ms and CholQR2 a fraction of that; CholQR2 is as accurate while
     cond(W)·√eps is small, which the ratio of the first Cholesky diagonal checks.
     """
-    L, info = torch.linalg.cholesky_ex(W @ W.mT)
+    L, info = torch.linalg.cholesky_ex(W @ W.mH)
     diag = L.diagonal(dim1=-2, dim2=-1)
-    ratio = diag.amin(dim=-1) / diag.amax(dim=-1).clamp_min(torch.finfo(W.dtype).tiny)
-    if bool((info != 0).any()) or bool((ratio <= torch.finfo(W.dtype).eps ** 0.25).any()):
+    real = torch.finfo(diag.dtype)  # the diagonal of a Hermitian Cholesky factor is real
+    ratio = diag.real.amin(dim=-1) / diag.real.amax(dim=-1).clamp_min(real.tiny)
+    if bool((info != 0).any()) or bool((ratio <= real.eps**0.25).any()):
+        # Wᵀ = Qm R; the columns of Qm, as rows, are orthonormal in the sense W Wᴴ = I.
         Qm, R = torch.linalg.qr(W.mT)
         return Qm.mT, R.diagonal(dim1=-2, dim2=-1).abs()
     Q1 = torch.linalg.solve_triangular(L, W, upper=False)
-    L2 = torch.linalg.cholesky(Q1 @ Q1.mT)
+    L2 = torch.linalg.cholesky(Q1 @ Q1.mH)
     rows = torch.linalg.solve_triangular(L2, Q1, upper=False)
-    return rows, diag * L2.diagonal(dim1=-2, dim2=-1)
+    return rows, (diag * L2.diagonal(dim1=-2, dim2=-1)).real
 
 
 def _orthonormalize(W: torch.Tensor, Q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -147,7 +152,7 @@ def _orthonormalize(W: torch.Tensor, Q: torch.Tensor, gen: torch.Generator) -> t
     normalization, which magnifies the rounding left by the projection. One QR in the common
     case (nothing vanished).
     """
-    eps = torch.finfo(W.dtype).eps
+    eps = torch.finfo(W.dtype.to_real()).eps
     size = W.norm(dim=-1)
     W = _project_out(Q, W)
     rows, kept = _orthonormal_rows(W)
@@ -181,9 +186,9 @@ def _restart(
     Ritz values.
     """
     Uk = P[..., :keep].mT @ Uh
-    Vk = Qh[..., :keep, :] @ Vh
-    AVk = Qh[..., :keep, :] @ AV
-    return Uk, Vk, AVk, Uk @ AVk.mT
+    Vk = Qh[..., :keep, :].conj() @ Vh
+    AVk = Qh[..., :keep, :].conj() @ AV
+    return Uk, Vk, AVk, Uk.conj() @ AVk.mT
 
 
 def block_lanczos(
@@ -209,7 +214,8 @@ def block_lanczos(
     maxiter : int
         Maximum number of block steps.
     v0 : Tensor ``(..., p, n)``, optional
-        Rows that start the first block (e.g. a previous ``Vh``); the rest is random.
+        Rows ``Vᴴ`` of a guess (e.g. a previous ``Vh``) that start the first block; the rest is
+        random.
     block, max_dim : int, optional
         Block size and largest basis size (defaults: `default_block_size`, `default_max_dim`).
     seed : int
@@ -230,8 +236,9 @@ def block_lanczos(
     """
     *batch, m, n = op.shape
     dtype, device = op.dtype, op.device
+    real = dtype.to_real()  # of singular values and residuals
     b = default_block_size(k) if block is None else block
-    eps = torch.finfo(dtype if product_dtype is None else product_dtype).eps
+    eps = torch.finfo((dtype if product_dtype is None else product_dtype).to_real()).eps
     # Room for k kept vectors and two blocks, so a restart always leaves space for a new block.
     # (max(b, k): the width after a restart from k Ritz vectors.)
     dmax = max(default_max_dim(k, b) if max_dim is None else max_dim, k + 2 * max(b, k))
@@ -245,7 +252,7 @@ def block_lanczos(
     start = torch.randn((*batch, b, n), generator=gen, dtype=dtype, device=device)
     if v0 is not None:
         p = min(v0.shape[-2], b)
-        start[..., :p, :] = v0[..., :p, :].to(dtype)
+        start[..., :p, :] = v0[..., :p, :].to(dtype).conj()
     # Preallocated bases (rows), the stored products A V and B = Uᴴ A V; the live part is
     # [:d]. Growing them by concatenation copied every basis at every step.
     Vbuf = torch.empty((*batch, dmax, n), dtype=dtype, device=device)
@@ -259,23 +266,23 @@ def block_lanczos(
         Vbuf[..., :w, :] = _orthonormalize(rows, Vbuf[..., :0, :], gen)
         AVbuf[..., :w, :] = _rows_matmat(op, Vbuf[..., :w, :], m)
         Ubuf[..., :w, :] = _orthonormalize(AVbuf[..., :w, :], Ubuf[..., :0, :], gen)
-        Bbuf[..., :w, :w] = Ubuf[..., :w, :] @ AVbuf[..., :w, :].mT  # B_ij = u_iᴴ A v_j
+        Bbuf[..., :w, :w] = Ubuf[..., :w, :].conj() @ AVbuf[..., :w, :].mT  # B_ij = u_iᴴ A v_j
         return w
 
     d = fresh = begin(start)  # basis size; the newest `fresh` rows of U await their Aᴴ product
 
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     out_U = torch.zeros((*batch, k, m), dtype=dtype, device=device)
-    out_S = torch.zeros((*batch, k), dtype=dtype, device=device)
+    out_S = torch.zeros((*batch, k), dtype=real, device=device)
     out_V = torch.zeros((*batch, k, n), dtype=dtype, device=device)
-    out_next = torch.zeros(batch, dtype=dtype, device=device)
-    out_res = torch.zeros((*batch, k), dtype=dtype, device=device)
+    out_next = torch.zeros(batch, dtype=real, device=device)
+    out_res = torch.zeros((*batch, k), dtype=real, device=device)
     step = 1
     while True:
         Uh, Vh, B = Ubuf[..., :d, :], Vbuf[..., :d, :], Bbuf[..., :d, :d]
         Z = _rows_rmatmat(op, Uh[..., d - fresh :, :], n)
         if step == 1:
-            _check_adjoint(Vh @ Z.mT, B.mT, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
+            _check_adjoint(Vh.conj() @ Z.mT, B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
         Z = _project_out(Vh, Z)
         P, theta, Qh = torch.linalg.svd(B)
         drifted = torch.zeros_like(done)
@@ -284,14 +291,14 @@ def block_lanczos(
             last = P[..., d - fresh :, :k]  # (..., fresh, k) rows of the newest U block
             estimate = (last.mT @ Z).norm(dim=-1)
             ok = (estimate <= tol * sigma1).all(dim=-1) & ~done
-            rel = estimate / sigma1.clamp_min(torch.finfo(dtype).tiny)
+            rel = estimate / sigma1.clamp_min(torch.finfo(real).tiny)
             if bool(ok.any()):
                 Uk = P[..., :k].mT @ Uh
-                Vk = Qh[..., :k, :] @ Vh
+                Vk = Qh[..., :k, :].conj() @ Vh
                 Sk = theta[..., :k]
                 AhU = _rows_rmatmat(op, Uk, n)
                 true = (AhU - Sk.unsqueeze(-1) * Vk).norm(dim=-1)
-                scale = sigma1.clamp_min(torch.finfo(dtype).tiny)
+                scale = sigma1.clamp_min(torch.finfo(real).tiny)
                 accept = ok & (true <= tol * sigma1).all(dim=-1)
                 # Off by more than the rounding of the check itself: the recurrence drifted.
                 drifted = ok & (true > 4 * tol * sigma1).any(dim=-1)
@@ -305,10 +312,10 @@ def block_lanczos(
                 out_next = torch.where(accept, nxt, out_next)
                 done = done | accept
                 if bool(done.all()):
-                    return KrylovResult(out_U.mT, out_S, out_V, out_next, out_res, step)
+                    return KrylovResult(out_U.mT, out_S, out_V.conj(), out_next, out_res, step)
             if step >= maxiter:
                 Uk = P[..., :k].mT @ Uh
-                Vk = Qh[..., :k, :] @ Vh
+                Vk = Qh[..., :k, :].conj() @ Vh
                 sel = done.unsqueeze(-1)
                 res = torch.where(sel, out_res, rel)
                 raise ConvergenceError(
@@ -320,7 +327,7 @@ def block_lanczos(
                     result=(
                         torch.where(sel.unsqueeze(-1), out_U, Uk).mT,
                         torch.where(sel, out_S, theta[..., :k]),
-                        torch.where(sel.unsqueeze(-1), out_V, Vk),
+                        torch.where(sel.unsqueeze(-1), out_V, Vk).conj(),
                     ),
                 )
         elif step >= maxiter:
@@ -358,8 +365,8 @@ def block_lanczos(
         Ubuf[..., d : d + w, :] = _orthonormalize(AV_new, Uh, gen)
         # B = Uᴴ (A V) from the stored products, new rows and columns only. The block
         # U_newᴴ A V_old vanishes in exact arithmetic; computing it keeps its rounding in B.
-        Bbuf[..., :d, d : d + w] = Uh @ AV_new.mT
-        Bbuf[..., d : d + w, : d + w] = Ubuf[..., d : d + w, :] @ AVbuf[..., : d + w, :].mT
+        Bbuf[..., :d, d : d + w] = Uh.conj() @ AV_new.mT
+        Bbuf[..., d : d + w, : d + w] = Ubuf[..., d : d + w, :].conj() @ AVbuf[..., : d + w, :].mT
         d += w
 
 
@@ -369,16 +376,18 @@ def _dense(op: LinearOperator, k: int, eps: float) -> KrylovResult:
     dtype, device = op.dtype, op.device
     # Build A with the product on the smaller side; check the other product on one vector.
     if m <= n:
-        A = _rows_rmatmat(op, torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m), n)
+        # Row i of the product is Aᴴ e_i, the conjugate of row i of A.
+        Ah = _rows_rmatmat(op, torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m), n)
+        A = Ah.conj()
         x = torch.ones((*batch, 1, n), dtype=dtype, device=device)
         _check_adjoint(_rows_matmat(op, x, m), x @ A.mT, eps)
     else:
         A = _rows_matmat(op, torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n), m).mT
         y = torch.ones((*batch, 1, m), dtype=dtype, device=device)
-        _check_adjoint(_rows_rmatmat(op, y, n), y @ A, eps)
+        _check_adjoint(_rows_rmatmat(op, y, n), y @ A.conj(), eps)
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
-    residuals = (A.mT @ U[..., :k] - Vh[..., :k, :].mT * S[..., None, :k]).norm(dim=-2)
-    residuals = residuals / S[..., :1].clamp_min(torch.finfo(dtype).tiny)
+    residuals = (A.mH @ U[..., :k] - Vh[..., :k, :].mH * S[..., None, :k]).norm(dim=-2)
+    residuals = residuals / S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
     nxt = S[..., k] if k < S.shape[-1] else torch.zeros_like(S[..., 0])
     return KrylovResult(U[..., :k], S[..., :k], Vh[..., :k, :], nxt, residuals, 0)
 

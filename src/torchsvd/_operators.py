@@ -19,15 +19,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from torchsvd._validate import check_matrix, compute_dtype
+from torchsvd._validate import all_finite, check_matrix, compute_dtype
 
 __all__ = ["LinearOperator", "aslinearoperator", "promoted"]
 
 _REAL = (torch.float32, torch.float64)
+_SUPPORTED = (*_REAL, torch.complex64, torch.complex128)
 
 
 class LinearOperator:
-    r"""A (batch of) real matrices ``(..., m, n)`` given by their products with blocks of vectors.
+    r"""A (batch of) matrices ``(..., m, n)`` given by their products with blocks of vectors.
 
     Parameters
     ----------
@@ -41,7 +42,9 @@ class LinearOperator:
         ``(..., n, p)``.
         It must be the adjoint of ``matmat`` (`svds` checks this on its first products).
     dtype : torch.dtype, optional
-        float32 or float64. Default: the dtype of the first parameter, else the default dtype.
+        float32, float64, complex64 or complex128: the dtype of the blocks ``matmat`` and
+        ``rmatmat`` take and return. Default: the dtype of the first parameter, else the
+        default dtype.
     device : torch.device or str, optional
         Default: the device of the first parameter, else the CPU.
     params : sequence of Tensor
@@ -102,8 +105,11 @@ class LinearOperator:
                 raise TypeError(f"params must be tensors, got {type(p).__name__}")
         if dtype is None:
             dtype = params[0].dtype if params else torch.get_default_dtype()
-        if dtype not in _REAL:
-            raise TypeError(f"LinearOperator dtype must be float32 or float64, got {dtype}")
+        if dtype not in _SUPPORTED:
+            raise TypeError(
+                "LinearOperator dtype must be float32, float64, complex64 or complex128, "
+                f"got {dtype}"
+            )
         if device is None:
             device = params[0].device if params else torch.device("cpu")
         self.shape = torch.Size(shape)
@@ -149,10 +155,11 @@ class _DenseOperator(LinearOperator):
         self.matrix = A
         # Blocks are passed as transposed views of row-major (p, n) tensors: X.mT @ A.mT is then a
         # product of two row-major operands, the fastest layout for a skinny GEMM with MKL.
+        # Aᴴ Y = (Yᴴ A)ᴴ conjugates the small block, never A (conj of A would be copied).
         super().__init__(
             A.shape,
             lambda X: (X.mT @ A.mT).mT,
-            lambda Y: (Y.mT @ A).mT,
+            lambda Y: (Y.mH @ A).mH,
             dtype=A.dtype,
             device=A.device,
             params=(A,),
@@ -217,7 +224,7 @@ class _SparseOperator(LinearOperator):
 
 
 def promoted(op: LinearOperator) -> LinearOperator:
-    """A float32 operator seen in float64: the solvers' bases and inner products in float64.
+    """A float32 (complex64) operator seen in float64 (complex128): bases and inner products.
 
     Each block is rounded to float32 for the product (which stays a float32 product: the cost
     of the operator is unchanged) and the result is returned in float64. Why: in float32 the
@@ -225,9 +232,10 @@ def promoted(op: LinearOperator) -> LinearOperator:
     length N; at N = 10⁵ (a sparse 100000² matrix) that is 3e-5, the Ritz vectors lost
     orthogonality by as much, and the residual stalled there, above the default tolerance
     6.5e-6. With float64 bases only the rounding of the products themselves remains. float64
-    operators are returned unchanged.
+    and complex128 operators are returned unchanged.
     """
-    if op.dtype != torch.float32:
+    high = {torch.float32: torch.float64, torch.complex64: torch.complex128}.get(op.dtype)
+    if high is None:
         return op
     low = op.dtype
 
@@ -237,13 +245,13 @@ def promoted(op: LinearOperator) -> LinearOperator:
         out = fn(X.to(low))
         if isinstance(out, torch.Tensor) and out.dtype != low:
             raise ValueError(f"{name} returned dtype {out.dtype}; the operator declares {low}")
-        return out.to(torch.float64) if isinstance(out, torch.Tensor) else out
+        return out.to(high) if isinstance(out, torch.Tensor) else out
 
     return LinearOperator(
         op.shape,
         lambda X: call("matmat", op.matmat, X),
         lambda Y: call("rmatmat", op.rmatmat, Y),
-        dtype=torch.float64,
+        dtype=high,
         device=op.device,
     )
 
@@ -257,7 +265,8 @@ def aslinearoperator(A: object) -> LinearOperator:
     Raises
     ------
     TypeError
-        ``A`` is none of the above, or has an unsupported dtype (integer, complex).
+        ``A`` is none of the above, or has an unsupported dtype (integer, bool; complex for a
+        sparse tensor).
     ValueError
         ``A`` is a batched sparse tensor, or contains NaN or infinity.
     """
@@ -272,13 +281,13 @@ def aslinearoperator(A: object) -> LinearOperator:
         if A.ndim != 2:
             raise ValueError(f"sparse A must be 2-D (m, n), got shape {tuple(A.shape)}")
         if A.dtype not in _REAL:
-            raise TypeError(f"sparse A must be float32 or float64, got {A.dtype}")
+            raise TypeError(f"sparse A must be float32 or float64 (real), got {A.dtype}")
         values = A.coalesce().values() if A.layout == torch.sparse_coo else A.values()
-        if not bool(torch.isfinite(values).all()):
+        if not all_finite(values):
             raise ValueError("A contains NaN or infinite entries; its SVD is undefined")
         return _SparseOperator(A)
     if A.layout != torch.strided:
         raise TypeError(f"A has unsupported layout {A.layout}; expected strided, sparse_coo, csr")
-    check_matrix(A, allow_complex=False)
+    check_matrix(A)
     dtype = compute_dtype(A.dtype)
     return _DenseOperator(A.to(dtype))

@@ -2,10 +2,11 @@ r"""``svds`` and ``spectral_norm``: top-k SVD of large or matrix-free operators,
 
 Forward: thick-restarted block Golub–Kahan–Lanczos (``torchsvd._lanczos``), matrix-free.
 
-Backward (real A, top-k triplets A V = U Σ, Aᴴ U = V Σ, σ_1 ≥ … ≥ σ_k > σ_{k+1}; cotangents
-Ū (m×k), S̄ (k), V̄ (n×k)). Split each perturbation of u_i, v_i into its part inside span(U),
-span(V) and its part in the complements. Inside, the derivative is the full-SVD rule restricted
-to the k×k block (J = UᴴŪ − ŪᴴU, K = VᴴV̄ − V̄ᴴV, masked at ties, see ``torchsvd._svd``):
+Backward (real or complex A, top-k triplets A V = U Σ, Aᴴ U = V Σ, σ_1 ≥ … ≥ σ_k > σ_{k+1};
+cotangents Ū (m×k), S̄ (k), V̄ (n×k)). Split each perturbation of u_i, v_i into its part inside
+span(U), span(V) and its part in the complements. Inside, the derivative is the full-SVD rule
+restricted to the k×k block (J = UᴴŪ − ŪᴴU, K = VᴴV̄ − V̄ᴴV, masked at ties, see
+``torchsvd._svd``; for complex A the diagonal of ½ (J − K) ∘ E is its phase term):
 
     Ā_in = U [ ½ (J + K) ∘ D + ½ (J − K) ∘ E + diag(S̄) ] Vᴴ,
     D_ij = 1/(σ_j − σ_i),  E_ij = 1/(σ_j + σ_i).
@@ -72,7 +73,7 @@ def default_tol(dtype: torch.dtype) -> float:
     Well above the rounding floor of the products (about eps·√(log n) relative), and tight
     enough that singular values (error ~ tol²·σ_1²/gap) are accurate to working precision.
     """
-    return float(torch.finfo(dtype).eps) ** 0.75
+    return float(torch.finfo(dtype.to_real()).eps) ** 0.75
 
 
 def default_maxiter(m: int, n: int) -> int:
@@ -94,27 +95,33 @@ def _topk_cotangent(
     maxiter: int,
     rtol: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Factors ``(L, R)`` of ``Ā = L Rᴴ`` (module docstring), ``(..., m, 2k)``, ``(..., n, 2k)``."""
+    """Factors ``(L, R)`` of ``Ā = L Rᴴ`` (module docstring), ``(..., m, 2k)``, ``(..., n, 2k)``.
+
+    Vectors are handled as rows of plain (unconjugated) vectors, as in `torchsvd._lanczos`:
+    ``Ur = Uᵀ``, ``Vr = Vᵀ = conj(Vh)``; for real tensors every ``conj`` is a no-op.
+    """
     m, n = U.shape[-2], Vh.shape[-1]
     k = S.shape[-1]
-    Uh = U.mT
+    Ur, Vr = U.mT, Vh.conj()
     if gU is not None and not bool(gU.any()):
         gU = None
     if gVh is not None and not bool(gVh.any()):
         gVh = None
-    UhgU = Uh @ gU if gU is not None else None
-    VhgV = Vh @ gVh.mT if gVh is not None else None
-    # The k×k bracket is the reduced-SVD rule of the block: svd_backward with U = V = I_k.
+    UhgU = U.mH @ gU if gU is not None else None  # Uᴴ Ū
+    VhgV = Vh @ gVh.mH if gVh is not None else None  # Vᴴ V̄, with V̄ = gVhᴴ
+    # The k×k bracket is the reduced-SVD rule of the block: svd_backward with U = V = I_k
+    # and the cotangents seen in those bases.
     eye = torch.eye(k, dtype=U.dtype, device=U.device).expand(*S.shape[:-1], k, k)
-    inner = svd_backward(eye, S, eye, UhgU, gS, VhgV.mT if VhgV is not None else None, rtol)
-    right = inner @ Vh  # rows of V innerᴴ
+    inner = svd_backward(eye, S, eye, UhgU, gS, VhgV.mH if VhgV is not None else None, rtol)
+    right = inner.conj() @ Vr  # rows of V innerᴴ
     if gU is None and gVh is None:
         return U, right.mT
 
-    zero_m = torch.zeros_like(Uh)
-    zero_n = torch.zeros_like(Vh)
-    ubar = gU.mT - UhgU.mT @ Uh if gU is not None and UhgU is not None else zero_m
-    vbar = gVh - VhgV.mT @ Vh if gVh is not None and VhgV is not None else zero_n
+    zero_m = torch.zeros_like(Ur)
+    zero_n = torch.zeros_like(Vr)
+    # Rows of the complement parts (I − UUᴴ) Ū and (I − VVᴴ) V̄.
+    ubar = gU.mT - UhgU.mT @ Ur if gU is not None and UhgU is not None else zero_m
+    vbar = gVh.conj() - VhgV.mT @ Vr if gVh is not None and VhgV is not None else zero_n
     gap = S - next_sigma.unsqueeze(-1)
     solvable = gap > rtol * S[..., :1]
     scale = ubar.norm(dim=-1) + vbar.norm(dim=-1)
@@ -137,7 +144,7 @@ def _topk_cotangent(
             return _rows_matmat(op, AhP, m), AhP
 
         sol = projected_shifted_cg(
-            gram, shifts, rhs, Uh, Vh, active=solvable, tol=tol, maxiter=maxiter
+            gram, shifts, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
         )
         z = sol.x
         w = (sol.aux + vbar) / safe_s
@@ -150,7 +157,7 @@ def _topk_cotangent(
             return _rows_rmatmat(op, AP, n), AP
 
         sol = projected_shifted_cg(
-            gram, shifts, rhs, Vh, Uh, active=solvable, tol=tol, maxiter=maxiter
+            gram, shifts, rhs, Vr, Ur, active=solvable, tol=tol, maxiter=maxiter
         )
         w = sol.x
         z = (sol.aux + ubar) / safe_s
@@ -172,8 +179,8 @@ def _topk_cotangent(
             "Raise maxiter or tol.",
             residuals=sol.residuals,
         )
-    L = torch.cat([Uh, z], dim=-2).mT
-    R = torch.cat([right + w, Vh], dim=-2).mT
+    L = torch.cat([Ur, z], dim=-2).mT
+    R = torch.cat([right + w, Vr], dim=-2).mT
     return L, R
 
 
@@ -195,8 +202,8 @@ class _SVDS(torch.autograd.Function):
         res = block_lanczos(
             promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block, product_dtype=op.dtype
         )
-        dtype = op.dtype
-        return res.U.to(dtype), res.S.to(dtype), res.Vh.to(dtype), res.next_sigma.to(dtype)
+        dtype, real = op.dtype, op.dtype.to_real()
+        return res.U.to(dtype), res.S.to(real), res.Vh.to(dtype), res.next_sigma.to(real)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -217,10 +224,13 @@ class _SVDS(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         op = promoted(ctx.op)  # the CG solve in float64 too, for the same reason
 
-        def up(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(op.dtype)
+        real = op.dtype.to_real()
 
-        U, S, Vh, next_sigma = (t.to(op.dtype) for t in ctx.saved_tensors)
+        def up(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(real if not t.is_complex() else op.dtype)
+
+        U, S, Vh, next_sigma = ctx.saved_tensors
+        U, Vh, S, next_sigma = U.to(op.dtype), Vh.to(op.dtype), S.to(real), next_sigma.to(real)
         rtol = default_rtol(ctx.op.dtype)
         L, R = _topk_cotangent(
             op,
@@ -275,6 +285,8 @@ def _check_v0(v0: object, op: LinearOperator) -> torch.Tensor | None:
             f"v0 must have shape (..., p, n) or (..., n) = {(*op.batch_shape, 'p', n)} for an "
             f"operator of shape {tuple(op.shape)} (a previous Vh), got {tuple(v0.shape)}"
         )
+    if v0.is_complex() and not op.dtype.is_complex:
+        raise TypeError(f"v0 is complex ({v0.dtype}) but A is real ({op.dtype})")
     if not bool(torch.isfinite(v0).all()):
         raise ValueError("v0 contains NaN or infinite entries")
     return rows.detach().to(device=op.device, dtype=op.dtype)
@@ -298,7 +310,8 @@ def svds(
     Parameters
     ----------
     A : Tensor ``(..., m, n)``, sparse COO/CSR Tensor ``(m, n)``, or `LinearOperator`
-        Real: float32 or float64 (float16/bfloat16 dense tensors are computed in float32).
+        float32, float64, complex64 or complex128 (float16/bfloat16 dense tensors are computed
+        in float32; sparse tensors must be real).
     k : int
         Number of triplets, ``1 <= k <= min(m, n)``.
     tol : float, optional
@@ -332,7 +345,7 @@ def svds(
         ``k`` out of range, non-finite entries, or a `LinearOperator` whose products have the
         wrong shape or dtype or are not adjoint to each other.
     TypeError
-        Unsupported input type or dtype (integer, complex).
+        Unsupported input type or dtype (integer, bool, complex sparse).
 
     Warns
     -----
