@@ -380,6 +380,17 @@ def svds(
     >>> A.grad.shape
     torch.Size([60, 40])
 
+    Complex matrices: ``S`` is real, ``Vh`` holds the conjugated rows ``v_iᴴ``.
+
+    >>> C = torchsvd.testing.matrix_with_singular_values(
+    ...     [3.0, 2.0, 1.0], 30, 20, dtype=torch.complex128, seed=0
+    ... )
+    >>> U, S, Vh = torchsvd.svds(C, 2)
+    >>> S.round(decimals=8)
+    tensor([3., 2.], dtype=torch.float64)
+    >>> bool(torch.allclose(C @ Vh.mH, U * S))
+    True
+
     Matrix-free, with gradients to parameters: see `LinearOperator`.
     """
     op = aslinearoperator(A)
