@@ -111,12 +111,19 @@ def _check_output(op: LinearOperator, out: object, name: str, rows: int, cols: i
         raise ValueError(f"{name} returned non-finite values (NaN or infinity)")
 
 
-def _project_out(Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """Rows of ``W`` minus their components along the orthonormal rows of ``Q``, twice (CGS2)."""
+def _project_out(
+    Q: torch.Tensor, W: torch.Tensor, coef: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rows of ``W`` minus their components along the orthonormal rows of ``Q``, twice (CGS2).
+
+    ``coef``: the first pass's coefficients ``W Qᴴ`` when the caller has them already. Each
+    pass reads ``Q`` twice; with long vectors (a sparse 100000² matrix) those reads are the cost.
+    """
     if Q.shape[-2] == 0:
         return W
     for _ in range(2):
-        W = W - (W @ Q.mH) @ Q
+        W = W - (W @ Q.mH if coef is None else coef) @ Q
+        coef = None
     return W
 
 
@@ -142,8 +149,13 @@ def _orthonormal_rows(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, (diag * L2.diagonal(dim1=-2, dim2=-1)).real
 
 
-def _orthonormalize(W: torch.Tensor, Q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _orthonormalize(
+    W: torch.Tensor, Q: torch.Tensor, gen: torch.Generator, size: torch.Tensor | None = None
+) -> torch.Tensor:
     """Orthonormal rows spanning ``W`` projected off ``Q``; vanishing directions become random.
+
+    ``size``: when given, ``W`` is already projected off ``Q`` (`_project_out`) and ``size``
+    holds its row norms before that.
 
     A remainder that is exactly zero (to eps² of the row: zero matrix, exhausted Krylov space)
     carries no direction and is replaced by a seeded random row. Any other remainder is kept,
@@ -153,8 +165,9 @@ def _orthonormalize(W: torch.Tensor, Q: torch.Tensor, gen: torch.Generator) -> t
     case (nothing vanished).
     """
     eps = torch.finfo(W.dtype.to_real()).eps
-    size = W.norm(dim=-1)
-    W = _project_out(Q, W)
+    if size is None:
+        size = W.norm(dim=-1)
+        W = _project_out(Q, W)
     rows, kept = _orthonormal_rows(W)
     vanished = kept <= eps * eps * size
     if bool(vanished.any()):
@@ -283,7 +296,8 @@ def block_lanczos(
         Z = _rows_rmatmat(op, Uh[..., d - fresh :, :], n)
         if step == 1:
             _check_adjoint(Vh.conj() @ Z.mT, B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
-        Z = _project_out(Vh, Z)
+        z_size = Z.norm(dim=-1)
+        Z = _project_out(Vh, Z)  # for the residual estimate, and the next block
         P, theta, Qh = torch.linalg.svd(B)
         drifted = torch.zeros_like(done)
         if d >= k:
@@ -358,14 +372,18 @@ def block_lanczos(
             d = keep
             Uh, Vh = Ubuf[..., :d, :], Vbuf[..., :d, :]
         w = fresh  # the block width: b, or k > b after a restart from k Ritz vectors
-        Vbuf[..., d : d + w, :] = _orthonormalize(Z, Vh, gen)
+        Vbuf[..., d : d + w, :] = _orthonormalize(Z, Vh, gen, size=z_size)
         AV_new = _rows_matmat(op, Vbuf[..., d : d + w, :], m)
         AVbuf[..., d : d + w, :] = AV_new
         step += 1
-        Ubuf[..., d : d + w, :] = _orthonormalize(AV_new, Uh, gen)
-        # B = Uᴴ (A V) from the stored products, new rows and columns only. The block
-        # U_newᴴ A V_old vanishes in exact arithmetic; computing it keeps its rounding in B.
-        Bbuf[..., :d, d : d + w] = Uh.conj() @ AV_new.mT
+        # B = Uᴴ (A V) from the stored products, new rows and columns only. Its new columns
+        # U_oldᴴ A V_new are also the first projection coefficients of A V_new against U. The
+        # block U_newᴴ A V_old vanishes in exact arithmetic; computing it keeps its rounding in B.
+        coef = AV_new @ Uh.mH
+        Bbuf[..., :d, d : d + w] = coef.mT
+        Ubuf[..., d : d + w, :] = _orthonormalize(
+            _project_out(Uh, AV_new, coef), Uh, gen, size=AV_new.norm(dim=-1)
+        )
         Bbuf[..., d : d + w, : d + w] = Ubuf[..., d : d + w, :].conj() @ AVbuf[..., : d + w, :].mT
         d += w
 
