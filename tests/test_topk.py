@@ -405,3 +405,20 @@ def test_float32_products_pass_the_adjoint_check(seed: int) -> None:
     A64 = A.double()
     tol = torchsvd._topk.default_tol(torch.float32)
     assert float((A64.mT @ U.double() - Vh.double().mT * S.double()).norm()) <= 2 * tol * float(S)
+
+
+@pytest.mark.parametrize("local", [0, 3])
+@pytest.mark.parametrize("dtype", [F64, torch.complex128])
+def test_gram_schmidt_repeats_a_pass_that_cancelled(local: int, dtype: torch.dtype) -> None:
+    # W lies in span(Q) up to 1e-10 of its norm: one pass would leave the result orthogonal to
+    # Q only to about eps·1e10 of its size; the repeated pass must bring it to eps.
+    from torchsvd._lanczos import _project_out
+
+    gen = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(500, 12, generator=gen, dtype=dtype))[0].mT
+    W = torch.randn(4, 12, generator=gen, dtype=dtype) @ Q
+    W = W + 1e-10 * torch.randn(4, 500, generator=gen, dtype=dtype)
+    out, coef = _project_out(Q, W, local=local)
+    leak = (out @ Q.mH).abs().amax(dim=-1) / out.norm(dim=-1)
+    assert float(leak.max()) <= 1e-13
+    torch.testing.assert_close(coef, W @ Q.mH, atol=1e-14, rtol=0)

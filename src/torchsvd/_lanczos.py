@@ -111,20 +111,39 @@ def _check_output(op: LinearOperator, out: object, name: str, rows: int, cols: i
         raise ValueError(f"{name} returned non-finite values (NaN or infinity)")
 
 
-def _project_out(
-    Q: torch.Tensor, W: torch.Tensor, coef: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Rows of ``W`` minus their components along the orthonormal rows of ``Q``, twice (CGS2).
+_DGKS = 0.5**0.5  # repeat a Gram–Schmidt pass that kept less than this fraction of a row
 
-    ``coef``: the first pass's coefficients ``W Qᴴ`` when the caller has them already. Each
-    pass reads ``Q`` twice; with long vectors (a sparse 100000² matrix) those reads are the cost.
+
+def _project_out(
+    Q: torch.Tensor, W: torch.Tensor, local: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ``W`` minus their components along the orthonormal rows of ``Q``, and ``W Qᴴ``.
+
+    A classical Gram–Schmidt pass against all of ``Q`` reads ``Q`` twice, and with long vectors
+    (a sparse 100000² matrix) those reads are the cost. One pass leaves the result orthogonal
+    to ``Q`` only to about eps·‖W‖/‖result‖, so it is repeated when it kept less than 1/√2 of a
+    row's norm (Daniel, Gragg, Kaufman and Stewart's criterion; otherwise one repetition is
+    always enough). In Lanczos the large components of ``W`` lie along the last ``local`` rows
+    of ``Q``, the previous block: removing those first, at the cost of ``local`` rows, leaves
+    the full pass little to cancel, and it is rarely repeated. The returned coefficients are
+    those of ``W`` itself, ``W Qᴴ``, up to rounding.
     """
     if Q.shape[-2] == 0:
-        return W
-    for _ in range(2):
-        W = W - (W @ Q.mH if coef is None else coef) @ Q
-        coef = None
-    return W
+        return W, W @ Q.mH
+    local = min(local, Q.shape[-2])
+    near = None
+    if local:
+        Q_near = Q[..., -local:, :]
+        near = W @ Q_near.mH
+        W = W - near @ Q_near
+    before = W.norm(dim=-1)
+    coef = W @ Q.mH
+    W = W - coef @ Q
+    if bool((W.norm(dim=-1) < _DGKS * before).any()):
+        W = W - (W @ Q.mH) @ Q
+    if near is not None:
+        coef = torch.cat([coef[..., :-local], coef[..., -local:] + near], dim=-1)
+    return W, coef
 
 
 def _orthonormal_rows(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,16 +186,16 @@ def _orthonormalize(
     eps = torch.finfo(W.dtype.to_real()).eps
     if size is None:
         size = W.norm(dim=-1)
-        W = _project_out(Q, W)
+        W = _project_out(Q, W)[0]
     rows, kept = _orthonormal_rows(W)
     vanished = kept <= eps * eps * size
     if bool(vanished.any()):
         fresh = torch.randn(W.shape, generator=gen, dtype=W.dtype, device=W.device)
-        W = _project_out(Q, torch.where(vanished.unsqueeze(-1), fresh, W))
+        W = _project_out(Q, torch.where(vanished.unsqueeze(-1), fresh, W))[0]
         size = torch.where(vanished, W.norm(dim=-1), size)
         rows, kept = _orthonormal_rows(W)
     if bool((kept <= eps**0.5 * size).any()):
-        rows = _orthonormal_rows(_project_out(Q, rows))[0]
+        rows = _orthonormal_rows(_project_out(Q, rows)[0])[0]
     return rows
 
 
@@ -297,7 +316,9 @@ def block_lanczos(
         if step == 1:
             _check_adjoint(Vh.conj() @ Z.mT, B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
         z_size = Z.norm(dim=-1)
-        Z = _project_out(Vh, Z)  # for the residual estimate, and the next block
+        # Off V, for the residual estimate and the next block. In exact arithmetic Aᴴ U_new has
+        # no component along V but the newest block (rows paired with U_new): those go first.
+        Z = _project_out(Vh, Z, local=fresh)[0]
         P, theta, Qh = torch.linalg.svd(B)
         drifted = torch.zeros_like(done)
         if d >= k:
@@ -377,13 +398,12 @@ def block_lanczos(
         AVbuf[..., d : d + w, :] = AV_new
         step += 1
         # B = Uᴴ (A V) from the stored products, new rows and columns only. Its new columns
-        # U_oldᴴ A V_new are also the first projection coefficients of A V_new against U. The
-        # block U_newᴴ A V_old vanishes in exact arithmetic; computing it keeps its rounding in B.
-        coef = AV_new @ Uh.mH
+        # U_oldᴴ A V_new are the projection coefficients of A V_new against U (whose large
+        # part lies along the newest U block). The block U_newᴴ A V_old vanishes in exact
+        # arithmetic; computing it keeps its rounding in B.
+        W, coef = _project_out(Uh, AV_new, local=fresh)
         Bbuf[..., :d, d : d + w] = coef.mT
-        Ubuf[..., d : d + w, :] = _orthonormalize(
-            _project_out(Uh, AV_new, coef), Uh, gen, size=AV_new.norm(dim=-1)
-        )
+        Ubuf[..., d : d + w, :] = _orthonormalize(W, Uh, gen, size=AV_new.norm(dim=-1))
         Bbuf[..., d : d + w, : d + w] = Ubuf[..., d : d + w, :].conj() @ AVbuf[..., : d + w, :].mT
         d += w
 
