@@ -145,3 +145,24 @@ def test_products_are_checked(m: int, n: int) -> None:
     nan = LinearOperator((m, n), lambda X: A @ X * float("nan"), lambda Y: A.mT @ Y, dtype=F64)
     with pytest.raises(ValueError, match=r"non-finite|adjoint"):
         svds(nan, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128])
+@pytest.mark.parametrize(("m", "n"), [(401, 299), (300, 600)])
+def test_dense_products_cut_into_thread_blocks(dtype: torch.dtype, m: int, n: int) -> None:
+    # Three threads: A is cut into three row (column) blocks, with rows (columns) left over.
+    from torchsvd._operators import _dense_products
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        A = torch.randn(m, n, generator=gen, dtype=dtype)
+        matmat, rmatmat = _dense_products(A)
+    finally:
+        torch.set_num_threads(threads)
+    X = torch.randn(5, n, generator=gen, dtype=dtype).mT  # blocks arrive as transposed rows
+    Y = torch.randn(5, m, generator=gen, dtype=dtype).mT
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(matmat(X), A @ X, atol=tol, rtol=tol)
+    torch.testing.assert_close(rmatmat(Y), A.mH @ Y, atol=tol, rtol=tol)
