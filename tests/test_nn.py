@@ -156,3 +156,35 @@ def test_small_update_is_refined_by_power_steps_without_lanczos(
     torch.testing.assert_close(
         torch.linalg.matrix_norm(W.detach(), 2), torch.tensor(1.0, dtype=F64)
     )
+
+
+def test_complex_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A complex layer, as PyTorch's parametrization allows. The stored v must be v itself (not
+    # the row vᴴ of Vh), and the power steps must use Wᴴ, not Wᵀ.
+    C128 = torch.complex128
+    layer = nn.Linear(9, 12, dtype=C128)
+    with torch.no_grad():
+        s = 3.0 * spectrum("decaying", 9)
+        layer.weight.copy_(matrix_with_singular_values(s, 12, 9, seed=3, dtype=C128))
+    layer = torchsvd.nn.spectral_norm(layer, tol=1e-8)
+    one = torch.tensor(1.0, dtype=F64)
+    layer.eval()  # the vectors stored at registration, no refinement
+    torch.testing.assert_close(torch.linalg.matrix_norm(layer.weight.detach(), 2), one)
+    layer.train()
+    original = layer.parametrizations.weight.original
+    with torch.no_grad():
+        original.add_(1e-7 * torch.randn(12, 9, dtype=C128, generator=torch.Generator()))
+
+    def no_lanczos(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a small update should not need the Lanczos fallback")
+
+    monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+    W0 = original.detach().clone()
+    G = torch.randn(12, 9, dtype=C128, generator=torch.Generator().manual_seed(2))
+    out = layer.weight
+    torch.testing.assert_close(torch.linalg.matrix_norm(out.detach(), 2), one)
+    (out * G.conj()).real.sum().backward()
+    W = W0.clone().requires_grad_()
+    ((W / torch.linalg.matrix_norm(W, 2)) * G.conj()).real.sum().backward()
+    assert original.grad is not None and W.grad is not None
+    torch.testing.assert_close(original.grad, W.grad, rtol=1e-7, atol=1e-9)

@@ -63,8 +63,9 @@ class _SpectralNorm(nn.Module):
             mat = self._as_matrix(weight.detach())
             # Converge once at registration (PyTorch runs 15 power iterations here).
             U, _, Vh = svds(mat, 1, tol=tol, maxiter=maxiter)
+            # v itself, not the row vᴴ of Vh (they differ for complex weights), as PyTorch.
             self.register_buffer("_u", U[:, 0].to(weight.dtype).contiguous())
-            self.register_buffer("_v", Vh[0].to(weight.dtype).contiguous())
+            self.register_buffer("_v", Vh[0].conj().to(weight.dtype).contiguous())
 
     def _as_matrix(self, weight: torch.Tensor) -> torch.Tensor:
         # Same layout as PyTorch: the normalised dimension first, the rest flattened.
@@ -89,11 +90,12 @@ class _SpectralNorm(nn.Module):
                 # In place, so that replicas sharing the buffers (DataParallel) see the update.
                 self._u.copy_(u)
                 self._v.copy_(v)
-        # σ = uᵀ W v with u, v constant has gradient u vᵀ: the exact ∂σ_1/∂W at a converged
+        # σ = Re uᴴ W v with u, v constant has gradient u vᴴ: the exact ∂σ_1/∂W at a converged
         # triplet (what svds' implicit backward gives for a loss of S alone), as cheap as PyTorch.
+        # (uᴴ W v is real there up to rounding; Re keeps σ real for complex weights.)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.vdot(u, torch.mv(mat, v))
+        sigma = torch.vdot(u, torch.mv(mat, v)).real
         return self._scale(weight, sigma)
 
     def _refine(self, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +103,7 @@ class _SpectralNorm(nn.Module):
 
         Between two training steps the weights move little, so a few power steps from the
         previous v usually suffice: with u = W v / ‖W v‖ and σ = ‖W v‖, ``W v − σ u`` is zero
-        and ``‖Wᵀu − σ v‖`` is the residual ``svds`` bounds, for two GEMVs a step. Power
+        and ``‖Wᴴu − σ v‖`` is the residual ``svds`` bounds, for two GEMVs a step. Power
         iteration converges only with the ratio σ_2/σ_1, though (slow for the clustered top
         spectrum of a freshly initialised layer, hopeless after a large update), so after
         ``_POWER_STEPS`` it hands over to the Lanczos solver of `svds`, warm-started here.
@@ -114,12 +116,12 @@ class _SpectralNorm(nn.Module):
             if not bool(sigma > 0):
                 break
             u = Wv / sigma
-            z = torch.mv(mat.mT, u)
+            z = torch.mv(mat.mH, u)
             if bool(torch.linalg.vector_norm(z - sigma * v) <= tol * sigma):
                 return u, v
             v = z / torch.linalg.vector_norm(z)
-        U, _, Vh = svds(mat, 1, tol=self.tol, maxiter=self.maxiter, v0=v)
-        return U[:, 0], Vh[0]
+        U, _, Vh = svds(mat, 1, tol=self.tol, maxiter=self.maxiter, v0=v.conj())
+        return U[:, 0], Vh[0].conj()
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Assigning to the parametrized weight stores the value itself (as PyTorch does).
@@ -143,8 +145,9 @@ def spectral_norm(
     ``max_norm=c``, ``W / max(1, σ_1(W)/c)``), where ``W`` is the stored weight reshaped to a
     matrix with dimension ``dim`` first. In training mode σ_1 is iterated from the stored singular
     vectors (power steps, then :func:`torchsvd.svds` with ``k=1`` if they do not suffice) until
-    ``‖W v − σ u‖, ‖Wᵀu − σ v‖ <= tol·σ``; the gradient is exact. In evaluation mode the
-    stored vectors are used, as in PyTorch.
+    ``‖W v − σ u‖, ‖Wᴴu − σ v‖ <= tol·σ``; the gradient is exact. In evaluation mode the
+    stored vectors are used, as in PyTorch. Real and complex weights (float32/float64,
+    complex64/complex128) are supported.
 
     Parameters
     ----------
