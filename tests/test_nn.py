@@ -136,6 +136,13 @@ def test_bad_arguments() -> None:
         torchsvd.nn.spectral_norm(nn.Linear(3, 3), dim=2)
 
 
+def _forbid_lanczos(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_lanczos(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a small update should not need the Lanczos fallback")
+
+    monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+
+
 def test_small_update_is_refined_by_power_steps_without_lanczos(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -144,10 +151,7 @@ def test_small_update_is_refined_by_power_steps_without_lanczos(
     with torch.no_grad():
         original.add_(1e-6 * torch.randn(30, 20, dtype=F64, generator=torch.Generator()))
 
-    def no_lanczos(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a small update should not need the Lanczos fallback")
-
-    monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+    _forbid_lanczos(monkeypatch)
     W = layer.weight
     u, v = layer.parametrizations.weight[0]._u, layer.parametrizations.weight[0]._v
     sigma = torch.linalg.matrix_norm(original.detach(), 2)
@@ -175,10 +179,7 @@ def test_complex_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     with torch.no_grad():
         original.add_(1e-7 * torch.randn(12, 9, dtype=C128, generator=torch.Generator()))
 
-    def no_lanczos(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a small update should not need the Lanczos fallback")
-
-    monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+    _forbid_lanczos(monkeypatch)
     W0 = original.detach().clone()
     G = torch.randn(12, 9, dtype=C128, generator=torch.Generator().manual_seed(2))
     out = layer.weight
