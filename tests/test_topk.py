@@ -332,6 +332,12 @@ def test_non_convergence_reports_residuals_and_partial_result() -> None:
     assert U.shape == (300, 2) and S.shape == (2,) and Vh.shape == (2, 300)
     # Ritz values of a subspace never exceed the singular values they approximate.
     assert bool((S > 0).all()) and bool((S <= torch.linalg.svdvals(A)[:2] + 1e-12).all())
+    # The partial result comes in the input's precision, as a converged one would.
+    with pytest.raises(ConvergenceError) as info:
+        svds(A.to(torch.complex64), 2, maxiter=2)
+    U, S, Vh = info.value.result
+    assert U.dtype == Vh.dtype == torch.complex64 and S.dtype == torch.float32
+    assert info.value.residuals.dtype == torch.float32
 
 
 @pytest.mark.parametrize(("m", "n"), [(8, 5), (200, 150)])
@@ -562,12 +568,28 @@ def test_phase_dependent_loss_warns() -> None:
     assert A.grad is not None and bool(torch.isfinite(A.grad).all())
 
 
-def test_transpose_instead_of_adjoint_is_rejected() -> None:
-    # A common mistake with complex operators: rmatmat = Aᵀ Y instead of Aᴴ Y.
-    A = matrix_with_singular_values(_spectrum("small_gap", 200), 300, 200, seed=9, dtype=C128)
+def _flux_ring(n: int) -> torch.Tensor:
+    """A Hermitian tight-binding ring with flux: the imaginary parts of each row sum to zero."""
+    H = torch.diag(torch.randn(n, generator=torch.Generator().manual_seed(0), dtype=F64))
+    H = H.to(C128)
+    hop = torch.tensor(0.7j, dtype=C128).exp()
+    for j in range(n):
+        H[j, (j + 1) % n] = hop
+        H[(j + 1) % n, j] = hop.conj()
+    return H
+
+
+@pytest.mark.parametrize("n", [40, 400])  # the small (dense) path and the Krylov path
+def test_transpose_instead_of_adjoint_is_rejected(n: int) -> None:
+    # A common mistake with complex operators: rmatmat = Aᵀ Y instead of Aᴴ Y. On this matrix a
+    # check with a vector of ones cannot see it.
+    A = _flux_ring(n)
     op = LinearOperator(A.shape, lambda X: A @ X, lambda Y: A.mT @ Y, dtype=C128)
     with pytest.raises(ValueError, match="adjoint"):
         svds(op, 2)
+    good = LinearOperator(A.shape, lambda X: A @ X, lambda Y: A.mH @ Y, dtype=C128)
+    U, S, Vh = svds(good, 2, tol=1e-12)
+    assert float((A @ Vh.mH - U * S).norm()) <= 1e-10 * float(S[0])
 
 
 def test_complex_sparse_and_mismatched_v0_are_rejected() -> None:

@@ -8,7 +8,8 @@ Method (one block step, orthonormal bases ``V`` (n×d) and ``U`` (m×d) stored a
 the vector itself, ``v_iᵀ``, not ``v_iᴴ``, so products and combinations never conjugate and
 inner products conjugate the right factor, ``W Qᴴ``):
 
-1. ``W = A V_new``; orthonormalize ``W`` against ``U`` (classical Gram–Schmidt twice) → ``U_new``.
+1. ``W = A V_new``; orthonormalize ``W`` against ``U`` (classical Gram–Schmidt, `_project_out`)
+   → ``U_new``.
    ``U`` spans ``A V`` exactly, so the projected matrix ``B = Uᴴ A V`` (d×d) satisfies
    ``A V = U B``: for a Ritz triplet ``B = P Θ Qᴴ``, ``A (V q_i) = θ_i (U p_i)`` holds exactly.
 2. ``Z = Aᴴ U_new``, orthogonalized against ``V``. By construction ``Aᴴ U_old ⊂ span(V)``, so the
@@ -317,7 +318,8 @@ def block_lanczos(
             _check_adjoint(Vh.conj() @ Z.mT, B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
         z_size = Z.norm(dim=-1)
         # Off V, for the residual estimate and the next block. In exact arithmetic Aᴴ U_new has
-        # no component along V but the newest block (rows paired with U_new): those go first.
+        # no component along V but the newest block (rows paired with U_new), or the kept rows
+        # after a thick restart: the newest block goes first.
         Z = _project_out(Vh, Z, local=fresh)[0]
         P, theta, Qh = torch.linalg.svd(B)
         drifted = torch.zeros_like(done)
@@ -399,8 +401,9 @@ def block_lanczos(
         step += 1
         # B = Uᴴ (A V) from the stored products, new rows and columns only. Its new columns
         # U_oldᴴ A V_new are the projection coefficients of A V_new against U (whose large
-        # part lies along the newest U block). The block U_newᴴ A V_old vanishes in exact
-        # arithmetic; computing it keeps its rounding in B.
+        # part lies along the newest U block, or along all kept rows right after a thick
+        # restart, where the repeated pass may then be needed). The block U_newᴴ A V_old
+        # vanishes in exact arithmetic; computing it keeps its rounding in B.
         W, coef = _project_out(Uh, AV_new, local=fresh)
         Bbuf[..., :d, d : d + w] = coef.mT
         Ubuf[..., d : d + w, :] = _orthonormalize(W, Uh, gen, size=AV_new.norm(dim=-1))
@@ -413,15 +416,20 @@ def _dense(op: LinearOperator, k: int, eps: float) -> KrylovResult:
     *batch, m, n = op.shape
     dtype, device = op.dtype, op.device
     # Build A with the product on the smaller side; check the other product on one vector.
+    # The other product is checked on a random vector: with a vector of ones, an rmatmat that
+    # returns Aᵀ Y instead of Aᴴ Y passed whenever the imaginary parts of A summed to zero along
+    # rows (a Hermitian tight-binding ring, say) and the singular vectors came out conjugated.
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0)
     if m <= n:
         # Row i of the product is Aᴴ e_i, the conjugate of row i of A.
         Ah = _rows_rmatmat(op, torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m), n)
         A = Ah.conj()
-        x = torch.ones((*batch, 1, n), dtype=dtype, device=device)
+        x = torch.randn((*batch, 1, n), generator=gen, dtype=dtype, device=device)
         _check_adjoint(_rows_matmat(op, x, m), x @ A.mT, eps)
     else:
         A = _rows_matmat(op, torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n), m).mT
-        y = torch.ones((*batch, 1, m), dtype=dtype, device=device)
+        y = torch.randn((*batch, 1, m), generator=gen, dtype=dtype, device=device)
         _check_adjoint(_rows_rmatmat(op, y, n), y @ A.conj(), eps)
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     residuals = (A.mH @ U[..., :k] - Vh[..., :k, :].mH * S[..., None, :k]).norm(dim=-2)

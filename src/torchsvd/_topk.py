@@ -199,10 +199,18 @@ class _SVDS(torch.autograd.Function):
         # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took 2.7 s
         # instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros (docs/topk.md).
         block = 4 if isinstance(op, _SparseOperator) else None
-        res = block_lanczos(
-            promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block, product_dtype=op.dtype
-        )
         dtype, real = op.dtype, op.dtype.to_real()
+        try:
+            res = block_lanczos(
+                promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block, product_dtype=dtype
+            )
+        except ConvergenceError as err:
+            if isinstance(err.result, tuple):  # the partial result in the input's precision
+                U, S, Vh = err.result
+                err.result = (U.to(dtype), S.to(real), Vh.to(dtype))
+                if isinstance(err.residuals, torch.Tensor):
+                    err.residuals = err.residuals.to(real)
+            raise
         return res.U.to(dtype), res.S.to(real), res.Vh.to(dtype), res.next_sigma.to(real)
 
     @staticmethod
@@ -323,9 +331,9 @@ def svds(
         Maximum number of block steps (one product with ``A`` and one with ``Aᴴ`` each), and of
         CG steps in the backward. Default ``max(1000, min(m, n))``.
     v0 : Tensor ``(..., p, n)`` or ``(..., n)``, optional
-        Warm start: rows spanning a guess of the leading right singular vectors, typically the
-        ``Vh`` of a previous call on a nearby matrix. The start is otherwise random with a fixed
-        seed, so the result is deterministic for a given input.
+        Warm start: rows of a guess of ``Vh`` (the conjugated right singular vectors ``v_iᴴ``,
+        as returned), typically the ``Vh`` of a previous call on a nearby matrix. The start is
+        otherwise random with a fixed seed, so the result is deterministic for a given input.
 
     Returns
     -------
@@ -421,8 +429,8 @@ def spectral_norm(
     ----------
     A : Tensor ``(..., m, n)``, sparse Tensor, or `LinearOperator`
     tol, maxiter, v0
-        As in `svds` (``v0``: a previous right singular vector ``(..., n)`` makes it a few
-        products).
+        As in `svds` (``v0``: a previous ``Vh[..., 0, :]``, the row ``v_1ᴴ`` of shape ``(..., n)``
+        (for complex A the conjugate of ``v_1``), makes it a few products).
 
     Returns
     -------

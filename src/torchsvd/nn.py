@@ -9,7 +9,7 @@ differences that matter for Lipschitz-constrained training:
   little (then it costs about as much as PyTorch's single iteration), and the Lanczos solver of
   :func:`torchsvd.svds`, warm-started, when they did not. PyTorch's σ is a lower bound that lags
   behind the weights (after a large step it can be far off); this one is accurate at every step.
-- Its gradient is the exact derivative of W/σ_1(W) (∂σ_1/∂W = u_1 v_1ᵀ at the converged triplet).
+- Its gradient is the exact derivative of W/σ_1(W) (∂σ_1/∂W = u_1 v_1ᴴ at the converged triplet).
 - ``max_norm=c`` rescales only when σ_1 > c: W / max(1, σ_1/c), the usual Lipschitz layer.
 """
 
