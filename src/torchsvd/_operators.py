@@ -187,7 +187,9 @@ def _dense_products(A: torch.Tensor) -> tuple[Product, Product]:
     if A.device.type != "cpu" or A.ndim != 2 or parts < 2 or not A.is_contiguous():
         return plain
     m, n = A.shape
-    if min(m, n) < 64 * parts:  # too small to be worth cutting
+    # Below about 400² the threads cost more than they bring (300×200, 8 columns: 16 µs cut,
+    # 13 µs whole; 600×400: 37 µs against 41 µs).
+    if m * n < 2**17 or min(m, n) < 64 * parts:
         return plain
     r, c = m // parts, n // parts
     row_blocks = A[: parts * r].view(parts, r, n)
