@@ -66,14 +66,14 @@ def test_forward_batched_and_default_tol() -> None:
     A = matrix_with_singular_values(s, 50, 40, batch=(3, 2), seed=3)
     result = svds(A, 3)
     assert result[0].shape == (3, 2, 50, 3) and result[2].shape == (3, 2, 3, 40)
-    _check_forward(A, 3, result, torchsvd._topk.default_tol(F64))
+    _check_forward(A, 3, result, default_tol(F64))
 
 
 @pytest.mark.parametrize("kind", ["decaying", "gaussian"])
 def test_float32_default_tol_is_reached(kind: str) -> None:
     A = matrix_with_singular_values(_spectrum(kind, 150), 200, 150, dtype=torch.float32, seed=4)
     U, S, Vh = svds(A, 5)
-    tol = torchsvd._topk.default_tol(torch.float32)
+    tol = default_tol(torch.float32)
     A64, U64, S64, V64 = A.double(), U.double(), S.double(), Vh.double().mT
     assert float((A64 @ V64 - U64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
     assert float((A64.mT @ U64 - V64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
@@ -401,7 +401,7 @@ def test_float32_sparse_with_long_vectors_reaches_the_default_tol() -> None:
     U, S, Vh = svds(A, 4, maxiter=300)
     assert U.dtype == torch.float32
     A64, U64, S64, V64 = A.double(), U.double(), S.double(), Vh.double().mT
-    tol = torchsvd._topk.default_tol(torch.float32)
+    tol = default_tol(torch.float32)
     assert float((A64 @ V64 - U64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
     assert float((A64.mT @ U64 - V64 * S64).norm(dim=0).max()) <= 2 * tol * float(S64[0])
 
@@ -416,7 +416,7 @@ def test_float32_products_pass_the_adjoint_check(seed: int) -> None:
     )
     U, S, Vh = svds(A, 1)
     A64 = A.double()
-    tol = torchsvd._topk.default_tol(torch.float32)
+    tol = default_tol(torch.float32)
     assert float((A64.mT @ U.double() - Vh.double().mT * S.double()).norm()) <= 2 * tol * float(S)
 
 

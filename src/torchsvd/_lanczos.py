@@ -275,12 +275,12 @@ def block_lanczos(
     # Room for k kept vectors and two blocks, so a restart always leaves space for a new block.
     # (max(b, k): the width after a restart from k Ritz vectors.)
     dmax = max(default_max_dim(k, b) if max_dim is None else max_dim, k + 2 * max(b, k))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
     if min(m, n) <= dmax:
         # The basis would fill a whole space (and a wide/tall Krylov basis cannot span the row
         # space of A before it does): form A with min(m, n) products and decompose it densely.
-        return _dense(op, k, eps)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
+        return _dense(op, k, eps, gen)
 
     start = torch.randn((*batch, b, n), generator=gen, dtype=dtype, device=device)
     if v0 is not None:
@@ -411,7 +411,7 @@ def block_lanczos(
         d += w
 
 
-def _dense(op: LinearOperator, k: int, eps: float) -> KrylovResult:
+def _dense(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> KrylovResult:
     """Small problems: ``A`` from ``min(m, n)`` products, then ``torch.linalg.svd``."""
     *batch, m, n = op.shape
     dtype, device = op.dtype, op.device
@@ -419,8 +419,6 @@ def _dense(op: LinearOperator, k: int, eps: float) -> KrylovResult:
     # The other product is checked on a random vector: with a vector of ones, an rmatmat that
     # returns Aᵀ Y instead of Aᴴ Y passed whenever the imaginary parts of A summed to zero along
     # rows (a Hermitian tight-binding ring, say) and the singular vectors came out conjugated.
-    gen = torch.Generator(device=device)
-    gen.manual_seed(0)
     if m <= n:
         # Row i of the product is Aᴴ e_i, the conjugate of row i of A.
         Ah = _rows_rmatmat(op, torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m), n)

@@ -63,6 +63,7 @@ from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._lanczos import _rows_matmat, _rows_rmatmat, block_lanczos
 from torchsvd._operators import LinearOperator, _SparseOperator, aslinearoperator, promoted
 from torchsvd._svd import default_rtol, svd_backward
+from torchsvd._validate import all_finite
 
 __all__ = ["default_tol", "spectral_norm", "svds"]
 
@@ -184,6 +185,11 @@ def _topk_cotangent(
     return L, R
 
 
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``, or in its real counterpart when ``t`` is real (singular values)."""
+    return t.to(dtype if t.is_complex() else dtype.to_real())
+
+
 class _SVDS(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -199,19 +205,23 @@ class _SVDS(torch.autograd.Function):
         # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took 2.7 s
         # instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros (docs/topk.md).
         block = 4 if isinstance(op, _SparseOperator) else None
-        dtype, real = op.dtype, op.dtype.to_real()
+        dtype = op.dtype
         try:
             res = block_lanczos(
                 promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block, product_dtype=dtype
             )
         except ConvergenceError as err:
             if isinstance(err.result, tuple):  # the partial result in the input's precision
-                U, S, Vh = err.result
-                err.result = (U.to(dtype), S.to(real), Vh.to(dtype))
+                err.result = tuple(_cast(t, dtype) for t in err.result)
                 if isinstance(err.residuals, torch.Tensor):
-                    err.residuals = err.residuals.to(real)
+                    err.residuals = _cast(err.residuals, dtype)
             raise
-        return res.U.to(dtype), res.S.to(real), res.Vh.to(dtype), res.next_sigma.to(real)
+        return (
+            _cast(res.U, dtype),
+            _cast(res.S, dtype),
+            _cast(res.Vh, dtype),
+            _cast(res.next_sigma, dtype),
+        )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -232,13 +242,10 @@ class _SVDS(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         op = promoted(ctx.op)  # the CG solve in float64 too, for the same reason
 
-        real = op.dtype.to_real()
-
         def up(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(real if not t.is_complex() else op.dtype)
+            return None if t is None else _cast(t, op.dtype)
 
-        U, S, Vh, next_sigma = ctx.saved_tensors
-        U, Vh, S, next_sigma = U.to(op.dtype), Vh.to(op.dtype), S.to(real), next_sigma.to(real)
+        U, S, Vh, next_sigma = (_cast(t, op.dtype) for t in ctx.saved_tensors)
         rtol = default_rtol(ctx.op.dtype)
         L, R = _topk_cotangent(
             op,
@@ -295,7 +302,7 @@ def _check_v0(v0: object, op: LinearOperator) -> torch.Tensor | None:
         )
     if v0.is_complex() and not op.dtype.is_complex:
         raise TypeError(f"v0 is complex ({v0.dtype}) but A is real ({op.dtype})")
-    if not bool(torch.isfinite(v0).all()):
+    if not all_finite(v0):
         raise ValueError("v0 contains NaN or infinite entries")
     return rows.detach().to(device=op.device, dtype=op.dtype)
 
