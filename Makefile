@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-cli
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench gpu-check clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint typecheck
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench_svd.py
+
+# The CUDA tests and the --device cuda benchmarks, for a machine with a GPU (a few minutes).
+gpu-check: $(DEV_STAMP)
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) torchsvd-demo
