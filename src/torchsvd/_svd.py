@@ -240,8 +240,12 @@ def _gauge_flags(
         null_any = null_any | zero_phase.any(-1)
     flags = flags + null_any * _NULL
     if G is not None and H is not None and gS is not None:
+        # Scaled by σ_i/σ_max: for a reconstruction, column i of Ū and V̄ is of size σ_i·|W|,
+        # and the dropped term (M + Mᴴ)_ij is the Hermitian part of (G + H)_ij over σ_i + σ_j.
+        top = S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
+        rel_s = S / top
+        lim1 = limit[..., None] * rel_s
         sg = S * gS
-        lim1 = limit[..., None]
         looks = (
             ((G.diagonal(dim1=-2, dim2=-1).real - sg).abs() <= lim1)
             & ((H.diagonal(dim1=-2, dim2=-1).real - sg).abs() <= lim1)
@@ -249,7 +253,7 @@ def _gauge_flags(
             & ~zero
         )
         GH = G + H
-        dropped = (GH + GH.mH).abs() > 2 * lim2
+        dropped = (GH + GH.mH).abs() > 2 * lim2 * (rel_s.unsqueeze(-1) + rel_s.unsqueeze(-2))
         recon = dropped & tied & looks.unsqueeze(-1) & looks.unsqueeze(-2)
         flags = flags + recon.flatten(-2).any(-1) * _RECONSTRUCTION
     # Bits are distinct per flag; a batch is folded by the OR in _read_flags.
