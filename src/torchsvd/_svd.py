@@ -383,7 +383,13 @@ def _decompose(A: torch.Tensor, full_matrices: bool) -> tuple[torch.Tensor, ...]
     return U, S, Vh
 
 
-class _SVD(torch.autograd.Function):
+class _SVDReverse(torch.autograd.Function):
+    """The reduced or full SVD with the robust reverse rule; `_SVD` adds the forward rule.
+
+    Dynamo cannot trace a Function that defines ``jvp``, so `svd` uses this one under
+    ``torch.compile`` (where forward-mode AD is not traced either).
+    """
+
     generate_vmap_rule = True
 
     @staticmethod
@@ -402,7 +408,6 @@ class _SVD(torch.autograd.Function):
         ctx.tie_rtol = tie_rtol
         ctx.broadening = broadening
         ctx.save_for_backward(U, S, Vh)
-        ctx.save_for_forward(U, S, Vh)
 
     @staticmethod
     def backward(
@@ -420,6 +425,15 @@ class _SVD(torch.autograd.Function):
             U, S, Vh, gU, gS, gVh, ctx.tie_rtol, ctx.broadening, zero_rtol=rank_rtol(m, n, S.dtype)
         )
         return gA, None, None, None
+
+
+class _SVD(_SVDReverse):
+    """`_SVDReverse` with the forward-mode rule (the map whose adjoint is its backward)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        _SVDReverse.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*output)
 
     @staticmethod
     def jvp(ctx: Any, dA: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -729,7 +743,8 @@ def svd(
     if A.numel() == 0:
         U, S, Vh = torch.linalg.svd(work, full_matrices=full_matrices)
     else:
-        U, S, Vh = _SVD.apply(work, full_matrices, tie_value, float(broadening))
+        fn = _SVDReverse if torch.compiler.is_compiling() else _SVD
+        U, S, Vh = fn.apply(work, full_matrices, tie_value, float(broadening))
     if dtype != A.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh
@@ -746,6 +761,9 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
     is not available: the terms inside a tie are set to 0 there (exact only for a loss linear
     in S) and a `DegenerateGradientWarning` says so. A separable loss Σ g(σ_i) can always be
     differentiated twice exactly as the first derivative of ``svd_apply(A, g′)``, its gradient.
+
+    Under ``torch.compile`` the values come from :func:`svd`: the same first derivative, and
+    second derivatives exact at separated spectra only.
 
     At a tie, the gradient ``U diag(S̄) Vh`` itself is a derivative only when S̄ is equal on
     the tie (a loss symmetric in the tied values); otherwise (e.g. σ_1 alone at σ_1 = σ_2) it
@@ -774,6 +792,9 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
     dtype = compute_dtype(A.dtype)
     out_dtype = real_dtype(A.dtype)
     work = A.to(dtype)
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace _SVDVals (it defines jvp); first derivatives are the same.
+        return svd(A)[1]
     if A.numel() and (A.requires_grad or is_transformed(A) or _has_tangent(A)):
         return _SVDVals.apply(work)[0].to(out_dtype)
     if A.numel() == 0 and A.requires_grad:
