@@ -161,17 +161,17 @@ def _values_known(x: torch.Tensor) -> bool:
 
 
 def _read_flags(code: torch.Tensor) -> int:
-    """Bitwise OR of an integer tensor's entries, read through any torch.func wrappers.
+    """Bitwise OR of an integer tensor's entries (bits 1, 2, 4, 8), read through any torch.func
+    wrappers, in one transfer.
 
     Under ``vmap`` the unwrapped tensor holds one entry per batch element; under ``grad`` it is
     the value itself. Either way the flags are data, never traced control flow.
     """
     while torch._C._functorch.is_functorch_wrapped_tensor(code):
         code = torch._C._functorch.get_unwrapped(code)
-    bits = 0
-    for value in code.detach().flatten().tolist():
-        bits |= int(value)
-    return bits
+    code = code.detach()
+    present = torch.stack([(code & bit).ne(0).any() for bit in (1, 2, 4, 8)]).tolist()
+    return sum(bit for bit, p in zip((1, 2, 4, 8), present, strict=True) if p)
 
 
 _TIE, _PHASE, _NULL, _RECONSTRUCTION = 1, 2, 4, 8
@@ -275,6 +275,22 @@ def _warn_gauge(
     if S.numel() == 0 or not _values_known(S):
         return
     with torch.no_grad():
+        complex_ = any(t is not None and t.is_complex() for t in (G, H))
+        if not complex_ and not is_transformed(S):
+            # S is sorted, so a tie anywhere implies one between neighbours: this test on k − 1
+            # gaps and the smallest σ picks the matrices of the batch that need the k×k checks
+            # (none in the common case: real, no tie, full rank).
+            neighbours_tied = ~separated.diagonal(offset=1, dim1=-2, dim2=-1)
+            needs = neighbours_tied.any(-1) | zero[..., -1]
+            if not bool(needs.any()):
+                return
+            if needs.ndim and not bool(needs.all()):
+                sel = needs.nonzero(as_tuple=True)
+                S, separated, zero = S[sel], separated[sel], zero[sel]
+                G, H, gS, out_u, out_v = (
+                    None if t is None else t[sel] for t in (G, H, gS, out_u, out_v)
+                )
+                cotangents = tuple(None if t is None else t[sel] for t in cotangents)
         scale = torch.zeros(S.shape[:-1], dtype=S.dtype, device=S.device)
         for g in cotangents:
             if g is not None:
