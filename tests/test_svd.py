@@ -758,3 +758,21 @@ def test_basis_dependent_loss_warns_under_torch_func() -> None:
     B = matrix_with_singular_values(torch.tensor([2.0, 0.0, 0.0], dtype=F64), 3, 3, seed=32)
     with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
         torch.func.grad(lambda X: (torchsvd.svd(X)[0] @ torchsvd.svd(X)[2]).sum())(B)
+
+
+def test_batched_checks_only_where_needed() -> None:
+    """A batch mixing separated, tied and rank-deficient matrices: each check sees its own."""
+    tied = matrix_with_singular_values(torch.tensor([2.0, 2.0, 1.0], dtype=F64), 4, 3, seed=90)
+    low = matrix_with_singular_values(torch.tensor([2.0, 1.0, 0.0], dtype=F64), 4, 3, seed=91)
+    A = torch.stack([_separated((4, 3), F64, seed=92), tied, low]).requires_grad_()
+    U, S, Vh = torchsvd.svd(A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.autograd.grad((U[..., :2] @ U[..., :2].mT).sum() + S.sum(), A, retain_graph=True)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="tied singular values"):
+        torch.autograd.grad(U[1, 0, 0], A, retain_graph=True)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
+        torch.autograd.grad(U[2, :, 2].sum() ** 2, A, retain_graph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.autograd.grad(U[0, 0, 0] ** 2, A)  # separated: u_1 has a derivative
