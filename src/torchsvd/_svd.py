@@ -31,8 +31,8 @@ Two different questions decide where a reciprocal is replaced by zero:
   the term is exact for it. Near a tie (gap g > 0 below the threshold) the pair is treated as
   tied: for a loss invariant under rotations inside the pair at every A (U Vᴴ, a projector onto
   a block holding both, a function of S) (J + K)_ij is zero and nothing is lost; for a loss whose
-  (J + K)_ij only vanishes at g = 0, the dropped ½(J + K)_ij/(σ_j − σ_i) is the whole (i, j)
-  component of its gradient.
+  (J + K)_ij only vanishes at g = 0 (a reconstruction), the dropped ½(J + K)_ij/(σ_j − σ_i) tends
+  to a finite limit: an error of the size of the gradient itself, not of the gap.
 - **Zeros** (numerical rank, as ``torch.linalg.matrix_rank``): σ ≤ max(m, n)·eps·σ_max is zero.
   Σ⁻¹ is replaced by zero there, and E where both values are zero (their vectors rotate
   independently). Every resolved σ keeps its 1/σ and its 1/(σ_i + σ_j), however small.
@@ -58,8 +58,8 @@ the cotangents, per matrix of the batch):
   arbitrary basis of a null space;
 - a tie where the cotangents have the structure of a reconstruction — the dropped Hermitian part
   of (UᴴŪ + VᴴV̄)_ij is clearly non-zero and Re(u_iᴴŪ_i) = Re(v_iᴴV̄_i) = σ_i S̄_i for both
-  indices, as for any loss of U diag(S) Vh alone (plus terms that vanish at the pair). A loss
-  that adds other terms to a reconstruction breaks that identity and is not recognised.
+  indices, as for any loss of U diag(S) Vh alone. A loss that adds other terms of U, S or Vh to
+  a reconstruction breaks that identity and is not recognised.
 
 The one free choice with no first-order signal is the sign of u_i alone at a single zero σ_i of
 a real square matrix (a discrete choice): U Vᴴ jumps there, but its cotangents equal those of
@@ -81,7 +81,7 @@ every group of tied non-zero values and d_i = 1 at every zero, (Hd)_a − (Hd)_b
 (Hd)_i = H_ii, because the symmetry that makes ℓ∘σ twice differentiable (ℓ symmetric inside
 each group, even in each zero σ) cancels every cross term. This product needs ℓ's graph, which
 exists in reverse mode (``create_graph=True``); under ``torch.func`` transforms and in forward
-mode the masked value 0 is used and a warning says so where it matters.
+mode the masked value 0 is used, with a warning wherever the spectrum has a tie or a zero.
 
 References
 ----------
@@ -713,10 +713,11 @@ def svd(
     The gradient is exact for losses that are invariant under the free choices of the SVD and
     are not reconstructions: projectors onto blocks that do not split a tie or include null
     vectors, ``U @ Vh`` at full rank, functions of ``S`` alone, ``|u_iᴴ x|²`` of a separated
-    ``σ_i``, and any resolved σ however small. It is *not* exact for reconstructions
-    ``U diag(f(S)) Vh`` (``f(σ) = σ`` included, and truncations ``U_k S_k Vh_k``) at ties or
-    at numerically zero singular values: their gradient there depends on f′, which no SVD
-    backward sees. Use :func:`torchsvd.low_rank` for truncations and
+    ``σ_i`` — at every resolved σ, however small. It is *not* exact for reconstructions
+    ``U diag(f(S)) Vh`` (``f(σ) = σ`` included, and truncations ``U_k S_k Vh_k``) at ties,
+    where their gradient depends on f′, which no SVD backward sees, nor at numerically zero
+    singular values, where their cotangents vanish and the gradient returned is that of the
+    truncation to the numerical rank. Use :func:`torchsvd.low_rank` for truncations and
     :func:`torchsvd.svd_apply` for ``U diag(f(S)) Vh``. A warning is issued for a loss of
     ``U diag(S) Vh`` alone at a tie; other such losses are not recognised. For a real square
     matrix with a single zero singular value the sign of its left singular vector is free and
