@@ -765,7 +765,7 @@ def test_batched_checks_only_where_needed() -> None:
     tied = matrix_with_singular_values(torch.tensor([2.0, 2.0, 1.0], dtype=F64), 4, 3, seed=90)
     low = matrix_with_singular_values(torch.tensor([2.0, 1.0, 0.0], dtype=F64), 4, 3, seed=91)
     A = torch.stack([_separated((4, 3), F64, seed=92), tied, low]).requires_grad_()
-    U, S, Vh = torchsvd.svd(A)
+    U, S, _ = torchsvd.svd(A)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         torch.autograd.grad((U[..., :2] @ U[..., :2].mT).sum() + S.sum(), A, retain_graph=True)
