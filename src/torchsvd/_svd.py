@@ -751,7 +751,7 @@ def svd(
     .. [1] J. Townsend, "Differentiating the singular value decomposition", 2016.
     .. [2] PyTorch issue #49886 (NaN gradients at repeated singular values).
     """
-    check_matrix(A, check_finite=A.device.type != "meta" if isinstance(A, torch.Tensor) else True)
+    check_matrix(A, check_finite=not _is_meta(A))
     dtype = compute_dtype(A.dtype)
     tie_value = _check_options(tie_rtol, broadening, dtype)
     if not isinstance(full_matrices, bool):
@@ -805,7 +805,7 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
     .. [1] A. S. Lewis, H. S. Sendov, "Twice differentiable spectral functions", SIAM J. Matrix
            Anal. Appl. 23(2), 2001.
     """
-    check_matrix(A, check_finite=A.device.type != "meta" if isinstance(A, torch.Tensor) else True)
+    check_matrix(A, check_finite=not _is_meta(A))
     dtype = compute_dtype(A.dtype)
     out_dtype = real_dtype(A.dtype)
     work = A.to(dtype)
@@ -814,12 +814,15 @@ def svdvals(A: torch.Tensor) -> torch.Tensor:
         return svd(A)[1]
     if A.numel() and (A.requires_grad or is_transformed(A) or _has_tangent(A)):
         return _SVDVals.apply(work)[0].to(out_dtype)
-    if A.numel() == 0 and A.requires_grad:
-        return torch.linalg.svdvals(work).to(out_dtype)
     try:
         return torch.linalg.svdvals(work).to(out_dtype)
     except torch.linalg.LinAlgError as err:
         raise ValueError(f"A: the SVD failed to converge ({err})") from err
+
+
+def _is_meta(A: object) -> bool:
+    """A meta tensor has a shape but no values: the value checks are skipped for it."""
+    return isinstance(A, torch.Tensor) and A.is_meta
 
 
 def _has_tangent(A: torch.Tensor) -> bool:
