@@ -4,6 +4,7 @@ separated spectra, ties, zeros and extreme scales, torch.func, and input checks.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchsvd
+from _helpers import inner, rel, weights
 from torchsvd.testing import matrix_with_singular_values, numerical_gradient, spectrum
 
 F64, C128 = torch.float64, torch.complex128
@@ -188,9 +190,11 @@ def test_rank_deficient_range_projector() -> None:
 
 @pytest.mark.parametrize("dtype", [F64, C128])
 def test_zero_matrix_has_finite_gradient(dtype: torch.dtype) -> None:
+    """S of the zero matrix is differentiable (a subgradient); U @ Vh is not defined and warns."""
     A = torch.zeros(3, 4, dtype=dtype, requires_grad=True)
     U, S, Vh = torchsvd.svd(A)
-    (S.sum() + (U @ Vh).real.sum()).backward()
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
+        (S.sum() + (U @ Vh).real.sum()).backward()
     assert A.grad is not None and torch.isfinite(A.grad).all()
 
 
@@ -272,17 +276,316 @@ def test_broadening_is_finite_and_converges_to_exact() -> None:
     torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("spec", ["identity", "decaying"])
-def test_svdvals_second_derivative(spec: str) -> None:
-    """‖A‖_F² = Σσ² has Hessian 2·I. Exact at a separated spectrum; finite at a tie, where the
-    within-tie term needs f′ (a limitation documented in docs/math.md: use svd_apply there)."""
-    A = matrix_with_singular_values(1 + spectrum(spec, 3), 3, 3, seed=41).requires_grad_()
-    direction = torch.arange(9.0, dtype=F64).reshape(3, 3)
-    (g,) = torch.autograd.grad(torchsvd.svdvals(A).pow(2).sum(), A, create_graph=True)
-    (h,) = torch.autograd.grad((g * direction).sum(), A)
-    assert torch.isfinite(h).all()
-    if spec == "decaying":
-        torch.testing.assert_close(h, 2 * direction)
+# --------------------------------------------------------------------------- resolved small σ
+
+
+def test_resolved_small_singular_value_keeps_reciprocal() -> None:
+    """σ_2 = 1e-9 is far above the numerical-rank level (3·eps): d(U Vh)[2, 1]/dA[2, 1] = 1e9."""
+    A0 = torch.tensor([[1.0, 0.0], [0.0, 1e-9], [0.0, 0.0]], dtype=F64)
+
+    def loss(X: torch.Tensor) -> torch.Tensor:
+        U, _, Vh = torchsvd.svd(X)
+        return (U @ Vh)[2, 1]
+
+    A = A0.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(A), A)
+    ref = numerical_gradient(loss, A0, h=1e-13)
+    torch.testing.assert_close(grad, ref, rtol=1e-5, atol=1e-3)
+    assert abs(float(grad[2, 1]) - 1e9) < 1e3
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (6, 4), (4, 6)])
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_tiny_spectrum_matches_torch(shape: tuple[int, int], dtype: torch.dtype) -> None:
+    """σ = (1, .5, 1e-9, 5e-10): distinct and resolved, so torch's autograd is a reference
+    (the test checks that the reference gradient norm is above 1e8)."""
+    m, n = shape
+    s = torch.tensor([1.0, 0.5, 1e-9, 5e-10], dtype=F64)
+    A0 = matrix_with_singular_values(s, m, n, dtype=dtype, seed=60)
+    W = weights((m, n), dtype, 61)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        return ((U @ Vh) * W).real.sum() + (U[:, :2] @ U[:, :2].mH).real.sum()
+
+    A = A0.clone().requires_grad_()
+    (ours,) = torch.autograd.grad(loss(*torchsvd.svd(A, tie_rtol=0.0)), A)
+    (ref,) = torch.autograd.grad(loss(*torch.linalg.svd(A, full_matrices=False)), A)
+    assert ref.norm() > 1e8
+    assert rel(ours, ref) < 1e-6
+    # With the default tie_rtol the pair (1e-9, 5e-10) counts as tied; U Vh and a projector
+    # that keeps the pair together do not depend on the basis inside it, so nothing changes.
+    (default,) = torch.autograd.grad(loss(*torchsvd.svd(A)), A)
+    assert rel(default, ref) < 1e-6
+
+
+# --------------------------------------------------------------------------- reconstructions
+
+
+def test_reconstruction_at_tie_warns_and_low_rank_is_right() -> None:
+    """U diag(S) Vh = A at I(3): the true gradient is W; the SVD backward cannot give it."""
+    W = torch.arange(9.0, dtype=F64).reshape(3, 3)
+    A = torch.eye(3, dtype=F64, requires_grad=True)
+    U, S, Vh = torchsvd.svd(A)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="reconstruction"):
+        (wrong,) = torch.autograd.grad((W * ((U * S) @ Vh)).sum(), A)
+    assert (wrong - W).abs().max() > 1  # the documented failure
+    (right,) = torch.autograd.grad((W * torchsvd.low_rank(A, 3)).sum(), A)
+    torch.testing.assert_close(right, W)
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_truncation_at_tie_warns(dtype: torch.dtype) -> None:
+    """Rank-2 truncation at σ = (2, 2, 1): warns; low_rank matches central differences."""
+    A0 = matrix_with_singular_values(torch.tensor([2.0, 2.0, 1.0], dtype=F64), 4, 3, dtype=dtype)
+    W = weights((4, 3), dtype, 62)
+    A = A0.clone().requires_grad_()
+    U, S, Vh = torchsvd.svd(A)
+    trunc = (U[:, :2] * S[:2].to(dtype)) @ Vh[:2]
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="reconstruction"):
+        (wrong,) = torch.autograd.grad((W * trunc).real.sum(), A)
+
+    def right(X: torch.Tensor) -> torch.Tensor:
+        return (W * torchsvd.low_rank(X, 2)).real.sum()
+
+    (grad,) = torch.autograd.grad(right(A), A)
+    ref = numerical_gradient(right, A0)
+    torch.testing.assert_close(grad, ref, rtol=0, atol=1e-6)
+    assert (wrong - ref).abs().max() > 1e-2
+
+
+def test_reconstruction_near_tie_of_small_values_warns() -> None:
+    """(1e-9, 5e-10) count as tied relative to σ_max = 1: a reconstruction there warns too."""
+    s = torch.tensor([1.0, 1e-9, 5e-10], dtype=F64)
+    A = matrix_with_singular_values(s, 3, 3, seed=63).requires_grad_()
+    U, S, Vh = torchsvd.svd(A)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="reconstruction"):
+        torch.autograd.grad((weights((3, 3), F64, 64) * ((U * S) @ Vh)).sum(), A)
+
+
+@pytest.mark.parametrize("spec", ["identity", "ties"])
+def test_invariant_losses_with_s_do_not_warn(spec: str) -> None:
+    """Polar factor plus functions of S at ties: exact, so no reconstruction warning."""
+    A0 = matrix_with_singular_values(1 + spectrum(spec, 4), 5, 4, seed=65)
+    W = weights((5, 4), F64, 66)
+
+    def loss(X: torch.Tensor) -> torch.Tensor:
+        U, S, Vh = torchsvd.svd(X)
+        return (W * (U @ Vh)).sum() + S.sum() + (S**2).sum() * (W * (U @ Vh)).sum()
+
+    A = A0.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (grad,) = torch.autograd.grad(loss(A), A)
+    torch.testing.assert_close(grad, numerical_gradient(loss, A0), rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- null spaces
+
+
+def _null_losses() -> list[tuple[str, tuple[int, int], list[float], torch.dtype]]:
+    return [
+        ("polar", (4, 4), [3.0, 1.0, 0.0, 0.0], F64),  # two zeros: J_ij between them
+        ("last_u", (5, 3), [3.0, 1.0, 0.0], F64),  # u of a zero σ, tall: out of span
+        ("last_v", (3, 5), [3.0, 1.0, 0.0], F64),  # v of a zero σ, wide
+        ("null_projector", (6, 4), [3.0, 1.0, 0.0, 0.0], F64),  # includes null vectors
+        ("polar", (3, 3), [2.0, 1.0, 0.0], C128),  # complex: independent phases at σ = 0
+    ]
+
+
+def _null_loss(name: str, U: torch.Tensor, Vh: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    if name == "polar":
+        return ((U @ Vh) * W).real.sum()
+    if name == "last_u":
+        return (U[:, -1] * W[:, 0]).sum() ** 2
+    if name == "last_v":
+        return (Vh[-1] * W[0]).sum() ** 2
+    return (U[:, :3] @ U[:, :3].mH * W[:, :1]).sum()
+
+
+@pytest.mark.parametrize(("name", "shape", "s", "dtype"), _null_losses())
+def test_null_space_dependent_loss_warns(
+    name: str, shape: tuple[int, int], s: list[float], dtype: torch.dtype
+) -> None:
+    m, n = shape
+    A0 = matrix_with_singular_values(torch.tensor(s, dtype=F64), m, n, dtype=dtype, seed=70)
+    W = (
+        weights((m, max(m, n)), dtype, 71)[:, :n]
+        if name != "null_projector"
+        else weights((m, m), dtype, 71)
+    )
+    A = A0.clone().requires_grad_()
+    U, _, Vh = torchsvd.svd(A)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
+        (grad,) = torch.autograd.grad(_null_loss(name, U, Vh, W), A)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (4, 4)])
+def test_null_space_invariant_losses_do_not_warn(
+    shape: tuple[int, int], dtype: torch.dtype
+) -> None:
+    """Projectors onto the non-zero part, functions of S and the truncation to the numerical
+    rank are invariant under the choice of null vectors: exact, and silent."""
+    m, n = shape
+    s = torch.tensor([3.0, 1.0, 0.0, 0.0], dtype=F64)
+    A0 = matrix_with_singular_values(s, m, n, dtype=dtype, seed=72)
+    Wu, Wv, Wa = weights((m, m), dtype, 73), weights((n, n), dtype, 74), weights((m, n), dtype, 75)
+
+    def loss(X: torch.Tensor) -> torch.Tensor:
+        U, S, Vh = torchsvd.svd(X)
+        Pu = U[:, :2] @ U[:, :2].mH
+        Pv = Vh[:2].mH @ Vh[:2]
+        return (
+            (Pu * Wu).real.sum()
+            + (Pv * Wv).real.sum()
+            + (S**2).sum()
+            + (torchsvd.low_rank(X, 2) * Wa).real.sum()
+        )
+
+    A = A0.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (grad,) = torch.autograd.grad(loss(A), A)
+    torch.testing.assert_close(grad, numerical_gradient(loss, A0), rtol=0, atol=1e-6)
+
+
+def test_polar_at_full_rank_does_not_warn() -> None:
+    A = _separated((5, 3), C128, seed=76).requires_grad_()
+    U, _, Vh = torchsvd.svd(A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (U @ Vh).real.sum().backward()
+
+
+def test_single_zero_of_real_square_matrix_is_documented_silent() -> None:
+    """The documented blind spot: at one zero σ of a real square matrix the free choice is a
+    discrete sign, which no cotangent reveals; U @ Vh does not warn there (polar does)."""
+    A0 = matrix_with_singular_values(torch.tensor([2.0, 1.0, 0.0], dtype=F64), 3, 3, seed=77)
+    A = A0.clone().requires_grad_()
+    U, _, Vh = torchsvd.svd(A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (U @ Vh).sum().backward()
+    with pytest.warns(torchsvd.DegenerateGradientWarning):
+        torchsvd.polar(A0)
+
+
+# --------------------------------------------------------------------------- second derivatives
+
+
+def _hessian_by_differences(loss: Callable[[torch.Tensor], torch.Tensor], X0: torch.Tensor):
+    """Central differences of the (exact) first derivative, one column per entry."""
+
+    def grad_entry(i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def f(Y: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                Y = Y.clone().requires_grad_()
+                return torch.autograd.grad(loss(Y), Y)[0].flatten()[i]
+
+        return f
+
+    rows = [numerical_gradient(grad_entry(i), X0, h=1e-5).flatten() for i in range(X0.numel())]
+    return torch.stack(rows)
+
+
+def _sv_losses() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    return {
+        "frobenius2": lambda X: (torchsvd.svdvals(X) ** 2).sum(),
+        "cubes": lambda X: (torchsvd.svdvals(X) ** 3).sum(),
+        "coupled": lambda X: (
+            (torchsvd.svdvals(X) ** 2).sum() ** 2 + torch.log1p(torchsvd.svdvals(X) ** 4).sum()
+        ),
+    }
+
+
+@pytest.mark.parametrize("loss_name", ["frobenius2", "cubes", "coupled"])
+@pytest.mark.parametrize(
+    ("shape", "s"),
+    [
+        ((3, 3), [1.0, 1.0, 1.0]),
+        ((4, 3), [2.0, 2.0, 1.0]),
+        ((5, 5), [3.0, 3.0, 3.0, 1.0, 1.0]),
+        ((3, 4), [2.0, 1.0, 1.0]),
+        ((4, 4), [2.0, 1.0, 0.0, 0.0]),
+        ((3, 5), [2.0, 0.0, 0.0]),
+        ((4, 3), [3.0, 2.0, 1.0]),
+    ],
+)
+def test_svdvals_hessian_exact_at_ties_and_zeros(
+    loss_name: str, shape: tuple[int, int], s: list[float]
+) -> None:
+    """Reverse-over-reverse Hessian against central differences of the exact gradient, at ties
+    and zeros (dropping the tie terms is off by 1 for Σσ² and by 3 for Σσ³ at I(3))."""
+    loss = _sv_losses()[loss_name]
+    X0 = matrix_with_singular_values(torch.tensor(s, dtype=F64), *shape, seed=80)
+    if s == [1.0, 1.0, 1.0]:
+        X0 = torch.eye(3, dtype=F64)
+    H = torch.autograd.functional.hessian(loss, X0).reshape(X0.numel(), -1)
+    ref = _hessian_by_differences(loss, X0)
+    # Σσ³ is C² but not C³ at σ = 0 (6|σ|): differences there are off by about 6h.
+    tol = 1e-4 if (loss_name == "cubes" and 0.0 in s) else 1e-6
+    torch.testing.assert_close(H, ref, rtol=0, atol=tol)
+
+
+def test_svdvals_frobenius_hessian_is_twice_identity() -> None:
+    X = torch.eye(3, dtype=F64)
+    H = torch.autograd.functional.hessian(lambda Y: (torchsvd.svdvals(Y) ** 2).sum(), X)
+    torch.testing.assert_close(H.reshape(9, 9), 2 * torch.eye(9, dtype=F64))
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_svdvals_second_derivative_batched_coupled_complex(dtype: torch.dtype) -> None:
+    """A loss coupling two batch elements, both with ties; complex too: the directional second
+    derivative ⟨∇(⟨∇L, D⟩)⟩ against differences of the first derivative."""
+    s = torch.tensor([[2.0, 2.0, 1.0], [1.0, 1.0, 1.0]], dtype=F64)
+    X0 = torch.stack(
+        [matrix_with_singular_values(s[b], 4, 3, dtype=dtype, seed=81 + b) for b in range(2)]
+    )
+    D = weights(tuple(X0.shape), dtype, 83)
+
+    def loss(X: torch.Tensor) -> torch.Tensor:
+        S = torchsvd.svdvals(X)
+        return (S[0] ** 2).sum() * (S[1] ** 3).sum() + (S**4).sum()
+
+    def directional(X: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            Y = X.clone().requires_grad_() if not X.requires_grad else X
+            (g,) = torch.autograd.grad(loss(Y), Y, create_graph=True)
+            return inner(g, D)
+
+    X = X0.clone().requires_grad_()
+    (hd,) = torch.autograd.grad(directional(X), X)
+    ref = numerical_gradient(lambda Y: directional(Y).detach(), X0, h=1e-5)
+    torch.testing.assert_close(hd, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_svdvals_gradgradcheck_separated(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    A = _separated(shape, dtype, seed=84).requires_grad_()
+
+    def f(X: torch.Tensor) -> torch.Tensor:
+        S = torchsvd.svdvals(X)
+        return (S**3).sum() + S.prod()
+
+    assert torch.autograd.gradcheck(f, A, check_forward_ad=True)
+    assert torch.autograd.gradgradcheck(f, A, check_fwd_over_rev=True)
+
+
+def test_svdvals_hessian_under_torch_func() -> None:
+    """Exact at separated spectra; at a tie the loss's Hessian is unavailable: warns."""
+    f = lambda X: (torchsvd.svdvals(X) ** 3).sum()  # noqa: E731
+    Xs = _separated((3, 3), F64, seed=85)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchsvd.DegenerateGradientWarning)
+        H = torch.func.hessian(f)(Xs)
+        H_rev = torch.func.jacrev(torch.func.jacrev(f))(Xs)
+    ref = torch.autograd.functional.hessian(f, Xs)
+    torch.testing.assert_close(H, ref)
+    torch.testing.assert_close(H_rev, ref)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="torch.func"):
+        torch.func.hessian(f)(torch.eye(3, dtype=F64))
 
 
 # --------------------------------------------------------------------------- transforms
@@ -306,18 +609,19 @@ def test_torch_func_transforms() -> None:
     torch.testing.assert_close(jac, torch.einsum("ik,jk->kij", U, Vh.mT))
 
 
-def test_torch_compile_smoke() -> None:
+def test_torch_compile_fullgraph() -> None:
+    """svd and svdvals trace without graph breaks; gradients equal eager ones."""
     A = _separated((4, 3), torch.float32).requires_grad_()
 
-    @torch.compile(backend="aot_eager", fullgraph=False)
+    @torch.compile(backend="aot_eager", fullgraph=True)
     def f(X: torch.Tensor) -> torch.Tensor:
         U, S, Vh = torchsvd.svd(X)
-        return (U @ Vh).sum() + S.sum()
+        return (U @ Vh).sum() + S.sum() + torchsvd.svdvals(X).pow(2).sum()
 
     f(A).backward()
     B = A.detach().clone().requires_grad_()
     U, S, Vh = torchsvd.svd(B)
-    ((U @ Vh).sum() + S.sum()).backward()
+    ((U @ Vh).sum() + S.sum() + torchsvd.svdvals(B).pow(2).sum()).backward()
     assert A.grad is not None and B.grad is not None
     torch.testing.assert_close(A.grad, B.grad)
 
@@ -372,10 +676,12 @@ def test_bad_rank_and_values_raise_value_error() -> None:
         torchsvd.svd(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
     with pytest.raises(ValueError, match="infinite"):
         torchsvd.svdvals(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]))
-    with pytest.raises(ValueError, match="rtol"):
-        torchsvd.svd(torch.eye(2), rtol=-1.0)
-    with pytest.raises(ValueError, match="broadening"):
-        torchsvd.svd(torch.eye(2), rtol=1e-8, broadening=-1.0)
+    with pytest.raises(ValueError, match=r"tie_rtol must be a finite float in \[0, 1\), got -1"):
+        torchsvd.svd(torch.eye(2), tie_rtol=-1.0)
+    with pytest.raises(ValueError, match="tie_rtol"):
+        torchsvd.svd(torch.eye(2), tie_rtol=float("nan"))
+    with pytest.raises(TypeError, match="tie_rtol must be a float, got str"):
+        torchsvd.svd(torch.eye(2), tie_rtol="small")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="full_matrices"):
         torchsvd.svd(torch.eye(2), full_matrices="yes")  # type: ignore[arg-type]
 
@@ -401,3 +707,72 @@ def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
     (gpu,) = torch.autograd.grad(_invariant_loss(*(t.cpu() for t in torchsvd.svd(Ac))), Ac)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=tol, atol=tol)
+
+
+def test_options_always_validated() -> None:
+    """Both options are checked whether or not the other is given."""
+    with pytest.raises(
+        ValueError, match=r"broadening must be a finite float in \[0, inf\), got -1"
+    ):
+        torchsvd.svd(torch.eye(2), broadening=-1.0)
+    with pytest.raises(ValueError, match=r"broadening.*nan"):
+        torchsvd.svd(torch.eye(2), broadening=float("nan"))
+    with pytest.raises(TypeError, match="rtol"):
+        torchsvd.svd(torch.eye(2), rtol=1e-8)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_meta_tensors_propagate_shapes(full: bool) -> None:
+    A = torch.empty(2, 5, 3, device="meta", requires_grad=True)
+    ours = torchsvd.svd(A, full_matrices=full)
+    ref = torch.linalg.svd(A.detach(), full_matrices=full)
+    assert [t.shape for t in ours] == [t.shape for t in ref]
+    assert all(t.device.type == "meta" for t in ours)
+    assert torchsvd.svdvals(A).shape == (2, 3)
+    U, _, Vh = ours
+    (U[..., :3] @ Vh[..., :3, :]).sum().backward()
+    assert A.grad is not None and A.grad.shape == A.shape
+
+
+def test_nan_under_torch_func_raises_value_error() -> None:
+    bad = torch.tensor([[1.0, float("nan")], [0.0, 1.0]], dtype=F64)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        torch.func.grad(lambda X: torchsvd.svd(X)[1].sum())(bad)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        torch.func.vmap(torchsvd.svdvals)(bad[None])
+
+
+def test_basis_dependent_loss_warns_under_torch_func() -> None:
+    """The checks read the values through the torch.func wrappers (grad, vmap of grad)."""
+    A = matrix_with_singular_values(torch.tensor([2.0, 2.0, 1.0], dtype=F64), 3, 3, seed=30)
+    f = lambda X: torchsvd.svd(X)[0][0, 0]  # noqa: E731
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="tied singular values"):
+        g = torch.func.grad(f)(A)
+    assert torch.isfinite(g).all()
+    separated = _separated((3, 3), F64, seed=31)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="tied singular values"):
+        torch.func.vmap(torch.func.grad(f))(torch.stack([separated, A]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchsvd.DegenerateGradientWarning)
+        torch.func.vmap(torch.func.grad(f))(torch.stack([separated, separated + 0.1]))
+    B = matrix_with_singular_values(torch.tensor([2.0, 0.0, 0.0], dtype=F64), 3, 3, seed=32)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
+        torch.func.grad(lambda X: (torchsvd.svd(X)[0] @ torchsvd.svd(X)[2]).sum())(B)
+
+
+def test_batched_checks_only_where_needed() -> None:
+    """A batch mixing separated, tied and rank-deficient matrices: each check sees its own."""
+    tied = matrix_with_singular_values(torch.tensor([2.0, 2.0, 1.0], dtype=F64), 4, 3, seed=90)
+    low = matrix_with_singular_values(torch.tensor([2.0, 1.0, 0.0], dtype=F64), 4, 3, seed=91)
+    A = torch.stack([_separated((4, 3), F64, seed=92), tied, low]).requires_grad_()
+    U, S, _ = torchsvd.svd(A)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.autograd.grad((U[..., :2] @ U[..., :2].mT).sum() + S.sum(), A, retain_graph=True)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="tied singular values"):
+        torch.autograd.grad(U[1, 0, 0], A, retain_graph=True)
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
+        torch.autograd.grad(U[2, :, 2].sum() ** 2, A, retain_graph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.autograd.grad(U[0, 0, 0] ** 2, A)  # separated: u_1 has a derivative

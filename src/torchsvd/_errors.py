@@ -9,9 +9,12 @@ class DegenerateGradientWarning(UserWarning):
     """The loss depends on a choice the decomposition leaves free, so it has no gradient.
 
     Raised in a backward pass when a loss depends on the basis chosen inside a group of tied
-    singular values, on the phase of complex singular vectors, or (for `svds`) when there is no
-    gap between the k-th and (k+1)-th singular values. The gradient returned is the one of the
-    gauge-invariant part of the loss and is finite.
+    singular values, on the phase of complex singular vectors, on the arbitrary basis of a null
+    space, or (for `svds`) when there is no gap between the k-th and (k+1)-th singular values;
+    the gradient returned is then the one of the gauge-invariant part of the loss and is finite.
+    `svd` also raises it where the returned gradient is known to be wrong although the loss has
+    one (a reconstruction U diag(S) Vh at a tie), and `svdvals` where a second derivative at a
+    tie cannot be made exact (under torch.func transforms and in forward mode).
     """
 
 

@@ -1,4 +1,4 @@
-"""``svd`` and ``svdvals`` whose backward and forward-mode rules stay finite at ties and zeros.
+"""``svd`` and ``svdvals``: exact gradients where the decomposition is smooth, loud where it is not.
 
 Derivation (real or complex A = U Σ Vᴴ, reduced, k = min(m, n)). Write dP = Uᴴ dA V and
 Ω_U = Uᴴ dU, Ω_V = Vᴴ dV (both skew-Hermitian). Differentiating A V = U Σ and Aᴴ U = V Σ gives,
@@ -24,24 +24,73 @@ The reverse rule is the adjoint of this map. With J = UᴴŪ − ŪᴴU and K = 
 which is PyTorch's ``svd_backward`` (Townsend 2016; Ionescu et al. 2015) with its
 1/(σ_j² − σ_i²) factored — never formed, so nothing overflows for large σ.
 
-Where the decomposition is not unique, the reciprocals are replaced by zero:
+Two different questions decide where a reciprocal is replaced by zero:
 
-- D at ties (|σ_j − σ_i| ≤ rtol·σ_max): a loss that does not depend on the basis chosen inside a
-  group of tied singular values has (J + K)_ij = 0 there, so dropping the term is exact for it
-  (e.g. U Vᴴ at an orthogonal matrix, projectors onto a block containing a tie);
-- E when σ_i + σ_j ≤ rtol·σ_max (two zero singular values: their vectors rotate independently);
-- Σ⁻¹ for zero singular values (the corresponding columns are free in the complement).
+- **Ties** (a relative gap): D_ij := 0 where |σ_j − σ_i| ≤ tie_rtol·σ_max (default √eps). A loss
+  that does not depend on the basis chosen inside the pair has (J + K)_ij = 0 there, so dropping
+  the term is exact for it. Near a tie (gap g > 0 below the threshold) the pair is treated as
+  tied: for a loss invariant under rotations inside the pair at every A (U Vᴴ, a projector onto
+  a block holding both, a function of S) (J + K)_ij is zero and nothing is lost; for a loss whose
+  (J + K)_ij only vanishes at g = 0 (a reconstruction), the dropped ½(J + K)_ij/(σ_j − σ_i) tends
+  to a finite limit: an error of the size of the gradient itself, not of the gap.
+- **Zeros** (numerical rank, as ``torch.linalg.matrix_rank``): σ ≤ max(m, n)·eps·σ_max is zero.
+  Σ⁻¹ is replaced by zero there, and E where both values are zero (their vectors rotate
+  independently). Every resolved σ keeps its 1/σ and its 1/(σ_i + σ_j), however small.
 
-A loss that does depend on these free choices has no derivative; the backward warns
-(`DegenerateGradientWarning`) and returns the derivative of its gauge-invariant part. The masked
-reciprocal of a near tie can optionally be Lorentzian-broadened, d/(d² + (ε σ_max)²).
+What no SVD backward can do. It sees the cotangents (Ū, S̄, V̄), never the loss. For the
+reconstruction U diag(f(S)) Vᴴ (f(σ) = σ: U S Vh and its truncations U_k S_k Vh_k) the numerator
+(J + K)_ij = (M + Mᴴ)_ij (f(σ_j) − f(σ_i)), M = UᴴWV, vanishes like the gap, and the limit of the
+quotient, (M + Mᴴ)_ij f′(σ), depends on f′, which the cotangents do not carry: at a tie the
+cotangents of U S Vh are exactly those of U diag(c) Vh with the constant c = S.detach(), whose
+gradient is the masked one. So reconstructions and truncations are differentiated by
+``low_rank`` / ``svd_apply``, and the gradient of U S Vh here is exact only at separated spectra.
+At a numerically zero σ its cotangents vanish, and the gradient returned is that of the top-r
+truncation (r the numerical rank), not W.
+
+Warnings (`DegenerateGradientWarning`, "clearly non-zero" meaning above 10·√eps times the size of
+the cotangents, per matrix of the batch):
+
+- a tie where (J + K)_ij is clearly non-zero: the loss depends on the basis inside the tie;
+- complex: Im(J + K)_ii clearly non-zero at a non-zero σ_i: the loss depends on the phase;
+- a numerically zero σ_i where the out-of-span cotangent (I − UUᴴ)Ū_i or (I − VVᴴ)V̄_i, the
+  entries J_ij or K_ij between two zeros (left and right null vectors rotate independently), or
+  (complex) Im J_ii or Im K_ii (independent phases) is clearly non-zero: the loss depends on the
+  arbitrary basis of a null space;
+- a tie where the cotangents have the structure of a reconstruction — the dropped Hermitian part
+  of (UᴴŪ + VᴴV̄)_ij is clearly non-zero and Re(u_iᴴŪ_i) = Re(v_iᴴV̄_i) = σ_i S̄_i for both
+  indices, as for any loss of U diag(S) Vh alone. A loss that adds other terms of U, S or Vh to
+  a reconstruction breaks that identity and is not recognised.
+
+The one free choice with no first-order signal is the sign of u_i alone at a single zero σ_i of
+a real square matrix (a discrete choice): U Vᴴ jumps there, but its cotangents equal those of
+losses that are smooth there (e.g. (u_iᵀx)²(v_iᵀy)² and c·(u_iᵀx)(v_iᵀy) have the same cotangents
+for a suitable c), so no test on them can tell. `torchsvd.polar` knows f and warns there.
+
+The checks run on the values themselves, also under ``torch.func`` transforms (the flags are
+computed with tensor operations and read on the unwrapped tensors); they are skipped under
+``torch.compile`` and for meta tensors, where values do not exist.
+
+Second derivatives of `svdvals`. The gradient of ℓ(S) is G = U diag(S̄) Vᴴ with S̄ = ∇ℓ(S).
+Differentiating it with S̄ held fixed is the spectral-function rule with f_i = S̄_i:
+Uᴴ dG V = P∘sym(dP) + Q∘skew(dP) (+ rectangular terms with S̄_i/σ_i), P_ij = (S̄_i − S̄_j)/(σ_i −
+σ_j), P_ii = 0, Q_ij = (S̄_i + S̄_j)/(σ_i + σ_j); the dependence of S̄ on S is differentiated by
+autograd through the loss. At a tie, P_ij is 0/0; its limit is H_ii − H_ij, H the Hessian of ℓ in
+S (Lewis & Sendov 2001), and at zeros Q_ij, Q_ii, S̄_i/σ_i tend to H_ii. One Hessian-vector
+product with ℓ's own graph gives all of them: with d = e_a − e_b for the first two indices a, b of
+every group of tied non-zero values and d_i = 1 at every zero, (Hd)_a − (Hd)_b = 2(H_aa − H_ab) and
+(Hd)_i = H_ii, because the symmetry that makes ℓ∘σ twice differentiable (ℓ symmetric inside
+each group, even in each zero σ) cancels every cross term. This product needs ℓ's graph, which
+exists in reverse mode (``create_graph=True``); under ``torch.func`` transforms and in forward
+mode the masked value 0 is used, with a warning wherever the spectrum has a tie or a zero.
 
 References
 ----------
 .. [1] J. Townsend, "Differentiating the singular value decomposition", 2016.
 .. [2] C. Ionescu, O. Vantzos, C. Sminchisescu, "Matrix backpropagation for deep networks with
        structured layers", ICCV 2015.
-.. [3] PyTorch, ``torch/csrc/autograd/FunctionsManual.cpp``: ``svd_backward``, ``linalg_svd_jvp``.
+.. [3] A. S. Lewis, H. S. Sendov, "Twice differentiable spectral functions", SIAM J. Matrix
+       Anal. Appl. 23(2), 2001.
+.. [4] PyTorch, ``torch/csrc/autograd/FunctionsManual.cpp``: ``svd_backward``, ``linalg_svd_jvp``.
 """
 
 from __future__ import annotations
@@ -52,20 +101,27 @@ from typing import Any
 import torch
 
 from torchsvd._errors import DegenerateGradientWarning
-from torchsvd._validate import check_matrix, compute_dtype, is_transformed
+from torchsvd._validate import (
+    check_matrix,
+    check_real,
+    compute_dtype,
+    eps,
+    is_transformed,
+    rank_rtol,
+    real_dtype,
+)
 
 __all__ = ["default_rtol", "gauge_reciprocals", "svd", "svd_backward", "svdvals"]
 
 
 def default_rtol(dtype: torch.dtype) -> float:
-    """Default tie / zero tolerance relative to σ_max: √eps of the (real) dtype.
+    """Default tie tolerance relative to σ_max: √eps of the (real) dtype.
 
     Rounding leaves a numerator that should vanish at about eps·‖cotangent‖; divided by a gap of
     at least √eps·σ_max it contributes at most √eps relative error, while a gap below the threshold
     would amplify it past that.
     """
-    real = dtype.to_real() if dtype.is_complex else dtype
-    return float(torch.finfo(real).eps) ** 0.5
+    return eps(dtype) ** 0.5
 
 
 def _masked_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -75,76 +131,174 @@ def _masked_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def gauge_reciprocals(
-    S: torch.Tensor, rtol: float, broadening: float = 0.0
+    S: torch.Tensor, tie_rtol: float, broadening: float = 0.0, *, zero_rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masked reciprocals used by both the forward and reverse rule.
 
-    Returns ``D`` with D_ij = 1/(σ_j − σ_i), ``E`` with E_ij = 1/(σ_j + σ_i), ``inv_s`` = 1/σ (each
-    zero where the decomposition is not unique, see the module docstring) and the boolean mask
-    of separated pairs (|σ_j − σ_i| > rtol·σ_max; False on the diagonal).
+    Returns ``D`` with D_ij = 1/(σ_j − σ_i), zero at ties (|σ_j − σ_i| ≤ tie_rtol·σ_max); ``E``
+    with E_ij = 1/(σ_j + σ_i), zero where σ_i + σ_j ≤ zero_rtol·σ_max; ``inv_s`` = 1/σ, zero where
+    σ ≤ zero_rtol·σ_max; and the boolean mask of separated pairs (False on the diagonal).
     """
-    tol = rtol * S[..., :1]  # S is descending: σ_max first
+    top = S[..., :1]  # S is descending: σ_max first
     diff = S.unsqueeze(-2) - S.unsqueeze(-1)  # (i, j) -> σ_j − σ_i
     total = S.unsqueeze(-2) + S.unsqueeze(-1)
-    separated = diff.abs() > tol.unsqueeze(-1)
+    separated = diff.abs() > (tie_rtol * top).unsqueeze(-1)
     if broadening > 0:
         # Lorentzian d/(d² + ε²) = 1/(d + ε²/d), scale-aware: ε = broadening·σ_max.
         d = torch.where(separated, diff, torch.inf)
-        D = (d + (broadening * S[..., :1]).unsqueeze(-1) ** 2 / d).reciprocal()
+        D = (d + (broadening * top).unsqueeze(-1) ** 2 / d).reciprocal()
     else:
         D = _masked_reciprocal(diff, separated)
-    E = _masked_reciprocal(total, total > tol.unsqueeze(-1))
-    inv_s = _masked_reciprocal(S, S > tol)
+    zero_tol = zero_rtol * top
+    E = _masked_reciprocal(total, total > zero_tol.unsqueeze(-1))
+    inv_s = _masked_reciprocal(S, S > zero_tol)
     return D, E, inv_s, separated
 
 
-def _warn_if_gauge_dependent(
-    J: torch.Tensor,
-    K: torch.Tensor,
+def _values_known(x: torch.Tensor) -> bool:
+    """Whether the values of ``x`` can be read: not traced by torch.compile, not a meta tensor."""
+    return not torch.compiler.is_compiling() and x.device.type != "meta"
+
+
+def _read_flags(code: torch.Tensor) -> int:
+    """Bitwise OR of an integer tensor's entries (bits 1, 2, 4, 8), read through any torch.func
+    wrappers, in one transfer.
+
+    Under ``vmap`` the unwrapped tensor holds one entry per batch element; under ``grad`` it is
+    the value itself. Either way the flags are data, never traced control flow.
+    """
+    while torch._C._functorch.is_functorch_wrapped_tensor(code):
+        code = torch._C._functorch.get_unwrapped(code)
+    code = code.detach()
+    present = torch.stack([(code & bit).ne(0).any() for bit in (1, 2, 4, 8)]).tolist()
+    return sum(bit for bit, p in zip((1, 2, 4, 8), present, strict=True) if p)
+
+
+_TIE, _PHASE, _NULL, _RECONSTRUCTION = 1, 2, 4, 8
+
+_MESSAGES = {
+    _TIE: "svd backward: the loss depends on the choice of singular vectors inside a group of "
+    "tied singular values (|σ_i − σ_j| <= tie_rtol·σ_max), so it has no gradient there; "
+    "returning the gradient of its basis-independent part.",
+    _PHASE: "svd backward: the loss depends on the phase of the complex singular vectors, which "
+    "the SVD leaves free (u_i and v_i may both be multiplied by e^{iφ}); returning the gradient "
+    "of its phase-independent part.",
+    _NULL: "svd backward: the loss depends on the singular vectors of numerically zero singular "
+    "values (<= max(m, n)·eps·σ_max), an arbitrary basis of the null spaces of A and Aᴴ, so it "
+    "has no gradient there (e.g. U @ Vh of a rank-deficient matrix: use torchsvd.polar, which "
+    "says what it returns); returning the gradient of its basis-independent part.",
+    _RECONSTRUCTION: "svd backward: the loss looks like a reconstruction U diag(S) Vh (or a "
+    "truncation U_k S_k Vh_k) at tied singular values; its gradient there needs a term the SVD "
+    "backward cannot see, and the one returned is wrong. Use torchsvd.low_rank(A, k) for "
+    "truncations, or torchsvd.svd_apply(A, f) for U diag(f(S)) Vh.",
+}
+
+
+def _gauge_flags(
     S: torch.Tensor,
     separated: torch.Tensor,
-    inv_s: torch.Tensor,
-    rtol: float,
+    zero: torch.Tensor,
+    G: torch.Tensor | None,
+    H: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    out_u: torch.Tensor | None,
+    out_v: torch.Tensor | None,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """The warnings due, as an integer tensor of bits (module docstring, "Warnings").
+
+    ``G = UᴴŪ``, ``H = VᴴV̄`` (k×k, or None), ``out_u``, ``out_v`` the out-of-span cotangents
+    (I − UUᴴ)Ū and (I − VVᴴ)V̄ (or None), ``scale`` (...,) the size of the cotangents.
+    """
+    k = S.shape[-1]
+    limit = 10 * eps(S.dtype) ** 0.5 * scale
+    lim2 = limit[..., None, None]
+    eye = torch.eye(k, dtype=torch.bool, device=S.device)
+    zi, zj = zero.unsqueeze(-1), zero.unsqueeze(-2)
+    both_zero = zi & zj & ~eye
+    tied = ~separated & ~eye & ~(zi & zj)
+    ref = G if G is not None else H
+    if ref is None:
+        return torch.zeros(S.shape[:-1], dtype=torch.int64, device=S.device)
+    zero_m = torch.zeros_like(ref)
+    Gz = G if G is not None else zero_m
+    Hz = H if H is not None else zero_m
+    J, K = Gz - Gz.mH, Hz - Hz.mH
+    JK = J + K
+    flags = ((JK.abs() > lim2) & tied).flatten(-2).any(-1) * _TIE
+    null = ((J.abs() > lim2) | (K.abs() > lim2)) & both_zero
+    null_any = null.flatten(-2).any(-1)
+    for out in (out_u, out_v):
+        if out is not None:
+            null_any = null_any | ((out.norm(dim=-2) > limit[..., None]) & zero).any(-1)
+    if JK.is_complex():
+        im_j = J.diagonal(dim1=-2, dim2=-1).imag.abs()
+        im_k = K.diagonal(dim1=-2, dim2=-1).imag.abs()
+        phase = (JK.diagonal(dim1=-2, dim2=-1).imag.abs() > limit[..., None]) & ~zero
+        flags = flags + phase.any(-1) * _PHASE
+        zero_phase = ((im_j > limit[..., None]) | (im_k > limit[..., None])) & zero
+        null_any = null_any | zero_phase.any(-1)
+    flags = flags + null_any * _NULL
+    if G is not None and H is not None and gS is not None:
+        # Scaled by σ_i/σ_max: for a reconstruction, column i of Ū and V̄ is of size σ_i·|W|,
+        # and the dropped term (M + Mᴴ)_ij is the Hermitian part of (G + H)_ij over σ_i + σ_j.
+        top = S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
+        rel_s = S / top
+        lim1 = limit[..., None] * rel_s
+        sg = S * gS
+        looks = (
+            ((G.diagonal(dim1=-2, dim2=-1).real - sg).abs() <= lim1)
+            & ((H.diagonal(dim1=-2, dim2=-1).real - sg).abs() <= lim1)
+            & (sg.abs() > lim1)
+            & ~zero
+        )
+        GH = G + H
+        dropped = (GH + GH.mH).abs() > 2 * lim2 * (rel_s.unsqueeze(-1) + rel_s.unsqueeze(-2))
+        recon = dropped & tied & looks.unsqueeze(-1) & looks.unsqueeze(-2)
+        flags = flags + recon.flatten(-2).any(-1) * _RECONSTRUCTION
+    # Bits are distinct per flag; a batch is folded by the OR in _read_flags.
+    return flags.to(torch.int64)
+
+
+def _warn_gauge(
+    S: torch.Tensor,
+    separated: torch.Tensor,
+    zero: torch.Tensor,
+    G: torch.Tensor | None,
+    H: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    out_u: torch.Tensor | None,
+    out_v: torch.Tensor | None,
     cotangents: tuple[torch.Tensor | None, ...],
 ) -> None:
-    """Warn when the loss depends on the basis inside a tie or on the complex phase.
-
-    For a gauge-invariant loss these numerators vanish up to rounding and the gap below the tie
-    threshold; "clearly non-zero" means above 10·rtol times the size of the cotangents.
-    """
-    if is_transformed(J) or J.numel() == 0:
+    """Issue the warnings of the module docstring that apply to these cotangents."""
+    if S.numel() == 0 or not _values_known(S):
         return
     with torch.no_grad():
-        # S is sorted, so a tie anywhere implies a small gap between neighbours: this cheap
-        # test on k−1 gaps spares the k×k checks in the common case (real, no tie).
-        gaps = S[..., :-1] - S[..., 1:]
-        has_tie = bool((gaps <= rtol * S[..., :1]).any())
-        if not has_tie and not J.is_complex():
-            return
-        scale = sum(g.abs().amax() for g in cotangents if g is not None and g.numel())
-        if not isinstance(scale, torch.Tensor) or not bool(scale > 0):
-            return
-        limit = 10 * rtol * scale
-        eye = torch.eye(J.shape[-1], dtype=torch.bool, device=J.device)
-        tie = ~separated & ~eye
-        if has_tie and bool(((J + K).abs() * tie).amax() > limit):
-            warnings.warn(
-                "svd backward: the loss depends on the choice of singular vectors inside a group "
-                "of tied singular values, so it has no gradient there; returning the gradient of "
-                "its basis-independent part.",
-                DegenerateGradientWarning,
-                stacklevel=3,
-            )
-        if J.is_complex():
-            phase = (J + K).diagonal(dim1=-2, dim2=-1).imag.abs() * (inv_s > 0)
-            if bool(phase.amax() > limit):
-                warnings.warn(
-                    "svd backward: the loss depends on the phase of the complex singular vectors, "
-                    "which the SVD leaves free (u_i and v_i may both be multiplied by e^{iφ}); "
-                    "returning the gradient of its phase-independent part.",
-                    DegenerateGradientWarning,
-                    stacklevel=3,
+        complex_ = any(t is not None and t.is_complex() for t in (G, H))
+        if not complex_ and not is_transformed(S):
+            # S is sorted, so a tie anywhere implies one between neighbours: this test on k − 1
+            # gaps and the smallest σ picks the matrices of the batch that need the k×k checks
+            # (none in the common case: real, no tie, full rank).
+            neighbours_tied = ~separated.diagonal(offset=1, dim1=-2, dim2=-1)
+            needs = neighbours_tied.any(-1) | zero[..., -1]
+            if not bool(needs.any()):
+                return
+            if needs.ndim and not bool(needs.all()):
+                sel = needs.nonzero(as_tuple=True)
+                S, separated, zero = S[sel], separated[sel], zero[sel]
+                G, H, gS, out_u, out_v = (
+                    None if t is None else t[sel] for t in (G, H, gS, out_u, out_v)
                 )
+                cotangents = tuple(None if t is None else t[sel] for t in cotangents)
+        scale = torch.zeros(S.shape[:-1], dtype=S.dtype, device=S.device)
+        for g in cotangents:
+            if g is not None:
+                scale = scale + g.abs().amax(dim=(-2, -1)).to(S.dtype)
+        bits = _read_flags(_gauge_flags(S, separated, zero, G, H, gS, out_u, out_v, scale))
+    for bit, message in _MESSAGES.items():
+        if bits & bit:
+            warnings.warn(message, DegenerateGradientWarning, stacklevel=4)
 
 
 def svd_backward(
@@ -154,46 +308,52 @@ def svd_backward(
     gU: torch.Tensor | None,
     gS: torch.Tensor | None,
     gVh: torch.Tensor | None,
-    rtol: float,
+    tie_rtol: float,
     broadening: float = 0.0,
+    *,
+    zero_rtol: float | None = None,
 ) -> torch.Tensor:
     """Reverse rule of the reduced SVD (see the module docstring), masked at ties and zeros.
 
     Shapes: ``U`` (..., m, k), ``S`` (..., k), ``Vh`` (..., k, n); cotangents alike or None.
-    Differentiable itself (double backward) when the inputs require grad.
+    ``tie_rtol`` is the tie tolerance relative to σ_max; ``zero_rtol`` the numerical-rank
+    tolerance, default max(m, n)·eps. Warns (`DegenerateGradientWarning`) where the loss
+    depends on a free choice. Differentiable itself (double backward).
     """
+    m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
     if gU is None and gVh is None:
         if gS is None:
-            return torch.zeros(
-                (*S.shape[:-1], U.shape[-2], Vh.shape[-1]), dtype=U.dtype, device=U.device
-            )
+            return torch.zeros((*S.shape[:-1], m, n), dtype=U.dtype, device=U.device)
         return (U * gS.unsqueeze(-2).to(U.dtype)) @ Vh
-    m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
-    D, E, inv_s, separated = gauge_reciprocals(S, rtol, broadening)
+    zero_rtol = rank_rtol(m, n, S.dtype) if zero_rtol is None else zero_rtol
+    D, E, inv_s, separated = gauge_reciprocals(S, tie_rtol, broadening, zero_rtol=zero_rtol)
     V = Vh.mH
-    UhgU = U.mH @ gU if gU is not None else None
-    VhgV = V.mH @ gVh.mH if gVh is not None else None
-    zero = torch.zeros((*S.shape[:-1], k, k), dtype=U.dtype, device=U.device)
-    J = UhgU - UhgU.mH if UhgU is not None else zero
-    K = VhgV - VhgV.mH if VhgV is not None else zero
-    _warn_if_gauge_dependent(J, K, S, separated, inv_s, rtol, (gU, gVh))
+    G = U.mH @ gU if gU is not None else None  # Uᴴ Ū
+    H = V.mH @ gVh.mH if gVh is not None else None  # Vᴴ V̄
+    out_u = gU - U @ G if m > k and gU is not None and G is not None else None
+    out_v = gVh.mH - V @ H if n > k and gVh is not None and H is not None else None
+    zero = S <= zero_rtol * S[..., :1]
+    _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh))
+    zero_kk = torch.zeros((*S.shape[:-1], k, k), dtype=U.dtype, device=U.device)
+    J = G - G.mH if G is not None else zero_kk
+    K = H - H.mH if H is not None else zero_kk
     inner = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))
     gA = U @ inner @ Vh
-    if m > k and gU is not None and UhgU is not None:
-        gA = gA + ((gU - U @ UhgU) * inv_s.unsqueeze(-2)) @ Vh
-    if n > k and gVh is not None and VhgV is not None:
-        gA = gA + U @ ((gVh.mH - V @ VhgV) * inv_s.unsqueeze(-2)).mH
+    if out_u is not None:
+        gA = gA + (out_u * inv_s.unsqueeze(-2)) @ Vh
+    if out_v is not None:
+        gA = gA + U @ (out_v * inv_s.unsqueeze(-2)).mH
     return gA
 
 
 def _svd_jvp(
-    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, dA: torch.Tensor, rtol: float, b: float
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, dA: torch.Tensor, tie_rtol: float, b: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward rule of the reduced SVD: the map whose adjoint is `svd_backward`."""
     m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
-    D, E, inv_s, _ = gauge_reciprocals(S, rtol, b)
+    D, E, inv_s, _ = gauge_reciprocals(S, tie_rtol, b, zero_rtol=rank_rtol(m, n, S.dtype))
     V = Vh.mH
     dAV = dA @ V
     dP = U.mH @ dAV
@@ -223,50 +383,82 @@ def _fold_extra_columns(Q: torch.Tensor, gQ: torch.Tensor, k: int) -> torch.Tens
     return gQ[..., :k] - Qp @ (gQ[..., k:].mH @ Qk)
 
 
-class _SVD(torch.autograd.Function):
+def _decompose(A: torch.Tensor, full_matrices: bool) -> tuple[torch.Tensor, ...]:
+    """torch.linalg.svd, with its failure on non-finite input turned into a ValueError.
+
+    The input check reads values, which is impossible under torch.func transforms; there a NaN
+    or infinity first shows up as LAPACK's non-convergence.
+    """
+    try:
+        U, S, Vh = torch.linalg.svd(A, full_matrices=full_matrices)
+    except torch.linalg.LinAlgError as err:
+        raise ValueError(
+            f"A: the SVD failed to converge ({err}); A most likely contains NaN or infinite "
+            "entries (they cannot be checked beforehand under torch.func transforms)"
+        ) from err
+    return U, S, Vh
+
+
+class _SVDReverse(torch.autograd.Function):
+    """The reduced or full SVD with the robust reverse rule; `_SVD` adds the forward rule.
+
+    Dynamo cannot trace a Function that defines ``jvp``, so `svd` uses this one under
+    ``torch.compile`` (where forward-mode AD is not traced either).
+    """
+
     generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        A: torch.Tensor, full_matrices: bool, rtol: float, broadening: float
+        A: torch.Tensor, full_matrices: bool, tie_rtol: float, broadening: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # A plain tuple: vmap's generated rule does not flatten torch's named tuple.
-        U, S, Vh = torch.linalg.svd(A, full_matrices=full_matrices)
+        U, S, Vh = _decompose(A, full_matrices)
         return U, S, Vh
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        _, full_matrices, rtol, broadening = inputs
+        _, full_matrices, tie_rtol, broadening = inputs
         U, S, Vh = output
         ctx.full_matrices = full_matrices
-        ctx.rtol = rtol
+        ctx.tie_rtol = tie_rtol
         ctx.broadening = broadening
         ctx.save_for_backward(U, S, Vh)
-        ctx.save_for_forward(U, S, Vh)
 
     @staticmethod
     def backward(
         ctx: Any, gU: torch.Tensor | None, gS: torch.Tensor | None, gVh: torch.Tensor | None
     ) -> tuple[torch.Tensor, None, None, None]:
         U, S, Vh = ctx.saved_tensors
-        k = S.shape[-1]
+        m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
         if ctx.full_matrices:
             if gU is not None and U.shape[-1] > k:
                 gU = _fold_extra_columns(U, gU, k)
             if gVh is not None and Vh.shape[-2] > k:
                 gVh = _fold_extra_columns(Vh.mH, gVh.mH, k).mH
             U, Vh = U[..., :k], Vh[..., :k, :]
-        gA = svd_backward(U, S, Vh, gU, gS, gVh, ctx.rtol, ctx.broadening)
+        gA = svd_backward(
+            U, S, Vh, gU, gS, gVh, ctx.tie_rtol, ctx.broadening, zero_rtol=rank_rtol(m, n, S.dtype)
+        )
         return gA, None, None, None
+
+
+class _SVD(_SVDReverse):
+    """`_SVDReverse` with the forward-mode rule (the map whose adjoint is its backward)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        _SVDReverse.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(*output)
 
     @staticmethod
     def jvp(ctx: Any, dA: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         U, S, Vh = ctx.saved_tensors
         k = S.shape[-1]
         if not ctx.full_matrices:
-            return _svd_jvp(U, S, Vh, dA, ctx.rtol, ctx.broadening)
+            return _svd_jvp(U, S, Vh, dA, ctx.tie_rtol, ctx.broadening)
         Uk, Vhk = U[..., :k], Vh[..., :k, :]
-        dUk, dS, dVhk = _svd_jvp(Uk, S, Vhk, dA, ctx.rtol, ctx.broadening)
+        dUk, dS, dVhk = _svd_jvp(Uk, S, Vhk, dA, ctx.tie_rtol, ctx.broadening)
         # Extra columns move only to stay orthogonal to the first k (see _fold_extra_columns).
         Up, Vp = U[..., k:], Vh[..., k:, :].mH
         dU = torch.cat([dUk, -Uk @ (dUk.mH @ Up)], dim=-1)
@@ -274,28 +466,204 @@ class _SVD(torch.autograd.Function):
         return dU, dS, dVh
 
 
-def _check_options(rtol: float | None, broadening: float, dtype: torch.dtype) -> float:
-    if rtol is None:
+_HESSIAN_UNAVAILABLE = (
+    "svdvals second derivative: at tied or numerically zero singular values it needs the "
+    "Hessian of the loss in S, which is not available under torch.func transforms or in "
+    "forward mode; the terms inside the tie are set to 0, which is exact only where the loss "
+    "is linear in S. Use torch.autograd.grad(..., create_graph=True) (exact there), or, for a "
+    "loss Σ g(σ_i), the first derivative of torchsvd.svd_apply(A, g′)."
+)
+
+
+def _tie_structure(
+    S: torch.Tensor, tie_rtol: float, zero_rtol: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masks of a descending spectrum: zeros, tied pairs of non-zero values, both-zero pairs,
+    and the index where each value's group of tied non-zero values starts."""
+    k = S.shape[-1]
+    top = S[..., :1]
+    zero = S <= zero_rtol * top
+    eye = torch.eye(k, dtype=torch.bool, device=S.device)
+    zi, zj = zero.unsqueeze(-1), zero.unsqueeze(-2)
+    close = (S.unsqueeze(-1) - S.unsqueeze(-2)).abs() <= (tie_rtol * top).unsqueeze(-1)
+    tied = close & ~eye & ~zi & ~zj
+    link = (S[..., :-1] - S[..., 1:] <= tie_rtol * top) & ~zero[..., 1:]  # i tied to i + 1
+    start = ~torch.cat([torch.zeros_like(link[..., :1]), link], dim=-1)
+    index = torch.arange(k, device=S.device).expand_as(S)
+    first = torch.cummax(torch.where(start, index, 0), dim=-1).values
+    return zero, tied, zi & zj & ~eye, first
+
+
+def _loss_hessian_terms(
+    gS: torch.Tensor, S_graph: torch.Tensor, zero: torch.Tensor, first: torch.Tensor
+) -> torch.Tensor:
+    """(...,) per index: H_aa − H_ab of the group of tied non-zero values it is in (a, b its
+    first two indices; 0 alone), or H_ii at a zero — from one Hessian-vector product of the loss
+    (module docstring, "Second derivatives of svdvals")."""
+    k = gS.shape[-1]
+    index = torch.arange(k, device=gS.device).expand_as(gS)
+    pair_start = (first == index) & torch.cat(
+        [first[..., 1:] == index[..., :-1], torch.zeros_like(zero[..., :1])], dim=-1
+    )
+    d = pair_start.to(gS.dtype)
+    d = d - torch.cat([torch.zeros_like(d[..., :1]), d[..., :-1]], dim=-1) + zero.to(gS.dtype)
+    (hd,) = torch.autograd.grad(
+        gS, S_graph, d, retain_graph=True, create_graph=torch.is_grad_enabled(), allow_unused=True
+    )
+    if hd is None:  # S̄ does not depend on S: the loss is linear in S
+        return torch.zeros_like(gS)
+    half_gap = torch.cat([hd[..., :-1] - hd[..., 1:], torch.zeros_like(hd[..., :1])], dim=-1) / 2
+    alpha = torch.where(pair_start, half_gap, 0.0).gather(-1, first)
+    return torch.where(zero, hd, alpha)
+
+
+def _fixed_cotangent_rule(
+    U: torch.Tensor,
+    S: torch.Tensor,
+    Vh: torch.Tensor,
+    f: torch.Tensor,
+    h: torch.Tensor,
+    tied: torch.Tensor,
+    zero: torch.Tensor,
+    both_zero: torch.Tensor,
+    Z: torch.Tensor,
+) -> torch.Tensor:
+    """The derivative of A ↦ U diag(f) Vᴴ with f held fixed, applied to Z (self-adjoint).
+
+    U [P∘sym(Γ) + Q∘skew(Γ)] Vᴴ + rectangular terms with R = f/σ, Γ = Uᴴ Z V; P, Q, R take the
+    limits h at ties and zeros (module docstring).
+    """
+    m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
+    eye = torch.eye(k, dtype=torch.bool, device=S.device)
+    si, sj = S.unsqueeze(-1), S.unsqueeze(-2)
+    fi, fj = f.unsqueeze(-1), f.unsqueeze(-2)
+    hi = h.unsqueeze(-1).expand(*S.shape, k)
+    quotient = ~eye & ~tied & ~both_zero
+    P = torch.where(quotient, (fi - fj) / torch.where(quotient, si - sj, 1.0), 0.0)
+    P = torch.where(tied | both_zero, hi, P)
+    total = si + sj
+    nonzero_pair = ~(zero.unsqueeze(-1) & zero.unsqueeze(-2))
+    Q = torch.where(nonzero_pair, (fi + fj) / torch.where(nonzero_pair, total, 1.0), hi)
+    R = torch.where(zero, h, f / torch.where(zero, 1.0, S))
+    V = Vh.mH
+    ZV = Z @ V
+    gamma = U.mH @ ZV
+    inner = P * (gamma + gamma.mH) / 2 + Q * (gamma - gamma.mH) / 2
+    gA = U @ inner.to(U.dtype) @ Vh
+    Rc = R.to(U.dtype)
+    if m > k:
+        gA = gA + ((ZV - U @ gamma) * Rc.unsqueeze(-2)) @ Vh
+    if n > k:
+        gA = gA + U @ (Rc.unsqueeze(-1) * (U.mH @ Z - gamma @ Vh))
+    return gA
+
+
+class _SVDVals(torch.autograd.Function):
+    """S of A, with the gradient U diag(S̄) Vᴴ computed by `_SVDValsGrad`."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        U, S, Vh = _decompose(A, False)
+        return S, U, Vh
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        (A,) = inputs
+        S, U, Vh = output
+        ctx.mark_non_differentiable(U, Vh)
+        ctx.save_for_backward(A, S, U, Vh)
+        ctx.save_for_forward(U, Vh)
+
+    @staticmethod
+    def backward(ctx: Any, gS: torch.Tensor, *_: Any) -> torch.Tensor:
+        A, S, U, Vh = ctx.saved_tensors
+        return _SVDValsGrad.apply(A, gS, S, U, Vh)
+
+    @staticmethod
+    def jvp(ctx: Any, dA: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        U, Vh = ctx.saved_tensors
+        return (U.mH @ dA @ Vh.mH).diagonal(dim1=-2, dim2=-1).real, None, None
+
+
+class _SVDValsGrad(torch.autograd.Function):
+    """G = U diag(S̄) Vᴴ, the gradient of a loss of S; its own derivative is exact at ties.
+
+    ``S`` is the output of `_SVDVals` from which the loss computed S̄: the backward
+    differentiates S̄ with respect to it (one Hessian-vector product) where values are tied.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        A: torch.Tensor, gS: torch.Tensor, S: torch.Tensor, U: torch.Tensor, Vh: torch.Tensor
+    ) -> torch.Tensor:
+        return (U * gS.unsqueeze(-2).to(U.dtype)) @ Vh
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        A, gS, S, U, Vh = inputs
+        ctx.save_for_backward(gS, S, U, Vh)
+        ctx.save_for_forward(gS, S, U, Vh)
+        ctx.tie_rtol = default_rtol(A.dtype)
+        ctx.zero_rtol = rank_rtol(A.shape[-2], A.shape[-1], A.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, Z: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        gS, S_graph, U, Vh = ctx.saved_tensors
+        S = S_graph.detach()
+        zero, tied, both_zero, first = _tie_structure(S, ctx.tie_rtol, ctx.zero_rtol)
+        h = torch.zeros_like(S)
+        if S.numel() and _values_known(S):
+            singular = _read_flags((tied.flatten(-2).any(-1) | zero.any(-1)).to(torch.int64))
+            if singular and (is_transformed(gS) or is_transformed(Z)):
+                warnings.warn(_HESSIAN_UNAVAILABLE, DegenerateGradientWarning, stacklevel=2)
+            elif singular and gS.requires_grad and S_graph.grad_fn is not None:
+                h = _loss_hessian_terms(gS, S_graph, zero, first)
+        gA = _fixed_cotangent_rule(U, S, Vh, gS, h, tied, zero, both_zero, Z)
+        ggS = (U.mH @ Z @ Vh.mH).diagonal(dim1=-2, dim2=-1).real
+        return gA, ggS, None, None, None
+
+    @staticmethod
+    def jvp(ctx: Any, dA: torch.Tensor | None, dgS: torch.Tensor | None, *_: Any) -> torch.Tensor:
+        gS, S_in, U, Vh = ctx.saved_tensors
+        S = S_in.detach()
+        out = torch.zeros(
+            (*S.shape[:-1], U.shape[-2], Vh.shape[-1]), dtype=U.dtype, device=U.device
+        )
+        if dgS is not None:
+            out = out + (U * dgS.unsqueeze(-2).to(U.dtype)) @ Vh
+        if dA is None:
+            return out
+        zero, tied, both_zero, _first = _tie_structure(S, ctx.tie_rtol, ctx.zero_rtol)
+        if S.numel() and _values_known(S):
+            if _read_flags((tied.flatten(-2).any(-1) | zero.any(-1)).to(torch.int64)):
+                warnings.warn(_HESSIAN_UNAVAILABLE, DegenerateGradientWarning, stacklevel=2)
+        h = torch.zeros_like(S)
+        return out + _fixed_cotangent_rule(U, S, Vh, gS, h, tied, zero, both_zero, dA)
+
+
+def _check_options(tie_rtol: float | None, broadening: float, dtype: torch.dtype) -> float:
+    check_real(broadening, "broadening", low=0.0)
+    if tie_rtol is None:
         return default_rtol(dtype)
-    if not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
-        raise ValueError(f"rtol must be a float in [0, 1), got {rtol!r}")
-    if not isinstance(broadening, (int, float)) or broadening < 0:
-        raise ValueError(f"broadening must be a float >= 0, got {broadening!r}")
-    return float(rtol)
+    return check_real(tie_rtol, "tie_rtol", low=0.0, high=1.0, high_open=True)
 
 
 def svd(
     A: torch.Tensor,
     full_matrices: bool = False,
     *,
-    rtol: float | None = None,
+    tie_rtol: float | None = None,
     broadening: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Singular value decomposition with gradients that are finite at ties and zeros.
+    r"""Singular value decomposition whose gradient is exact where it exists and loud where not.
 
     Returns exactly what :func:`torch.linalg.svd` returns — ``A = U diag(S) Vh`` with singular
     values in descending order — but differentiates it with a rule that never divides by a
-    zero gap or a zero singular value (module docstring of ``torchsvd._svd``, and
+    zero gap or a numerically zero singular value (module docstring of ``torchsvd._svd``, and
     ``docs/math.md``).
 
     Parameters
@@ -309,12 +677,14 @@ def svd(
         they are mapped to the first ``min(m, n)`` columns as for a loss that depends on that
         complement only as a subspace (e.g. its projector), which is the only kind of loss of
         them that has a derivative. (``torch.linalg.svd`` drops them.)
-    rtol : float, optional
-        Singular values closer than ``rtol·σ_max`` count as tied, and singular values below it as
-        zero, in the backward pass. Default √eps of the dtype.
+    tie_rtol : float, optional
+        Tie tolerance, in ``[0, 1)``: in the backward pass, two singular values closer than
+        ``tie_rtol·σ_max`` are treated as tied (their 1/(σ_j − σ_i) term is dropped). Default
+        √eps of the dtype (1.5e-8 in float64). Zeros are a separate, fixed test: σ at or below
+        ``max(m, n)·eps·σ_max`` (the numerical rank of ``torch.linalg.matrix_rank``).
     broadening : float
-        Opt-in Lorentzian broadening ε: the reciprocal gap 1/d of separated singular values is
-        replaced by d/(d² + (ε·σ_max)²), which bounds it near ties at the price of a bias
+        Opt-in Lorentzian broadening ε ≥ 0: the reciprocal gap 1/d of separated singular values
+        is replaced by d/(d² + (ε·σ_max)²), which bounds it near ties at the price of a bias
         (common in tensor-network codes). Default 0 (exact).
 
     Returns
@@ -323,18 +693,37 @@ def svd(
     S : Tensor ``(..., k)``, real, descending
     Vh : Tensor ``(..., k, n)`` (``(..., n, n)`` if full_matrices)
 
+    Raises
+    ------
+    TypeError
+        ``A`` is not a floating tensor, or an option has the wrong type.
+    ValueError
+        ``A`` has fewer than 2 dimensions or non-finite entries, or an option is out of range.
+
     Warns
     -----
     DegenerateGradientWarning
         In the backward pass, when the loss depends on the basis chosen inside a group of tied
-        singular values, or on the phase of complex singular vectors. The returned gradient is
-        that of the part of the loss that does not.
+        singular values, on the phase of complex singular vectors, or on the arbitrary basis of
+        a null space; and when its cotangents have the structure of a reconstruction
+        ``U diag(S) Vh`` at a tie (see Notes). The gradient returned is finite.
 
     Notes
     -----
-    For a loss that *is* invariant under the free choices (projectors, ``U @ Vh``, functions of
-    ``S``) the gradient is exact. For ``U diag(f(S)) Vh`` with non-constant ``f`` at a tie the
-    true derivative depends on f′, which no SVD backward sees: use :func:`torchsvd.svd_apply`.
+    The gradient is exact for losses that are invariant under the free choices of the SVD and
+    are not reconstructions: projectors onto blocks that do not split a tie or include null
+    vectors, ``U @ Vh`` at full rank, functions of ``S`` alone, ``|u_iᴴ x|²`` of a separated
+    ``σ_i`` — at every resolved σ, however small. It is *not* exact for reconstructions
+    ``U diag(f(S)) Vh`` (``f(σ) = σ`` included, and truncations ``U_k S_k Vh_k``) at ties,
+    where their gradient depends on f′, which no SVD backward sees, nor at numerically zero
+    singular values, where their cotangents vanish and the gradient returned is that of the
+    truncation to the numerical rank. Use :func:`torchsvd.low_rank` for truncations and
+    :func:`torchsvd.svd_apply` for ``U diag(f(S)) Vh``. A warning is issued for a loss of
+    ``U diag(S) Vh`` alone at a tie; other such losses are not recognised. For a real square
+    matrix with a single zero singular value the sign of its left singular vector is free and
+    ``U @ Vh`` jumps there, with no warning (nothing in the cotangents reveals it):
+    :func:`torchsvd.polar` warns there. Under ``torch.compile`` the checks that issue these
+    warnings are skipped.
 
     Examples
     --------
@@ -348,44 +737,92 @@ def svd(
     >>> bool(torch.isfinite(Q.grad).all())
     True
 
+    A resolved small singular value keeps its 1/σ: here d(U Vh)[2, 1]/dA[2, 1] = 1/σ_2 = 1e9.
+
+    >>> A = torch.tensor([[1.0, 0.0], [0.0, 1e-9], [0.0, 0.0]], dtype=torch.float64)
+    >>> A = A.requires_grad_()
+    >>> U, S, Vh = torchsvd.svd(A)
+    >>> (U @ Vh)[2, 1].backward()
+    >>> f"{float(A.grad[2, 1]):.6e}"
+    '1.000000e+09'
+
     References
     ----------
     .. [1] J. Townsend, "Differentiating the singular value decomposition", 2016.
     .. [2] PyTorch issue #49886 (NaN gradients at repeated singular values).
     """
-    check_matrix(A)
+    check_matrix(A, check_finite=not _is_meta(A))
     dtype = compute_dtype(A.dtype)
-    rtol_value = _check_options(rtol, broadening, dtype)
+    tie_value = _check_options(tie_rtol, broadening, dtype)
     if not isinstance(full_matrices, bool):
         raise TypeError(f"full_matrices must be a bool, got {type(full_matrices).__name__}")
     work = A.to(dtype)
     if A.numel() == 0:
         U, S, Vh = torch.linalg.svd(work, full_matrices=full_matrices)
     else:
-        U, S, Vh = _SVD.apply(work, full_matrices, rtol_value, float(broadening))
+        fn = _SVDReverse if torch.compiler.is_compiling() else _SVD
+        U, S, Vh = fn.apply(work, full_matrices, tie_value, float(broadening))
     if dtype != A.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
-    """Singular values of ``(..., m, n)`` matrices, descending, with an always finite derivative.
+    r"""Singular values of ``(..., m, n)`` matrices, descending, with exact derivatives.
 
-    Same result as :func:`torch.linalg.svdvals`; when a derivative is needed it goes through
-    :func:`svd` (gradient ``U diag(S̄) Vh``; the second derivative is finite at ties too, where
-    PyTorch's is NaN).
+    Same result as :func:`torch.linalg.svdvals`. The gradient of a loss ℓ(S) is
+    ``U diag(S̄) Vh``. Its derivative (the second derivative of ℓ(S(A))) is exact at separated
+    spectra and, in reverse mode (``create_graph=True``), at ties and zeros too, where
+    PyTorch's is NaN: the tie limits need the Hessian of ℓ in S, which is taken from ℓ's own
+    graph (Lewis & Sendov 2001). Under ``torch.func`` transforms and in forward mode that graph
+    is not available: the terms inside a tie are set to 0 there (exact only for a loss linear
+    in S) and a `DegenerateGradientWarning` says so. A separable loss Σ g(σ_i) can always be
+    differentiated twice exactly as the first derivative of ``svd_apply(A, g′)``, its gradient.
+
+    Under ``torch.compile`` the values come from :func:`svd`: the same first derivative, and
+    second derivatives exact at separated spectra only.
+
+    At a tie, the gradient ``U diag(S̄) Vh`` itself is a derivative only when S̄ is equal on
+    the tie (a loss symmetric in the tied values); otherwise (e.g. σ_1 alone at σ_1 = σ_2) it
+    is one subgradient.
 
     Examples
     --------
     >>> import torch, torchsvd
     >>> torchsvd.svdvals(torch.tensor([[3.0, 0.0], [4.0, 0.0]]))
     tensor([5., 0.])
+
+    The Hessian of ‖X‖_F² = Σ σ_i² is 2·I, also at the identity, where all σ are tied:
+
+    >>> X = torch.eye(2, dtype=torch.float64, requires_grad=True)
+    >>> (g,) = torch.autograd.grad(torchsvd.svdvals(X).pow(2).sum(), X, create_graph=True)
+    >>> torch.autograd.grad(g[0, 1], X)[0]
+    tensor([[0., 2.],
+            [0., 0.]], dtype=torch.float64)
+
+    References
+    ----------
+    .. [1] A. S. Lewis, H. S. Sendov, "Twice differentiable spectral functions", SIAM J. Matrix
+           Anal. Appl. 23(2), 2001.
     """
-    check_matrix(A)
-    if A.requires_grad or is_transformed(A) or _has_tangent(A):
-        return svd(A)[1]
+    check_matrix(A, check_finite=not _is_meta(A))
     dtype = compute_dtype(A.dtype)
-    return torch.linalg.svdvals(A.to(dtype)).to(A.dtype.to_real() if A.is_complex() else A.dtype)
+    out_dtype = real_dtype(A.dtype)
+    work = A.to(dtype)
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace _SVDVals (it defines jvp); first derivatives are the same.
+        return svd(A)[1]
+    if A.numel() and (A.requires_grad or is_transformed(A) or _has_tangent(A)):
+        return _SVDVals.apply(work)[0].to(out_dtype)
+    try:
+        return torch.linalg.svdvals(work).to(out_dtype)
+    except torch.linalg.LinAlgError as err:
+        raise ValueError(f"A: the SVD failed to converge ({err})") from err
+
+
+def _is_meta(A: object) -> bool:
+    """A meta tensor has a shape but no values: the value checks are skipped for it."""
+    return isinstance(A, torch.Tensor) and A.is_meta
 
 
 def _has_tangent(A: torch.Tensor) -> bool:
