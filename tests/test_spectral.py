@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchsvd
+import torchsvd._spectral as spectral_module
 from _helpers import C128, F32, F64, inner, weights
 from torchsvd.testing import (
     matrix_with_singular_values,
@@ -744,18 +746,27 @@ def test_elementwise_f_is_accepted(f: Fn) -> None:
 # --------------------------------------------------------------------------- devices
 
 
-class _DeviceAudit(torch.overrides.TorchFunctionMode):
-    """Fails on a tensor factory called without ``device=`` (it would land on the CPU)."""
+class _AuditedTorch:
+    """The torch module for `torchsvd._spectral`, whose tensor factories must get ``device=``.
 
-    FACTORIES = frozenset(
-        [torch.zeros, torch.ones, torch.empty, torch.full, torch.eye, torch.arange, torch.tensor]
-    )
+    A factory without it would put its tensor on the CPU whatever the device of A. Swapped in
+    as the module's global (not a TorchFunctionMode, which torch.func switches off inside
+    autograd rules), so the check holds on a CPU-only machine too.
+    """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        if func in self.FACTORIES and kwargs.get("device") is None:
-            raise AssertionError(f"{func.__name__} called without device=")
-        return func(*args, **kwargs)
+    FACTORIES = frozenset(["zeros", "ones", "empty", "full", "eye", "arange", "tensor"])
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(torch, name)
+        if name not in self.FACTORIES:
+            return value
+
+        def audited(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("device") is None:
+                raise AssertionError(f"torch.{name} called without device=")
+            return value(*args, **kwargs)
+
+        return audited
 
 
 def _devices() -> list[str]:
@@ -763,28 +774,28 @@ def _devices() -> list[str]:
 
 
 @pytest.mark.parametrize("device", _devices())
-def test_tangents_of_parameters_only_stay_on_the_device(device: str) -> None:
+def test_tangents_of_parameters_only_stay_on_the_device(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the parameters carry tangents, so the rule builds dF from nothing: on the device of
+    # A, which the audit checks on the CPU too.
     A = matrix_with_singular_values(torch.tensor([2.0, 1.0, 0.5]), 4, 3, dtype=F64, seed=59)
     A = A.to(device)
     tau = torch.tensor(0.7, dtype=F64, device=device)
-    lo, hi = tau.clone(), torch.tensor(1.5, dtype=F64, device=device)
-    with _DeviceAudit():
-        for fn, primals, tangents in (
-            (lambda t: torchsvd.svt(A, t), (tau,), (torch.ones_like(tau),)),
-            (
-                lambda a, b: torchsvd.clip_singular_values(A, a, b),
-                (lo, hi),
-                (torch.ones_like(lo), torch.zeros_like(hi)),
-            ),
-        ):
-            out, tangent = torch.func.jvp(fn, primals, tangents)
-            assert tangent.device == out.device == A.device
-            assert torch.isfinite(tangent).all()
-    # the tangent in τ is −Σ_{σ_i > τ} u_i v_iᴴ
+    hi = torch.tensor(1.5, dtype=F64, device=device)
     U, _, Vh = torch.linalg.svd(A, full_matrices=False)
-    expected = -(U[:, :2] @ Vh[:2])
+    monkeypatch.setattr(spectral_module, "torch", _AuditedTorch())
     tangent = torch.func.jvp(lambda t: torchsvd.svt(A, t), (tau,), (torch.ones_like(tau),))[1]
-    assert torch.allclose(tangent, expected, atol=1e-12)
+    both = torch.func.jvp(
+        lambda a, b: torchsvd.clip_singular_values(A, a, b),
+        (tau, hi),
+        (torch.ones_like(tau), torch.ones_like(hi)),
+    )[1]
+    monkeypatch.undo()
+    assert tangent.device == both.device == A.device
+    # ∂svt/∂τ = −Σ_{σ_i > τ} u_i v_iᴴ; ∂clip/∂min + ∂clip/∂max = Σ_{σ_i < min or > max} u_i v_iᴴ
+    assert torch.allclose(tangent, -(U[:, :2] @ Vh[:2]), atol=1e-12)
+    assert torch.allclose(both, U[:, [0, 2]] @ Vh[[0, 2]], atol=1e-12)
 
 
 # --------------------------------------------------------------------------- nearest rotation

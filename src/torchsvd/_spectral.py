@@ -678,6 +678,8 @@ class _SpectralFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         A, U, S, Vh, spec, rtol, *p = inputs
         ctx.spec, ctx.rtol = spec, rtol
+        # Unmaterialized: with tangents on the parameters alone, dA is None and L_A is skipped.
+        ctx.set_materialize_grads(False)
         ctx.param_shapes = tuple(None if t is None else t.shape for t in p)
         ctx.save_for_backward(A, U, S, Vh, *p)
         ctx.save_for_forward(A, U, S, Vh, *p)
@@ -686,8 +688,10 @@ class _SpectralFunction(torch.autograd.Function):
     # Γ = Uᴴ B̄ V (module docstring; Povey's notes eq. 34-36), and
     # p̄ = Σ_i Re(Γ_ii) ∂f/∂p(σ_i), summed over the batch dimensions p was broadcast along.
     @staticmethod
-    def backward(ctx: Any, gF: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, gF: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         A, U, S, Vh, *p = ctx.saved_tensors
+        if gF is None:
+            return (None,) * (6 + len(p))
         need_A, _, _, _, _, _, *need_p = ctx.needs_input_grad
         gA = _SpectralMap.apply(A, U, S, Vh, gF, ctx.spec, ctx.rtol, *p) if need_A else None
         gp: list[torch.Tensor | None] = [None] * len(p)
@@ -831,8 +835,9 @@ def _check_elementwise(
     )
     image = f(spread.view_as(S)).flatten()
     # A fixed pseudo-random permutation (a shift would commute with maps that have a period).
-    perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))
-    if bool((perm == torch.arange(flat.numel())).all()):
+    cpu = torch.device("cpu")
+    perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0), device=cpu)
+    if bool((perm == torch.arange(flat.numel(), device=cpu)).all()):
         perm = perm.roll(1)
     perm = perm.to(flat.device)
     permuted = f(spread[perm].view_as(S)).flatten()
