@@ -1,6 +1,8 @@
-r"""Functions of the singular values, ``F(A) = U diag(f(σ)) Vᴴ``, with a derivative exact at ties.
+r"""Functions of the singular values, ``F(A) = U diag(f(σ)) Vᴴ``, with derivatives exact at ties.
 
-Derivation (real or complex A = U Σ Vᴴ, reduced, k = min(m, n); seed ``002`` (Povey) for the real
+This docstring is the one home of the derivations; ``docs/spectral.md`` explains their use.
+
+**First order** (real or complex A = U Σ Vᴴ, reduced, k = min(m, n); Povey 2018 for the real
 square case). With dP = Uᴴ dA V (k×k) the SVD perturbation rules (see ``torchsvd._svd``) give,
 after the partial-fraction split of 1/(σ_j² − σ_i²),
 
@@ -20,6 +22,42 @@ P and Q are real and symmetric and sym, skew are self-adjoint for ⟨X, Y⟩ = R
 linear map L_A is its own adjoint: the forward-mode rule is dF = L_A(dA) and the reverse rule is
 Ā = L_A(B̄) for the cotangent B̄ of F — one routine, `_spectral_map`, serves both.
 
+**The dilation.** The Hermitian matrix H = [[0, A], [Aᴴ, 0]] has the eigenvalues ±σ_i, with
+eigenvectors (u_i; ±v_i)/√2, and 0 on the null space (dimension |m − n|) of a rectangular A.
+With g the odd extension of f (g(±σ) = ±f(σ), g(0) = 0), g(H) = [[0, F(A)], [F(A)ᴴ, 0]]: F is
+a function of a Hermitian matrix, and the Daleckii–Krein formulas apply. Their first divided
+differences g[σ_i, σ_j] = P_ij, g[σ_i, −σ_j] = Q_ij and g[σ_i, 0] = f(σ_i)/σ_i are the
+coefficients above.
+
+**Second order** (Lewis & Sendov 2001; Bhatia 1997, §V.3). With Ê = Wᴴ [[0, E], [Eᴴ, 0]] W in
+the eigenvectors W of H and λ its eigenvalues,
+
+    Wᴴ D²g(H)[X, Y] W = M,    M_ab = Σ_c g[λ_a, λ_c, λ_b] (X̂_ac Ŷ_cb + Ŷ_ac X̂_cb),
+
+and D²F(A)[X, Y] is the upper right block of W M Wᴴ. The sum over the null space (a block with
+the eigenvalue 0) is taken with the projector I − UUᴴ, never a basis of it, so the cost is a
+few products of 2k×2k matrices and the memory O(k²) per matrix — no k³ tensor. The sum over c
+is a matrix product once the second divided difference is split:
+
+    apart (λ_a, λ_b not close):  Σ_c g[a, c, b] X_ac Y_cb = ((P∘X)Y − X(P∘Y))_ab / (λ_a − λ_b)
+    close:                        ≈ ½ ((D∘X)Y + X(Dᵀ∘Y))_ab,   D_ac = g[λ_a, λ_a, λ_c],
+
+the second from g[a, c, b] = ½(g[a, a, c] + g[b, b, c]) + O((λ_a − λ_b)²), exact at a tie.
+D_ac = (g′(λ_a) − g[λ_a, λ_c])/(λ_a − λ_c), and its confluent limit (2g″(λ_a) + g″(λ_c))/6
+when λ_a and λ_c are close. "Close" is a relative gap ≤ eps^{1/4} (1.2e-4 in float64, 1.9e-2 in
+float32). For an f that varies on the scale of σ the quotients are then accurate to about
+eps^{2/3}/eps^{1/4} = eps^{5/12} relative (the first divided differences carry eps^{2/3}, below)
+and the confluent forms to about (eps^{1/4})² = eps^{1/2}. f″ is derived with
+``torch.func.vjp`` of f′ (of ``df`` when given); it is 0 for the named functions. The reverse rule needs no other formula: F is
+the gradient of the spectral function Σ_i φ(σ_i) with φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in
+C, X and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s
+backward and its forward-mode rule use `_second_order`. Third derivatives are not supported
+(the second-order rule is not differentiable again).
+
+For `svt` and `clip_singular_values` the derivative in a parameter p is U diag(∂f/∂p) Vᴴ;
+∂f/∂p is piecewise constant in σ, on the pieces of f, so the mixed second derivatives are the
+first-order map of ∂f/∂p, exact, and ∂²f/∂p² = 0 away from the kinks.
+
 **Divided differences without cancellation.** Evaluated directly, P_ij loses digits when σ_i ≈ σ_j:
 f(σ_i) and f(σ_j) each carry a rounding error of about eps·|f|, so the quotient has an absolute
 error of about eps·|f|/|σ_i − σ_j|. The symmetric formula ½(f′(σ_i) + f′(σ_j)) has no
@@ -32,34 +70,50 @@ so it is off by |f‴| h²/12. For f that varies on the scale of σ itself (|f�
 eps·σ/|h| and (|h|/σ)²/12; they balance at |h| ≈ eps^{1/3}·σ. Hence: the symmetric formula is used
 where |σ_i − σ_j| ≤ eps^{1/3}·(σ_i + σ_j)/2 (6e-6 in float64, 5e-3 in float32), the quotient
 elsewhere, and either way the relative error of P is about eps^{2/3} (4e-11 in float64, 2e-5 in
-float32). The named functions have closed forms instead: the polar factor (f = 1) has P = 0 and
-Q = 2/(σ_i + σ_j); thresholding and clipping are piecewise linear, so P is the slope of the
-common piece when σ_i and σ_j share one, and the quotient — whose two differences are then exact
-— when they do not.
+float32). The named functions are piecewise linear (the polar factor, f = 1, has one piece), so
+P is the slope of the common piece when σ_i and σ_j share one, and the quotient — whose two
+differences are then exact — when they do not; the same holds for D on the dilation, where the
+two branches ±σ count as different pieces. The polar factor thus has P = 0 and
+Q = 2/(σ_i + σ_j).
 
 **Zero singular values.** Singular values σ ≤ rtol·σ_max, rtol = max(m, n)·eps, are numerically
 zero (the SVD cannot resolve them) and are set to exactly 0 before f is applied. The limits used
-there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0) when σ_i = σ_j = 0, and
-P_ij → f′(0) at two zeros (a tie). They are the derivative of F when f(0) = 0. When f(0) ≠ 0
-and A has a numerically zero singular value, F is not defined: U f(Σ) Vᴴ depends on the
-arbitrary basis of the null spaces (the polar factor of a singular matrix is not unique). Then
-the forward returns Σ_{σ_i > 0} f(σ_i) u_i v_iᴴ (the zero singular values are dropped — the
-canonical partial isometry U_r V_rᴴ for ``polar``), warns with `DegenerateGradientWarning`, and
-the backward uses the same formulas with f(0) replaced by 0 and f′(0) kept, which is finite but
-is not a derivative (there is none).
+there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0) when σ_i = σ_j = 0,
+P_ij → f′(0) at two zeros (a tie), and g″(0) = 0 (g is odd). They are the derivatives of F when
+f(0) = 0 (and, for the second order, f″(0) = 0: otherwise the odd extension is not twice
+differentiable at 0 and F has no second derivative at a rank-deficient A; the value with
+g″(0) = 0 is returned). When f(0) ≠ 0 and A has a numerically zero singular value, F is not
+defined: U f(Σ) Vᴴ depends on the arbitrary basis of the null spaces (the polar factor of a
+singular matrix is not unique). Then the forward returns Σ_{σ_i > 0} f(σ_i) u_i v_iᴴ (the zero
+singular values are dropped — the canonical partial isometry U_r V_rᴴ for ``polar``, the
+conjugate transpose of the pseudo-inverse for f = 1/σ), warns with `DegenerateGradientWarning`,
+and treats f, f′ and f″ as 0 at the dropped zeros: f is never evaluated there in a way that
+could reach the result, so f(0) = ±inf gives finite values and derivatives. These are the
+derivatives of the zero-dropped function Σ_{σ_i > c} f(σ_i) u_i v_iᴴ with any cutoff c between
+the zero and the non-zero singular values, which is smooth near A (the zero-dropped function at
+constant rank: for f = 1/σ, the derivative of ``torch.linalg.pinv``, Golub & Pereyra 1973).
 
-**Double backward.** U, S, Vh enter the autograd graph through `torchsvd.svd`'s robust backward,
-and the rule above is written with differentiable operations on them, so second derivatives
-exist and are exact where the spectrum is separated. At exact ties they are finite but miss the
-second-order divided-difference terms of f, which no SVD backward can see.
+**The nearest rotation** (``polar(A, special=True)``, real square A). With d = det(U Vᵀ) = ±1,
+R = U diag(1, …, 1, d) Vᵀ is the polar factor of the signed SVD A = U′ Σ′ Vᵀ, U′ = U diag(1, …,
+1, d), σ′_n = d·σ_n: f = 1 at signed singular values, so P = 0 and Q_ij = 2/(σ′_i + σ′_j), and
+the second order is that of the dilation with the branch of (u′_n; ±v_n) carrying g = ±1. It is
+finite except where σ′_{n−1} + σ′_n = 0 at the zero level, i.e. σ_{n−1} = σ_n with det A < 0 or
+rank ≤ n − 2: the nearest rotation is then not unique; those coefficients are set to 0 and a
+`DegenerateGradientWarning` is raised. With rank n − 1 it is unique and smooth (σ′_n = 0 is kept,
+with f = 1). Kabsch 1976; Higham 2008, §8.
 
 References
 ----------
-.. [1] D. Povey, "Notes on derivatives of SVD", 2018 (seed ``002``).
+.. [1] D. Povey, "Notes on derivatives of SVD", 2018.
 .. [2] A. S. Lewis, H. S. Sendov, "Twice differentiable spectral functions", SIAM J. Matrix
        Anal. Appl. 23(2), 2001.
 .. [3] N. J. Higham, "Functions of Matrices: Theory and Computation", SIAM 2008, §8 (polar
        decomposition) and §3.2 (divided differences).
+.. [4] R. Bhatia, "Matrix Analysis", Springer 1997, §V.3 (derivatives of matrix functions).
+.. [5] G. H. Golub, V. Pereyra, "The differentiation of pseudo-inverses and nonlinear least
+       squares problems whose variables separate", SIAM J. Numer. Anal. 10(2), 1973.
+.. [6] W. Kabsch, "A solution for the best rotation to relate two sets of vectors", Acta
+       Cryst. A32, 1976.
 """
 
 from __future__ import annotations
@@ -383,22 +437,19 @@ class _Coefficients(NamedTuple):
     ratio_last: torch.Tensor  # the same, batch-last (k, N)
 
 
-def _first_order(
-    pts: _Points, f: torch.Tensor, df: torch.Tensor, same: torch.Tensor, tol: torch.Tensor
-) -> _Coefficients:
-    """P, Q and f/σ for the values ``f`` and slopes ``df`` at the singular values.
+def _first_order(pairs: _Pairs, same: torch.Tensor, tol: torch.Tensor) -> _Coefficients:
+    """P, Q and f/σ from the pairs of (σ, f, f′).
 
     ``same`` marks the pairs where P is the mean slope; ``tol`` (..., 1) is the zero level.
     """
-    pairs = _Pairs(pts.S, f, df)
     P = same * pairs.mean_slope + _masked_div(pairs.f_diff, pairs.gap, same)
     # |σ_i + σ_j| at the zero level: two zeros (limit f′(0)), or the signed pair of a
     # degenerate rotation (σ′_{n−1} = −σ′_n, no derivative: the polar slope 0 is used).
-    ti, _ = pairs.split(tol.expand(pts.S.shape))
+    ti, _ = pairs.split(tol.expand(pairs.shape))
     singular = (pairs.total.abs() <= ti).to(pairs.total.dtype)
     Q = singular * pairs.mean_slope + _masked_div(pairs.f_sum, pairs.total, singular)
     ratio_last = Q.diagonal().T  # Q_ii = f(σ_i)/σ_i, and f′(0) at zeros
-    ratio = Q.diagonal().reshape(pts.S.shape)
+    ratio = Q.diagonal().reshape(pairs.shape)
     return _Coefficients(0.5 * (P + Q), 0.5 * (P - Q), ratio, ratio_last)
 
 
@@ -416,13 +467,15 @@ def _rule(spec: _Spec, S: torch.Tensor, rtol: float, p: Params, *, params: bool 
     tol = rtol * S[..., :1].abs()
     pairs = _Pairs(pts.S, pts.f, pts.df)
     same = _same_piece(spec, pts, pairs, p)
-    coef = _first_order(pts, pts.f, pts.df, same, tol)
+    coef = _first_order(pairs, same, tol)
     partials = tuple(
         None if d is None else torch.where(pts.drop, 0, d) for d in spec.param_partials(pts.S, p)
     )
     # ∂f/∂p is constant on each piece of f: the same pieces, slope 0.
     by_param = tuple(
-        None if d is None or not params else _first_order(pts, d, torch.zeros_like(d), same, tol)
+        None
+        if d is None or not params
+        else _first_order(_Pairs(pts.S, d, torch.zeros_like(d)), same, tol)
         for d in partials
     )
     return _Rule(pts, coef, by_param, partials)
@@ -952,10 +1005,10 @@ def svd_apply(
         the result cast back.
     f : callable
         Maps a real tensor of singular values to a tensor of the same shape, elementwise, with
-        torch operations (it is also applied to the singular values' autograd graph for second
-        derivatives). It must not close over tensors that need gradients: those get none.
+        torch operations. It must not close over tensors that need gradients: those get none.
     df : callable, optional
-        The derivative f′, elementwise. Derived with ``torch.func.vjp`` when omitted.
+        The derivative f′, elementwise. Derived with ``torch.func.vjp`` when omitted; second
+        derivatives derive f″ the same way from ``df`` (or from f).
 
     Returns
     -------
@@ -966,17 +1019,20 @@ def svd_apply(
     TypeError
         ``A`` is not a floating tensor, ``f`` or ``df`` is not callable or does not return a
         real floating tensor; in the backward, ``df`` is None and f′ cannot be derived with
-        ``torch.func`` (e.g. ``f`` goes through numpy).
+        ``torch.func`` (e.g. ``f`` goes through numpy), or, in a second derivative, f″ cannot.
     ValueError
         ``A`` has fewer than 2 dimensions or non-finite entries; ``f`` changes the shape or is not
-        elementwise (detected by changing half of the singular values on a probe).
+        elementwise (detected on two probes: half of the singular values changed, and the
+        values permuted).
 
     Warns
     -----
     DegenerateGradientWarning
         When ``f(0) != 0`` and ``A`` has numerically zero singular values (≤ max(m, n)·eps·σ_max):
-        F is not defined there. The result drops those singular values, Σ_{σ_i>0} f(σ_i) u_i v_iᴴ,
-        and the gradient is finite but is not a derivative.
+        F is not defined there. The result drops those singular values, Σ_{σ_i>0} f(σ_i) u_i v_iᴴ
+        (finite even where f(0) is infinite: ``torch.reciprocal`` gives the conjugate transpose
+        of the pseudo-inverse), and its derivatives are those of this zero-dropped function at
+        constant rank (as ``torch.linalg.pinv``'s).
 
     Notes
     -----
@@ -984,8 +1040,11 @@ def svd_apply(
     ≤ eps^{1/3}) the divided difference is ½(f′(σ_i) + f′(σ_j)), accurate to about eps^{2/3}
     relative for an f that varies on the scale of σ. f′ must be finite at the singular values
     (``sqrt`` at a zero singular value has no finite derivative and gives inf/NaN gradients).
-    The forward-mode rule uses the same (self-adjoint) map; second derivatives go through
-    `torchsvd.svd` and are exact at separated spectra, finite at ties.
+    The forward-mode rule uses the same (self-adjoint) map. Second derivatives (double
+    backward, forward over reverse, ``torch.func.hessian``) are exact at ties too, with second
+    divided differences of f (near ties, relative gap ≤ eps^{1/4}, their confluent forms with
+    f″); third derivatives are not supported. At a numerically zero singular value the second
+    derivative assumes f″(0) = 0 (F has none otherwise).
 
     Examples
     --------
@@ -1010,27 +1069,45 @@ def svd_apply(
 
 
 def polar(A: torch.Tensor, *, special: bool = False) -> torch.Tensor:
-    r"""The orthogonal/unitary polar factor ``U Vh`` of ``A = U diag(S) Vh``.
+    r"""The polar factor ``U Vh`` of ``A = U diag(S) Vh``, or the nearest rotation.
 
     The nearest matrix with orthonormal columns (m ≥ n) or rows (m < n) to ``A`` in the Frobenius
     norm, ``A (AᴴA)^{-1/2}``. Its derivative (f = 1) has P = 0 and Q_ij = 2/(σ_i + σ_j): it is
     finite and exact at ties, e.g. at any orthogonal matrix, where PyTorch's is NaN.
 
+    With ``special=True``: the nearest rotation (orthogonal, det = +1) to a real square ``A``,
+    ``U diag(1, …, 1, det(U Vh)) Vh`` (Kabsch 1976), the polar factor of the signed SVD whose last
+    singular value is det(U Vh)·σ_n; its derivative has P = 0 and Q_ij = 2/(σ′_i + σ′_j), finite
+    and exact at rotations (all singular values tied).
+
     Parameters
     ----------
     A : Tensor of shape ``(..., m, n)``
-        float32/float64/complex64/complex128 (float16/bfloat16 computed in float32).
+        float32/float64/complex64/complex128 (float16/bfloat16 computed in float32); real and
+        square (n×n) with ``special=True``.
+    special : bool, default False
+        Return the nearest rotation instead of the nearest orthogonal matrix.
 
     Returns
     -------
     Tensor of shape ``(..., m, n)``.
+
+    Raises
+    ------
+    TypeError
+        ``special`` is not a bool, or ``special=True`` with a complex ``A``.
+    ValueError
+        ``special=True`` with a non-square ``A``.
 
     Warns
     -----
     DegenerateGradientWarning
         When ``A`` has numerically zero singular values (≤ max(m, n)·eps·σ_max). The polar factor
         is then not unique; the canonical partial isometry ``U_r Vh_r`` over the r non-zero
-        singular values is returned (Higham 2008, §8.1) and the gradient is finite.
+        singular values is returned (Higham 2008, §8.1) and the gradient is finite. With
+        ``special=True``: when the nearest rotation is not unique, σ_{n−1} = σ_n with
+        det A < 0, or rank(A) ≤ n − 2 (one rotation is returned, with a finite gradient);
+        rank n − 1 is fine.
 
     Examples
     --------
@@ -1040,9 +1117,17 @@ def polar(A: torch.Tensor, *, special: bool = False) -> torch.Tensor:
     tensor([[ 1.,  0.],
             [ 0., -1.]], dtype=torch.float64)
 
+    A reflection's nearest rotation flips the direction of the smallest singular value:
+
+    >>> torchsvd.polar(A, special=True)
+    tensor([[-1.,  0.],
+            [ 0., -1.]], dtype=torch.float64)
+
     References
     ----------
     .. [1] N. J. Higham, "Functions of Matrices", SIAM 2008, Ch. 8.
+    .. [2] W. Kabsch, "A solution for the best rotation to relate two sets of vectors", Acta
+           Cryst. A32, 1976.
     """
     if not isinstance(special, bool):
         raise TypeError(f"polar: special must be a bool, got {type(special).__name__} {special!r}")
