@@ -49,8 +49,8 @@ float32). For an f that varies on the scale of σ the quotients are then accurat
 eps^{2/3}/eps^{1/4} = eps^{5/12} relative (the first divided differences carry eps^{2/3}, below)
 and the confluent forms to about (eps^{1/4})² = eps^{1/2}. f″ is derived with
 ``torch.func.vjp`` of f′ (of ``df`` when given); it is 0 for the named functions. The reverse
-rule needs no other formula: F is the gradient of the spectral function Σ_i φ(σ_i) with φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in
-C, X and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s
+rule needs no other formula: F is the gradient of the spectral function Σ_i φ(σ_i) with
+φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in C, X and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s
 backward and its forward-mode rule use `_second_order`. Third derivatives are not supported
 (the second-order rule is not differentiable again).
 
