@@ -42,17 +42,17 @@ is a matrix product once the second divided difference is split:
     apart (λ_a, λ_b not close):  Σ_c g[a, c, b] X_ac Y_cb = ((P∘X)Y − X(P∘Y))_ab / (λ_a − λ_b)
     close:                        ≈ ½ ((D∘X)Y + X(Dᵀ∘Y))_ab,   D_ac = g[λ_a, λ_a, λ_c],
 
-the second from g[a, c, b] = ½(g[a, a, c] + g[b, b, c]) + O((λ_a − λ_b)²), exact at a tie.
-D_ac = (g′(λ_a) − g[λ_a, λ_c])/(λ_a − λ_c), and its confluent limit (2g″(λ_a) + g″(λ_c))/6
-when λ_a and λ_c are close. "Close" is a relative gap ≤ eps^{1/4} (1.2e-4 in float64, 1.9e-2 in
-float32). For an f that varies on the scale of σ the quotients are then accurate to about
-eps^{2/3}/eps^{1/4} = eps^{5/12} relative (the first divided differences carry eps^{2/3}, below)
-and the confluent forms to about (eps^{1/4})² = eps^{1/2}. f″ is derived with
-``torch.func.vjp`` of f′ (of ``df`` when given); it is 0 for the named functions. The reverse
-rule needs no other formula: F is the gradient of the spectral function Σ_i φ(σ_i) with
-φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in C, X and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s
-backward and its forward-mode rule use `_second_order`. Third derivatives are not supported
-(the second-order rule is not differentiable again).
+the second from g[a, c, b] = ½(g[a, a, c] + g[b, b, c]) + O((λ_a − λ_b)²), exact at a tie. D_ac =
+(g′(λ_a) − g[λ_a, λ_c])/(λ_a − λ_c), and its confluent limit (2g″(λ_a) + g″(λ_c))/6 when λ_a and
+λ_c are close. "Close" is a relative gap ≤ eps^{1/4} (1.2e-4 in float64, 1.9e-2 in float32). For
+an f that varies on the scale of σ the quotients are then accurate to about eps^{2/3}/eps^{1/4} =
+eps^{5/12} relative (the first divided differences carry eps^{2/3}, below) and the confluent forms
+to about (eps^{1/4})² = eps^{1/2}. f″ is derived with ``torch.func.vjp`` of f′ (of ``df`` when
+given); it is 0 for the named functions. The reverse rule needs no other formula: F is the
+gradient of the spectral function Σ_i φ(σ_i) with φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in C, X
+and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s backward and
+its forward-mode rule use `_second_order`. Third derivatives are not supported (the second-order
+rule is not differentiable again).
 
 For `svt` and `clip_singular_values` the derivative in a parameter p is U diag(∂f/∂p) Vᴴ;
 ∂f/∂p is piecewise constant in σ, on the pieces of f, so the mixed second derivatives are the
