@@ -887,3 +887,29 @@ def test_rotation_bad_input() -> None:
         torchsvd.polar(torch.ones(3, 2, dtype=F64), special=True)
     with pytest.raises(TypeError, match="special must be a bool"):
         torchsvd.polar(torch.eye(3, dtype=F64), special=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("gap", [1e-12, 1e-8, 1e-5, 1e-4, 3e-4, 1e-3, 1e-2])
+@pytest.mark.parametrize("shape", [(3, 3), (4, 3)])
+def test_second_derivative_at_near_ties(gap: float, shape: tuple[int, int]) -> None:
+    # Around the switch between the quotients and the confluent forms (relative gap eps^{1/4}).
+    s = torch.tensor([1.0 + gap, 1.0, 0.5], dtype=F64)
+    A = matrix_with_singular_values(s, *shape, dtype=F64, seed=68)
+    C, D = weights(shape, F64, 69), weights(shape, F64, 70)
+    for name in ("odd", "exp", "polar", "svt"):
+        op = SECOND[name]
+        got, expected = _hvp_exact(op, A, C, D), _hvp_differences(op, A, C, D)
+        assert (got - expected).abs().max() <= 1e-6 * max(1.0, float(expected.abs().max()))
+
+
+def test_transforms_of_the_rotation_and_of_hessians() -> None:
+    s = torch.tensor([2.0, 1.0, 0.5], dtype=F64)
+    A = matrix_with_singular_values(s, 3, 3, batch=(4,), seed=71)
+    assert torch.allclose(torch.func.vmap(_rotation)(A), _rotation(A), atol=1e-13)
+    per_sample = torch.func.vmap(torch.func.grad(lambda X: _rotation(X).pow(3).sum()))(A)
+    X = A.clone().requires_grad_()
+    _rotation(X).pow(3).sum().backward()
+    assert X.grad is not None and torch.allclose(per_sample, X.grad, atol=1e-12)
+    loss = lambda X: OPS["exp"](X).pow(2).sum()  # noqa: E731
+    H = torch.func.vmap(torch.func.hessian(loss))(A)
+    assert torch.allclose(H[1], torch.func.jacrev(torch.func.jacrev(loss))(A[1]), atol=1e-10)
