@@ -439,9 +439,10 @@ def test_property_no_nan(
             warnings.simplefilter("ignore", torchsvd.DegenerateGradientWarning)
             X = A.clone().requires_grad_()
             out = op(X)
-            (grad,) = torch.autograd.grad(inner(C, out), X)
+            (grad,) = torch.autograd.grad(inner(C, out), X, create_graph=True)
+            (second,) = torch.autograd.grad(inner(C, grad), X)
             tangent = torch.func.jvp(op, (A,), (C,))[1]
-        for t in (out, grad, tangent):
+        for t in (out, grad, second, tangent):
             assert torch.isfinite(t).all()
 
 

@@ -788,8 +788,8 @@ class _SVDQuietZeros(_SVD):
     """`torchsvd.svd`'s Function, minus the work on all-zero cotangents.
 
     `_SpectralFunction` returns no gradient for U, S, Vh; without this the engine would still
-    run a full SVD backward on zero-filled cotangents. Only the parameters' second
-    derivatives send it any.
+    run a full SVD backward on zero-filled cotangents. Only the derivatives of the parameters'
+    terms (p̄, and U diag(∂f/∂p dp) Vᴴ in the forward-mode rule) send it any.
     """
 
     @staticmethod
