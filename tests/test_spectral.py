@@ -914,3 +914,14 @@ def test_transforms_of_the_rotation_and_of_hessians() -> None:
     loss = lambda X: OPS["exp"](X).pow(2).sum()  # noqa: E731
     H = torch.func.vmap(torch.func.hessian(loss))(A)
     assert torch.allclose(H[1], torch.func.jacrev(torch.func.jacrev(loss))(A[1]), atol=1e-10)
+
+
+def test_second_derivative_without_one_at_zero_warns() -> None:
+    # f(σ) = σ + σ²: F is differentiable at a rank-deficient A (f(0) = 0), but its odd extension
+    # σ + σ|σ| is not twice differentiable at 0, so F has no second derivative there.
+    A = matrix_with_singular_values(torch.tensor([1.5, 1.0, 0.0], dtype=F64), 3, 3, seed=72)
+    op = lambda X: torchsvd.svd_apply(X, lambda s: s + s * s)  # noqa: E731
+    C, D = weights((3, 3), F64, 73), weights((3, 3), F64, 74)
+    _check_against_differences(op, A)  # first order: quiet and exact
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="no second derivative"):
+        assert torch.isfinite(_hvp_exact(op, A, C, D)).all()

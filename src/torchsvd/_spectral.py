@@ -82,7 +82,7 @@ there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0
 P_ij → f′(0) at two zeros (a tie), and g″(0) = 0 (g is odd). They are the derivatives of F when
 f(0) = 0 (and, for the second order, f″(0) = 0: otherwise the odd extension is not twice
 differentiable at 0 and F has no second derivative at a rank-deficient A; the value with
-g″(0) = 0 is returned). When f(0) ≠ 0 and A has a numerically zero singular value, F is not
+g″(0) = 0 is returned, with a `DegenerateGradientWarning`). When f(0) ≠ 0 and A has a numerically zero singular value, F is not
 defined: U f(Σ) Vᴴ depends on the arbitrary basis of the null spaces (the polar factor of a
 singular matrix is not unique). Then the forward returns Σ_{σ_i > 0} f(σ_i) u_i v_iᴴ (the zero
 singular values are dropped — the canonical partial isometry U_r V_rᴴ for ``polar``, the
@@ -548,7 +548,17 @@ def _second_order(
     if m < n:  # F(Aᴴ) = F(A)ᴴ
         return _second_order(spec, Vh.mH, S, U.mH, X.mH, Y.mH, p, rtol).mH
     pts = _points(spec, S, rtol, p)
-    d2 = torch.where(pts.drop | pts.zero, 0, spec.second_derivative(pts.S, p))
+    d2 = spec.second_derivative(pts.S, p)
+    kept_zero = pts.zero & ~pts.drop
+    if not is_transformed(d2) and bool((kept_zero & (d2 != 0)).any()):
+        warnings.warn(
+            f"{spec.name}: A has numerically zero singular values and f″(0) != 0, so F has no "
+            "second derivative there (the odd extension of f is not twice differentiable at "
+            "0); returning the one with f″(0) taken as 0.",
+            DegenerateGradientWarning,
+            stacklevel=2,
+        )
+    d2 = torch.where(pts.zero, 0, d2)  # g″(0) = 0: g is odd
     s = pts.S
     lam, g, g1, g2 = [
         torch.cat(x, -1) for x in ((s, -s), (pts.f, -pts.f), (pts.df, pts.df), (d2, -d2))
@@ -1032,7 +1042,9 @@ def svd_apply(
         F is not defined there. The result drops those singular values, Σ_{σ_i>0} f(σ_i) u_i v_iᴴ
         (finite even where f(0) is infinite: ``torch.reciprocal`` gives the conjugate transpose
         of the pseudo-inverse), and its derivatives are those of this zero-dropped function at
-        constant rank (as ``torch.linalg.pinv``'s).
+        constant rank (as ``torch.linalg.pinv``'s). In a second derivative: when f″(0) != 0 at
+        a numerically zero singular value that is kept (f(0) = 0), where F has no second
+        derivative.
 
     Notes
     -----
@@ -1044,7 +1056,7 @@ def svd_apply(
     backward, forward over reverse, ``torch.func.hessian``) are exact at ties too, with second
     divided differences of f (near ties, relative gap ≤ eps^{1/4}, their confluent forms with
     f″); third derivatives are not supported. At a numerically zero singular value the second
-    derivative assumes f″(0) = 0 (F has none otherwise).
+    derivative assumes f″(0) = 0 (F has none otherwise, and a warning says so).
 
     Examples
     --------
