@@ -78,20 +78,20 @@ Q = 2/(σ_i + σ_j).
 
 **Zero singular values.** Singular values σ ≤ rtol·σ_max, rtol = max(m, n)·eps, are numerically
 zero (the SVD cannot resolve them) and are set to exactly 0 before f is applied. The limits used
-there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0) when σ_i = σ_j = 0,
-P_ij → f′(0) at two zeros (a tie), and g″(0) = 0 (g is odd). They are the derivatives of F when
-f(0) = 0 (and, for the second order, f″(0) = 0: otherwise the odd extension is not twice
-differentiable at 0 and F has no second derivative at a rank-deficient A; the value with
-g″(0) = 0 is returned, with a `DegenerateGradientWarning`). When f(0) ≠ 0 and A has a numerically zero singular value, F is not
-defined: U f(Σ) Vᴴ depends on the arbitrary basis of the null spaces (the polar factor of a
+there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0) when σ_i = σ_j = 0, P_ij →
+f′(0) at two zeros (a tie), and g″(0) = 0 (g is odd). They are the derivatives of F when f(0) = 0
+(and, for the second order, f″(0) = 0: otherwise the odd extension is not twice differentiable at
+0 and F has no second derivative at a rank-deficient A; the value with g″(0) = 0 is returned, with
+a `DegenerateGradientWarning`). When f(0) ≠ 0 and A has a numerically zero singular value, F is
+not defined: U f(Σ) Vᴴ depends on the arbitrary basis of the null spaces (the polar factor of a
 singular matrix is not unique). Then the forward returns Σ_{σ_i > 0} f(σ_i) u_i v_iᴴ (the zero
-singular values are dropped — the canonical partial isometry U_r V_rᴴ for ``polar``, the
-conjugate transpose of the pseudo-inverse for f = 1/σ), warns with `DegenerateGradientWarning`,
-and treats f, f′ and f″ as 0 at the dropped zeros: f is never evaluated there in a way that
-could reach the result, so f(0) = ±inf gives finite values and derivatives. These are the
-derivatives of the zero-dropped function Σ_{σ_i > c} f(σ_i) u_i v_iᴴ with any cutoff c between
-the zero and the non-zero singular values, which is smooth near A (the zero-dropped function at
-constant rank: for f = 1/σ, the derivative of ``torch.linalg.pinv``, Golub & Pereyra 1973).
+singular values are dropped — the canonical partial isometry U_r V_rᴴ for ``polar``, the conjugate
+transpose of the pseudo-inverse for f = 1/σ), warns with `DegenerateGradientWarning`, and treats
+f, f′ and f″ as 0 at the dropped zeros: f is never evaluated there in a way that could reach the
+result, so f(0) = ±inf gives finite values and derivatives. These are the derivatives of the
+zero-dropped function Σ_{σ_i > c} f(σ_i) u_i v_iᴴ with any cutoff c between the zero and the
+non-zero singular values, which is smooth near A (the zero-dropped function at constant rank: for
+f = 1/σ, the derivative of ``torch.linalg.pinv``, Golub & Pereyra 1973).
 
 **The nearest rotation** (``polar(A, special=True)``, real square A). With d = det(U Vᵀ) = ±1,
 R = U diag(1, …, 1, d) Vᵀ is the polar factor of the signed SVD A = U′ Σ′ Vᵀ, U′ = U diag(1, …,
