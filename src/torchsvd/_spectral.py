@@ -1,6 +1,8 @@
-r"""Functions of the singular values, ``F(A) = U diag(f(σ)) Vᴴ``, with a derivative exact at ties.
+r"""Functions of the singular values, ``F(A) = U diag(f(σ)) Vᴴ``, with derivatives exact at ties.
 
-Derivation (real or complex A = U Σ Vᴴ, reduced, k = min(m, n); seed ``002`` (Povey) for the real
+This docstring is the one home of the derivations; ``docs/spectral.md`` explains their use.
+
+**First order** (real or complex A = U Σ Vᴴ, reduced, k = min(m, n); Povey 2018 for the real
 square case). With dP = Uᴴ dA V (k×k) the SVD perturbation rules (see ``torchsvd._svd``) give,
 after the partial-fraction split of 1/(σ_j² − σ_i²),
 
@@ -20,6 +22,42 @@ P and Q are real and symmetric and sym, skew are self-adjoint for ⟨X, Y⟩ = R
 linear map L_A is its own adjoint: the forward-mode rule is dF = L_A(dA) and the reverse rule is
 Ā = L_A(B̄) for the cotangent B̄ of F — one routine, `_spectral_map`, serves both.
 
+**The dilation.** The Hermitian matrix H = [[0, A], [Aᴴ, 0]] has the eigenvalues ±σ_i, with
+eigenvectors (u_i; ±v_i)/√2, and 0 on the null space (dimension |m − n|) of a rectangular A.
+With g the odd extension of f (g(±σ) = ±f(σ), g(0) = 0), g(H) = [[0, F(A)], [F(A)ᴴ, 0]]: F is
+a function of a Hermitian matrix, and the Daleckii–Krein formulas apply. Their first divided
+differences g[σ_i, σ_j] = P_ij, g[σ_i, −σ_j] = Q_ij and g[σ_i, 0] = f(σ_i)/σ_i are the
+coefficients above.
+
+**Second order** (Lewis & Sendov 2001; Bhatia 1997, §V.3). With Ê = Wᴴ [[0, E], [Eᴴ, 0]] W in
+the eigenvectors W of H and λ its eigenvalues,
+
+    Wᴴ D²g(H)[X, Y] W = M,    M_ab = Σ_c g[λ_a, λ_c, λ_b] (X̂_ac Ŷ_cb + Ŷ_ac X̂_cb),
+
+and D²F(A)[X, Y] is the upper right block of W M Wᴴ. The sum over the null space (a block with
+the eigenvalue 0) is taken with the projector I − UUᴴ, never a basis of it, so the cost is a
+few products of 2k×2k matrices and the memory O(k²) per matrix — no k³ tensor. The sum over c
+is a matrix product once the second divided difference is split:
+
+    apart (λ_a, λ_b not close):  Σ_c g[a, c, b] X_ac Y_cb = ((P∘X)Y − X(P∘Y))_ab / (λ_a − λ_b)
+    close:                        ≈ ½ ((D∘X)Y + X(Dᵀ∘Y))_ab,   D_ac = g[λ_a, λ_a, λ_c],
+
+the second from g[a, c, b] = ½(g[a, a, c] + g[b, b, c]) + O((λ_a − λ_b)²), exact at a tie. D_ac =
+(g′(λ_a) − g[λ_a, λ_c])/(λ_a − λ_c), and its confluent limit (2g″(λ_a) + g″(λ_c))/6 when λ_a and
+λ_c are close. "Close" is a relative gap ≤ eps^{1/4} (1.2e-4 in float64, 1.9e-2 in float32). For
+an f that varies on the scale of σ the quotients are then accurate to about eps^{2/3}/eps^{1/4} =
+eps^{5/12} relative (the first divided differences carry eps^{2/3}, below) and the confluent forms
+to about (eps^{1/4})² = eps^{1/2}. f″ is derived with ``torch.func.vjp`` of f′ (of ``df`` when
+given); it is 0 for the named functions. The reverse rule needs no other formula: F is the
+gradient of the spectral function Σ_i φ(σ_i) with φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in C, X
+and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s backward and
+its forward-mode rule use `_second_order`. Third derivatives are not supported (the second-order
+rule is not differentiable again).
+
+For `svt` and `clip_singular_values` the derivative in a parameter p is U diag(∂f/∂p) Vᴴ;
+∂f/∂p is piecewise constant in σ, on the pieces of f, so the mixed second derivatives are the
+first-order map of ∂f/∂p, exact, and ∂²f/∂p² = 0 away from the kinks.
+
 **Divided differences without cancellation.** Evaluated directly, P_ij loses digits when σ_i ≈ σ_j:
 f(σ_i) and f(σ_j) each carry a rounding error of about eps·|f|, so the quotient has an absolute
 error of about eps·|f|/|σ_i − σ_j|. The symmetric formula ½(f′(σ_i) + f′(σ_j)) has no
@@ -32,34 +70,50 @@ so it is off by |f‴| h²/12. For f that varies on the scale of σ itself (|f�
 eps·σ/|h| and (|h|/σ)²/12; they balance at |h| ≈ eps^{1/3}·σ. Hence: the symmetric formula is used
 where |σ_i − σ_j| ≤ eps^{1/3}·(σ_i + σ_j)/2 (6e-6 in float64, 5e-3 in float32), the quotient
 elsewhere, and either way the relative error of P is about eps^{2/3} (4e-11 in float64, 2e-5 in
-float32). The named functions have closed forms instead: the polar factor (f = 1) has P = 0 and
-Q = 2/(σ_i + σ_j); thresholding and clipping are piecewise linear, so P is the slope of the
-common piece when σ_i and σ_j share one, and the quotient — whose two differences are then exact
-— when they do not.
+float32). The named functions are piecewise linear (the polar factor, f = 1, has one piece), so
+P is the slope of the common piece when σ_i and σ_j share one, and the quotient — whose two
+differences are then exact — when they do not; the same holds for D on the dilation, where the
+two branches ±σ count as different pieces. The polar factor thus has P = 0 and
+Q = 2/(σ_i + σ_j).
 
 **Zero singular values.** Singular values σ ≤ rtol·σ_max, rtol = max(m, n)·eps, are numerically
 zero (the SVD cannot resolve them) and are set to exactly 0 before f is applied. The limits used
-there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0) when σ_i = σ_j = 0, and
-P_ij → f′(0) at two zeros (a tie). They are the derivative of F when f(0) = 0. When f(0) ≠ 0
-and A has a numerically zero singular value, F is not defined: U f(Σ) Vᴴ depends on the
-arbitrary basis of the null spaces (the polar factor of a singular matrix is not unique). Then
-the forward returns Σ_{σ_i > 0} f(σ_i) u_i v_iᴴ (the zero singular values are dropped — the
-canonical partial isometry U_r V_rᴴ for ``polar``), warns with `DegenerateGradientWarning`, and
-the backward uses the same formulas with f(0) replaced by 0 and f′(0) kept, which is finite but
-is not a derivative (there is none).
+there are f(σ)/σ → f′(0) (Q_ii and the rectangular terms), Q_ij → f′(0) when σ_i = σ_j = 0, P_ij →
+f′(0) at two zeros (a tie), and g″(0) = 0 (g is odd). They are the derivatives of F when f(0) = 0
+(and, for the second order, f″(0) = 0: otherwise the odd extension is not twice differentiable at
+0 and F has no second derivative at a rank-deficient A; the value with g″(0) = 0 is returned, with
+a `DegenerateGradientWarning`). When f(0) ≠ 0 and A has a numerically zero singular value, F is
+not defined: U f(Σ) Vᴴ depends on the arbitrary basis of the null spaces (the polar factor of a
+singular matrix is not unique). Then the forward returns Σ_{σ_i > 0} f(σ_i) u_i v_iᴴ (the zero
+singular values are dropped — the canonical partial isometry U_r V_rᴴ for ``polar``, the conjugate
+transpose of the pseudo-inverse for f = 1/σ), warns with `DegenerateGradientWarning`, and treats
+f, f′ and f″ as 0 at the dropped zeros: f is never evaluated there in a way that could reach the
+result, so f(0) = ±inf gives finite values and derivatives. These are the derivatives of the
+zero-dropped function Σ_{σ_i > c} f(σ_i) u_i v_iᴴ with any cutoff c between the zero and the
+non-zero singular values, which is smooth near A (the zero-dropped function at constant rank: for
+f = 1/σ, the derivative of ``torch.linalg.pinv``, Golub & Pereyra 1973).
 
-**Double backward.** U, S, Vh enter the autograd graph through `torchsvd.svd`'s robust backward,
-and the rule above is written with differentiable operations on them, so second derivatives
-exist and are exact where the spectrum is separated. At exact ties they are finite but miss the
-second-order divided-difference terms of f, which no SVD backward can see.
+**The nearest rotation** (``polar(A, special=True)``, real square A). With d = det(U Vᵀ) = ±1,
+R = U diag(1, …, 1, d) Vᵀ is the polar factor of the signed SVD A = U′ Σ′ Vᵀ, U′ = U diag(1, …,
+1, d), σ′_n = d·σ_n: f = 1 at signed singular values, so P = 0 and Q_ij = 2/(σ′_i + σ′_j), and
+the second order is that of the dilation with the branch of (u′_n; ±v_n) carrying g = ±1. It is
+finite except where σ′_{n−1} + σ′_n = 0 at the zero level, i.e. σ_{n−1} = σ_n with det A < 0 or
+rank ≤ n − 2: the nearest rotation is then not unique; those coefficients are set to 0 and a
+`DegenerateGradientWarning` is raised. With rank n − 1 it is unique and smooth (σ′_n = 0 is kept,
+with f = 1). Kabsch 1976; Higham 2008, §8.
 
 References
 ----------
-.. [1] D. Povey, "Notes on derivatives of SVD", 2018 (seed ``002``).
+.. [1] D. Povey, "Notes on derivatives of SVD", 2018.
 .. [2] A. S. Lewis, H. S. Sendov, "Twice differentiable spectral functions", SIAM J. Matrix
        Anal. Appl. 23(2), 2001.
 .. [3] N. J. Higham, "Functions of Matrices: Theory and Computation", SIAM 2008, §8 (polar
        decomposition) and §3.2 (divided differences).
+.. [4] R. Bhatia, "Matrix Analysis", Springer 1997, §V.3 (derivatives of matrix functions).
+.. [5] G. H. Golub, V. Pereyra, "The differentiation of pseudo-inverses and nonlinear least
+       squares problems whose variables separate", SIAM J. Numer. Anal. 10(2), 1973.
+.. [6] W. Kabsch, "A solution for the best rotation to relate two sets of vectors", Acta
+       Cryst. A32, 1976.
 """
 
 from __future__ import annotations
@@ -69,32 +123,39 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._svd import _SVD, default_rtol
-from torchsvd._validate import check_matrix, compute_dtype, is_transformed
+from torchsvd._validate import (
+    check_matrix,
+    compute_dtype,
+    eps,
+    is_transformed,
+    rank_rtol,
+    real_dtype,
+)
 
 __all__ = ["clip_singular_values", "polar", "svd_apply", "svt"]
 
-Params = tuple[torch.Tensor | None, torch.Tensor | None]
+Params = tuple[torch.Tensor | None, ...]  # in the order of `_Spec.params`; None: not given
 
 
 def _near_tie_rtol(dtype: torch.dtype) -> float:
     """eps^{1/3}: the relative gap below which P uses ½(f′(σ_i) + f′(σ_j)) (module docstring)."""
-    return float(torch.finfo(dtype).eps) ** (1.0 / 3.0)
+    return eps(dtype) ** (1.0 / 3.0)
 
 
-def _zero_rtol(m: int, n: int, dtype: torch.dtype) -> float:
-    """max(m, n)·eps: singular values below this times σ_max are numerically zero (as numpy)."""
-    return max(m, n) * float(torch.finfo(dtype).eps)
+def _second_order_rtol(dtype: torch.dtype) -> float:
+    """eps^{1/4}: the relative gap below which second divided differences use f″ (docstring)."""
+    return eps(dtype) ** 0.25
 
 
 def _masked_div(num: torch.Tensor, den: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     """num/den, and 0 where the float mask ``drop`` is 1.
 
     Written as arithmetic with the denominator replaced by 1 where dropped (not ``where``,
-    several times slower on CPU), so neither the value nor its derivatives (double backward)
-    can be inf or NaN: the dropped entries are a finite quotient times 0.
+    several times slower on CPU), so that no dropped entry can be inf or NaN.
     """
     keep = 1 - drop
     return num / (den * keep + drop) * keep
@@ -131,40 +192,55 @@ def _as_param(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.unsqueeze(-1)
 
 
+class _Param(NamedTuple):
+    """A parameter of a spectral function: a non-negative real scalar or tensor."""
+
+    name: str
+    optional: bool = False  # None is accepted and means "no bound"
+
+
 class _Spec:
-    """The scalar function f with its derivative and divided difference; one per public op.
+    """The scalar function f, its derivatives, parameters and pieces; one per public op.
 
     ``S`` below is a real tensor of singular values (..., k) in which the numerically zero ones
-    are exactly 0; ``params`` are up to two real tensors that broadcast against S[..., 0].
+    are exactly 0; ``p`` holds one real tensor (or None) per declared parameter, each
+    broadcasting against S[..., 0].
     """
 
     name = "svd_apply"
+    params: tuple[_Param, ...] = ()
+    # True when f is linear on pieces labelled by `region`: then a divided difference between
+    # two points of one piece is that piece's slope exactly, and of two pieces the quotient.
+    piecewise = False
 
-    def values(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def check_params(self, p: Params, given: tuple[object, ...]) -> None:
+        """Checks that involve several parameters (each has been checked alone)."""
+
+    def values(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         raise NotImplementedError
 
-    def derivative(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         raise NotImplementedError
 
-    def divided_difference(self, pairs: _Pairs, params: Params) -> torch.Tensor:
-        """P_ij = (f_i − f_j)/(σ_i − σ_j), P_ii = f′(σ_i); near ties ½(f′_i + f′_j)."""
-        # Near ties relative to the mean (σ_i + σ_j)/2; two zeros are a tie (0 <= 0).
-        near = (pairs.gap.abs() <= (0.5 * _near_tie_rtol(pairs.S.dtype)) * pairs.total).to(
-            pairs.gap.dtype
-        )
-        return near * pairs.mean_slope + _masked_div(pairs.f_diff, pairs.gap, near)
+    def second_derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        """f″ (zero for the piecewise linear functions, away from their kinks)."""
+        return torch.zeros_like(S)
 
-    def param_partials(self, S: torch.Tensor, params: Params) -> Params:
-        """∂f/∂p at S for each parameter p (None for an absent parameter)."""
-        return None, None
+    def region(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        """The piece of each singular value (int), for a piecewise linear f."""
+        raise NotImplementedError
 
-    def undefined_at_zero(self, fS: torch.Tensor, params: Params) -> torch.Tensor:
-        """Where f(0) ≠ 0, given f evaluated at zeros (bool, broadcastable to fS)."""
-        return fS != 0
+    def param_partials(self, S: torch.Tensor, p: Params) -> Params:
+        """∂f/∂p at S for each parameter (None for an absent one); piecewise constant in S."""
+        return tuple(None for _ in self.params)
+
+    def undefined_at_zero(self, f0: torch.Tensor, p: Params) -> torch.Tensor:
+        """Where f(0) ≠ 0, given f evaluated at zeros (bool, broadcastable to f0)."""
+        return f0 != 0
 
 
 class _General(_Spec):
-    """A user-supplied elementwise f, with f′ given or derived by forward-mode AD."""
+    """A user-supplied elementwise f, with f′ (and f″) given or derived by reverse-mode AD."""
 
     def __init__(
         self,
@@ -174,104 +250,120 @@ class _General(_Spec):
         self.f = f
         self.df = df
 
-    def values(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def values(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         return self.f(S).to(S.dtype)
 
-    def derivative(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def _first(self, S: torch.Tensor) -> torch.Tensor:
         if self.df is not None:
             return self.df(S).to(S.dtype)
         # f acts elementwise, so its Jacobian is diagonal and one vector-Jacobian product with
         # ones returns all of f′. Reverse mode, because torch.func.jvp cannot nest inside the
         # forward-mode AD that runs our own jvp rule.
+        pullback = torch.func.vjp(self.f, S)[1]
+        return pullback(torch.ones_like(S))[0].to(S.dtype)
+
+    def derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         try:
-            pullback = torch.func.vjp(self.f, S)[1]
-            return pullback(torch.ones_like(S))[0].to(S.dtype)
+            return self._first(S)
         except Exception as err:  # whatever f raised, the fix is the same
             raise TypeError(
                 "svd_apply: could not derive f′ with torch.func.vjp "
                 f"({type(err).__name__}: {err}); pass its derivative as df"
             ) from err
 
+    def second_derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        # The same vector-Jacobian product, of f′ (df when given, else the vjp of f above).
+        try:
+            pullback = torch.func.vjp(self._first, S)[1]
+            return pullback(torch.ones_like(S))[0].to(S.dtype)
+        except Exception as err:
+            given = "df" if self.df is not None else "f"
+            raise TypeError(
+                "svd_apply: second derivatives need f″, which could not be derived from "
+                f"{given} with torch.func.vjp ({type(err).__name__}: {err}); write {given} with "
+                "differentiable torch operations"
+            ) from err
+
 
 class _Polar(_Spec):
-    """f = 1: U Vᴴ; P = 0 off the zeros, Q = 2/(σ_i + σ_j)."""
+    """f = 1: U Vᴴ; P = 0 between kept singular values, Q = 2/(σ_i + σ_j)."""
 
     name = "polar"
+    piecewise = True  # one piece (constant), the dropped zeros another
 
-    def values(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def values(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         return torch.ones_like(S)
 
-    def derivative(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         return torch.zeros_like(S)
 
-    def divided_difference(self, pairs: _Pairs, params: Params) -> torch.Tensor:
-        # f is constant, so P vanishes except between a kept and a dropped (zero) singular
-        # value, where fS is 1 and 0: P_ij = 1/σ_i = 1/(σ_i + σ_j) as σ_j = 0.
-        zi, zj = pairs.split(pairs.S == 0)
-        same = (zi == zj).to(pairs.total.dtype)
-        return _masked_div(1 - same, pairs.total, same)
+    def region(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        return torch.ones_like(S, dtype=torch.int64)
 
-    def undefined_at_zero(self, fS: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.ones_like(fS, dtype=torch.bool)
+    def undefined_at_zero(self, f0: torch.Tensor, p: Params) -> torch.Tensor:
+        return torch.ones_like(f0, dtype=torch.bool)
 
 
-class _PiecewiseLinear(_Spec):
-    """f continuous and linear on pieces of [0, ∞): the divided difference is exact."""
+class _Rotation(_Polar):
+    """The polar factor of the signed SVD A = U′ Σ′ Vᵀ (σ′_n = det(U Vᵀ)·σ_n): the nearest rotation.
 
-    def region(self, S: torch.Tensor, params: Params) -> torch.Tensor:
-        raise NotImplementedError
+    Its singular values come signed, and a zero one is kept: with rank n − 1 the nearest
+    rotation is unique (its sign is fixed by det(U Vᵀ)).
+    """
 
-    def divided_difference(self, pairs: _Pairs, params: Params) -> torch.Tensor:
-        # Zero singular values form a piece of their own: when f(0) ≠ 0 they are dropped
-        # (fS = 0), which breaks the linearity of the piece they would belong to.
-        reg = self.region(pairs.S, params).masked_fill(pairs.S == 0, -1)
-        ri, rj = pairs.split(reg)
-        same = (ri == rj).to(pairs.gap.dtype)
-        # Same piece: its slope (f′_i = f′_j). Different pieces: σ_i ≠ σ_j, and near the
-        # kink between them both differences are of nearby numbers, hence exact (Sterbenz).
-        return same * pairs.mean_slope + _masked_div(pairs.f_diff, pairs.gap, same)
+    name = "polar(special=True)"
+
+    def undefined_at_zero(self, f0: torch.Tensor, p: Params) -> torch.Tensor:
+        return torch.zeros_like(f0, dtype=torch.bool)
 
 
-class _Shrink(_PiecewiseLinear):
+class _Shrink(_Spec):
     """f(σ) = max(σ − τ, 0), singular value soft-thresholding."""
 
     name = "svt"
+    params = (_Param("tau"),)
+    piecewise = True
 
-    def values(self, S: torch.Tensor, params: Params) -> torch.Tensor:
-        tau = _as_param(params[0])
-        assert tau is not None  # svt always passes tau
-        return torch.clamp_min(S - tau, 0)
+    def values(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        return torch.clamp_min(S - _as_param(p[0]), 0)  # type: ignore[operator]
 
-    def region(self, S: torch.Tensor, params: Params) -> torch.Tensor:
-        tau = _as_param(params[0])
-        assert tau is not None
-        return (S >= tau).to(torch.int64)
+    def region(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        return (S >= _as_param(p[0])).to(torch.int64)  # type: ignore[operator]
 
-    def derivative(self, S: torch.Tensor, params: Params) -> torch.Tensor:
+    def derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
         # Right derivative at the kink σ = τ (so that τ = 0 gives the identity exactly).
-        return self.region(S, params).to(S.dtype)
+        return self.region(S, p).to(S.dtype)
 
-    def param_partials(self, S: torch.Tensor, params: Params) -> Params:
-        tau = _as_param(params[0])
-        assert tau is not None
-        return -(S > tau).to(S.dtype), None
+    def param_partials(self, S: torch.Tensor, p: Params) -> Params:
+        return (-(S > _as_param(p[0])).to(S.dtype),)  # type: ignore[operator]
 
-    def undefined_at_zero(self, fS: torch.Tensor, params: Params) -> torch.Tensor:
-        return torch.zeros_like(fS, dtype=torch.bool)  # τ ≥ 0, so f(0) = 0
+    def undefined_at_zero(self, f0: torch.Tensor, p: Params) -> torch.Tensor:
+        return torch.zeros_like(f0, dtype=torch.bool)  # τ ≥ 0, so f(0) = 0
 
 
-class _Clip(_PiecewiseLinear):
+class _Clip(_Spec):
     """f(σ) = clamp(σ, lo, hi); an absent bound is no bound."""
 
     name = "clip_singular_values"
+    params = (_Param("min", optional=True), _Param("max", optional=True))
+    piecewise = True
 
-    def values(self, S: torch.Tensor, params: Params) -> torch.Tensor:
-        if params[0] is None and params[1] is None:
+    def check_params(self, p: Params, given: tuple[object, ...]) -> None:
+        lo, hi = p
+        if lo is None or hi is None or is_transformed(lo) or is_transformed(hi):
+            return
+        if lo.numel() and hi.numel() and bool((lo > hi).any()):
+            raise ValueError(
+                f"{self.name}: min must be <= max, got min={given[0]!r} and max={given[1]!r}"
+            )
+
+    def values(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        if p[0] is None and p[1] is None:
             return S
-        return torch.clamp(S, _as_param(params[0]), _as_param(params[1]))
+        return torch.clamp(S, _as_param(p[0]), _as_param(p[1]))
 
-    def region(self, S: torch.Tensor, params: Params) -> torch.Tensor:
-        lo, hi = _as_param(params[0]), _as_param(params[1])
+    def region(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        lo, hi = _as_param(p[0]), _as_param(p[1])
         reg = torch.ones_like(S, dtype=torch.int64)
         if lo is not None:
             reg = torch.where(S < lo, 0, reg)
@@ -279,51 +371,114 @@ class _Clip(_PiecewiseLinear):
             reg = torch.where(S > hi, 2, reg)
         return reg
 
-    def derivative(self, S: torch.Tensor, params: Params) -> torch.Tensor:
-        return (self.region(S, params) == 1).to(S.dtype)
+    def derivative(self, S: torch.Tensor, p: Params) -> torch.Tensor:
+        return (self.region(S, p) == 1).to(S.dtype)
 
-    def param_partials(self, S: torch.Tensor, params: Params) -> Params:
-        lo, hi = _as_param(params[0]), _as_param(params[1])
+    def param_partials(self, S: torch.Tensor, p: Params) -> Params:
+        lo, hi = _as_param(p[0]), _as_param(p[1])
         dlo = None if lo is None else (S < lo).to(S.dtype)
         dhi = None if hi is None else (S > hi).to(S.dtype)
         return dlo, dhi
 
-    def undefined_at_zero(self, fS: torch.Tensor, params: Params) -> torch.Tensor:
-        lo = _as_param(params[0])
+    def undefined_at_zero(self, f0: torch.Tensor, p: Params) -> torch.Tensor:
+        lo = _as_param(p[0])
         if lo is None:
-            return torch.zeros_like(fS, dtype=torch.bool)
-        return (lo > 0).expand_as(fS)
+            return torch.zeros_like(f0, dtype=torch.bool)
+        return (lo > 0).expand_as(f0)
 
 
-def _snap_zeros(S: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """S with the numerically zero singular values set to 0, and their mask."""
-    zero = S <= rtol * S[..., :1]  # S is descending: σ_max first
-    return S * ~zero, zero
+class _Points(NamedTuple):
+    """f and f′ at the singular values, with the conventions at zeros (module docstring)."""
+
+    S: torch.Tensor  # the singular values, the numerically zero ones exactly 0 (..., k)
+    zero: torch.Tensor  # numerically zero (bool)
+    drop: torch.Tensor  # zero where f(0) ≠ 0: f, f′ and f″ are taken as 0 there (bool)
+    f: torch.Tensor
+    df: torch.Tensor
+
+
+def _values(
+    spec: _Spec, S: torch.Tensor, rtol: float, p: Params
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """S with its numerically zero entries set to 0, their mask, the dropped ones, and f."""
+    # |S|: the singular values of `polar(special=True)` come signed; S[..., 0] is the largest.
+    zero = S.abs() <= rtol * S[..., :1].abs()
+    S = S * ~zero
+    fS = spec.values(S, p)
+    drop = zero & spec.undefined_at_zero(fS, p)
+    # `where`, not a product: f (and f′) may be infinite at a dropped zero (log, reciprocal).
+    return S, zero, drop, torch.where(drop, 0, fS)
+
+
+def _points(spec: _Spec, S: torch.Tensor, rtol: float, p: Params) -> _Points:
+    S, zero, drop, f = _values(spec, S, rtol, p)
+    return _Points(S, zero, drop, f, torch.where(drop, 0, spec.derivative(S, p)))
+
+
+def _same_piece(spec: _Spec, pts: _Points, pairs: _Pairs, p: Params) -> torch.Tensor:
+    """Pairs whose divided difference is ½(f′_i + f′_j), batch-last float mask (k, k, N)."""
+    if spec.piecewise:
+        # Zero singular values form a piece of their own: a dropped one (f = 0) breaks the
+        # linearity of the piece it would belong to.
+        reg = spec.region(pts.S.abs(), p).masked_fill(pts.zero, -1)
+        ri, rj = pairs.split(reg)
+        return (ri == rj).to(pairs.gap.dtype)
+    # Near ties relative to the mean (σ_i + σ_j)/2; two zeros are a tie (0 <= 0).
+    near = pairs.gap.abs() <= (0.5 * _near_tie_rtol(pts.S.dtype)) * pairs.total.abs()
+    return near.to(pairs.gap.dtype)
 
 
 class _Coefficients(NamedTuple):
-    """What the linear map L_A needs, from `_coefficients`."""
+    """What the linear map L_A needs, from `_first_order`."""
 
     plus: torch.Tensor  # (P + Q)/2, batch-last (k, k, N)
     minus: torch.Tensor  # (P − Q)/2, batch-last (k, k, N)
     ratio: torch.Tensor  # f(σ)/σ (f′(0) at zeros), (..., k)
     ratio_last: torch.Tensor  # the same, batch-last (k, N)
-    zero: torch.Tensor  # numerically zero singular values, bool (..., k)
 
 
-def _coefficients(spec: _Spec, S: torch.Tensor, rtol: float, params: Params) -> _Coefficients:
-    """The coefficients of L_A from the singular values; differentiable (double backward)."""
-    S, zero = _snap_zeros(S, rtol)
-    fS = spec.values(S, params) * ~zero
-    pairs = _Pairs(S, fS, spec.derivative(S, params))
-    P = spec.divided_difference(pairs, params)
-    # σ_i + σ_j = 0 exactly when both are (snapped) zeros, where f_i + f_j = 0 too (dropped or
-    # f(0) = 0): the quotient gives 0 there and the limit f′(0) is added.
-    both_zero = (pairs.total == 0).to(pairs.total.dtype)
-    Q = both_zero * pairs.mean_slope + pairs.f_sum / (pairs.total + both_zero)
+def _first_order(pairs: _Pairs, same: torch.Tensor, tol: torch.Tensor) -> _Coefficients:
+    """P, Q and f/σ from the pairs of (σ, f, f′).
+
+    ``same`` marks the pairs where P is the mean slope; ``tol`` (..., 1) is the zero level.
+    """
+    P = same * pairs.mean_slope + _masked_div(pairs.f_diff, pairs.gap, same)
+    # |σ_i + σ_j| at the zero level: two zeros (limit f′(0)), or the signed pair of a
+    # degenerate rotation (σ′_{n−1} = −σ′_n, no derivative: the polar slope 0 is used).
+    ti, _ = pairs.split(tol.expand(pairs.shape))
+    singular = (pairs.total.abs() <= ti).to(pairs.total.dtype)
+    Q = singular * pairs.mean_slope + _masked_div(pairs.f_sum, pairs.total, singular)
     ratio_last = Q.diagonal().T  # Q_ii = f(σ_i)/σ_i, and f′(0) at zeros
-    ratio = Q.diagonal().reshape(zero.shape)
-    return _Coefficients(0.5 * (P + Q), 0.5 * (P - Q), ratio, ratio_last, zero)
+    ratio = Q.diagonal().reshape(pairs.shape)
+    return _Coefficients(0.5 * (P + Q), 0.5 * (P - Q), ratio, ratio_last)
+
+
+class _Rule(NamedTuple):
+    """First-order coefficients of f and of each ∂f/∂p, from `_rule`."""
+
+    pts: _Points
+    f: _Coefficients
+    params: tuple[_Coefficients | None, ...]
+    partials: Params  # ∂f/∂p at the singular values, 0 at dropped zeros
+
+
+def _rule(spec: _Spec, S: torch.Tensor, rtol: float, p: Params, *, params: bool = True) -> _Rule:
+    pts = _points(spec, S, rtol, p)
+    tol = rtol * S[..., :1].abs()
+    pairs = _Pairs(pts.S, pts.f, pts.df)
+    same = _same_piece(spec, pts, pairs, p)
+    coef = _first_order(pairs, same, tol)
+    partials = tuple(
+        None if d is None else torch.where(pts.drop, 0, d) for d in spec.param_partials(pts.S, p)
+    )
+    # ∂f/∂p is constant on each piece of f: the same pieces, slope 0.
+    by_param = tuple(
+        None
+        if d is None or not params
+        else _first_order(_Pairs(pts.S, d, torch.zeros_like(d)), same, tol)
+        for d in partials
+    )
+    return _Rule(pts, coef, by_param, partials)
 
 
 def _batch_last(X: torch.Tensor) -> torch.Tensor:
@@ -362,23 +517,135 @@ def _spectral_map(
     return U @ (_batch_first(core, batch) @ Vh + c.ratio.unsqueeze(-1) * UhX)
 
 
-def _param_term(partials: Params, tangents: Params, dtype: torch.dtype) -> torch.Tensor | None:
-    """Σ_p ∂f/∂p · dp, the change of f(σ) due to the parameters (..., k), or None."""
-    total = None
-    for partial, dp in zip(partials, tangents, strict=True):
-        if partial is None or dp is None:
-            continue
-        term = partial * dp.to(partial.dtype).unsqueeze(-1)
-        total = term if total is None else total + term
-    return total
+def _lift(G: torch.Tensor) -> torch.Tensor:
+    """Wᴴ [[0, X], [Xᴴ, 0]] W on the signed eigenvectors w = (u_i; ±v_i)/√2, G = Uᴴ X V."""
+    herm, skew = 0.5 * (G + G.mH), 0.5 * (G - G.mH)
+    return torch.cat([torch.cat([herm, -skew], -1), torch.cat([skew, -herm], -1)], -2)
 
 
-class _SpectralFunction(torch.autograd.Function):
-    """F = U diag(f(σ)) Vᴴ from A and its SVD; the derivative goes to A directly.
+def _blocks(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    k = M.shape[-1] // 2
+    return M[..., :k, :k], M[..., :k, k:], M[..., k:, :k], M[..., k:, k:]
 
-    U, S, Vh are inputs only so that the backward, written with differentiable operations on
-    them, has a second derivative (through `torchsvd.svd`'s backward); their own gradients are
-    None: the whole derivative of F with respect to A is returned for A.
+
+def _second_order(
+    spec: _Spec,
+    U: torch.Tensor,
+    S: torch.Tensor,
+    Vh: torch.Tensor,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    p: Params,
+    rtol: float,
+) -> torch.Tensor:
+    """D²F(A)[X, Y], symmetric in X and Y, exact at ties (module docstring, "Second order").
+
+    Written on the Hermitian dilation [[0, A], [Aᴴ, 0]], whose eigenvalues are ±σ_i (and 0 on
+    the null space of a rectangular A), with g the odd extension of f: the second
+    Daleckii–Krein formula, its sums over the middle index evaluated as matrix products.
+    """
+    m, n = U.shape[-2], Vh.shape[-1]
+    if m < n:  # F(Aᴴ) = F(A)ᴴ
+        return _second_order(spec, Vh.mH, S, U.mH, X.mH, Y.mH, p, rtol).mH
+    pts = _points(spec, S, rtol, p)
+    d2 = spec.second_derivative(pts.S, p)
+    kept_zero = pts.zero & ~pts.drop
+    if not is_transformed(d2) and bool((kept_zero & (d2 != 0)).any()):
+        warnings.warn(
+            f"{spec.name}: A has numerically zero singular values and f″(0) != 0, so F has no "
+            "second derivative there (the odd extension of f is not twice differentiable at "
+            "0); returning the one with f″(0) taken as 0.",
+            DegenerateGradientWarning,
+            stacklevel=2,
+        )
+    d2 = torch.where(pts.zero, 0, d2)  # g″(0) = 0: g is odd
+    s = pts.S
+    lam, g, g1, g2 = [
+        torch.cat(x, -1) for x in ((s, -s), (pts.f, -pts.f), (pts.df, pts.df), (d2, -d2))
+    ]
+    labels = None
+    if spec.piecewise:
+        reg = (spec.region(s.abs(), p) + 1).masked_fill(pts.zero, 0)
+        labels = torch.cat([reg, -reg], -1)
+    k2 = lam.shape[-1]
+    rect = m > n
+    if rect:  # the null space of the dilation: eigenvalue 0, g = 0 there
+        z = torch.zeros_like(s[..., :1])
+        dz = spec.derivative(z, p)
+        dz = torch.where(spec.undefined_at_zero(spec.values(z, p), p), 0, dz)
+        lam, g, g1, g2 = [torch.cat(x, -1) for x in ((lam, z), (g, z), (g1, dz), (g2, z))]
+        if labels is not None:
+            labels = torch.cat([labels, torch.zeros_like(labels[..., :1])], -1)
+    gap = lam.unsqueeze(-1) - lam.unsqueeze(-2)
+    scale = lam.abs().unsqueeze(-1) + lam.abs().unsqueeze(-2)
+    # Gaps at the zero level: ties of zeros, and the degenerate pair of a rotation.
+    tiny = gap.abs() <= rtol * s[..., :1].abs().unsqueeze(-1)
+    rel1, rel2 = 0.5 * _near_tie_rtol(s.dtype), 0.5 * _second_order_rtol(s.dtype)
+    if labels is not None:
+        same_label = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+        same1 = same2 = same_label | tiny
+        near = (gap.abs() <= rel2 * scale) & same_label | tiny
+    else:
+        same1 = (gap.abs() <= rel1 * scale) | tiny
+        same2 = near = (gap.abs() <= rel2 * scale) | tiny
+    # First divided differences g[λ_a, λ_c] and the confluent second ones g[λ_a, λ_a, λ_c].
+    P = torch.where(same1, 0.5 * (g1.unsqueeze(-1) + g1.unsqueeze(-2)), 0.0)
+    P = P + (g.unsqueeze(-1) - g.unsqueeze(-2)) / torch.where(same1, 1, gap) * ~same1
+    P, gap, same2, near = P[..., :k2, :], gap[..., :k2, :], same2[..., :k2, :], near[..., :k2, :k2]
+    D = torch.where(same2, (2 * g2[..., :k2].unsqueeze(-1) + g2.unsqueeze(-2)) / 6, 0.0)
+    D = D + (g1[..., :k2].unsqueeze(-1) - P) / torch.where(same2, 1, gap) * ~same2
+    Pss, Dss, gss = P[..., :k2], D[..., :k2], torch.where(near, 1, gap[..., :k2])
+
+    def contract(Xh: torch.Tensor, Yh: torch.Tensor) -> torch.Tensor:
+        # Σ_c g[λ_a, λ_c, λ_b] X_ac Y_cb. Apart: g[a, c, b] = (g[a, c] − g[c, b])/(λ_a − λ_b);
+        # near: ½(g[a, a, c] + g[b, b, c]), accurate to O((λ_a − λ_b)²).
+        apart = ((Pss * Xh) @ Yh - Xh @ (Pss * Yh)) / gss
+        close = 0.5 * ((Dss * Xh) @ Yh + Xh @ (Dss.mT * Yh))
+        return torch.where(near, close, apart)
+
+    V = Vh.mH
+    XV, YV = X @ V, Y @ V
+    Gx, Gy = U.mH @ XV, U.mH @ YV
+    Xh, Yh = _lift(Gx), _lift(Gy)
+    M = contract(Xh, Yh) + contract(Yh, Xh)
+    out: torch.Tensor | None = None
+    if rect:
+        # g[λ_a, 0, λ_b], the null space as the middle index.
+        R, Dz = P[..., :k2, k2], D[..., k2]
+        Z = torch.where(near, 0.5 * (Dz.unsqueeze(-1) + Dz.unsqueeze(-2)), 0.0)
+        Z = Z + (R.unsqueeze(-1) - R.unsqueeze(-2)) / gss * ~near
+        C = XV.mH @ YV - Gx.mH @ Gy  # Vᴴ Xᴴ (I − UUᴴ) Y V
+        C = C + C.mH
+        M = M + Z * 0.5 * torch.cat([torch.cat([C, -C], -1), torch.cat([-C, C], -1)], -2)
+
+        def fold(W: torch.Tensor) -> torch.Tensor:
+            a, b, c, d = _blocks(W)
+            return 0.5 * (a - b - c + d)
+
+        PX, PY = XV - U @ Gx, YV - U @ Gy  # (I − UUᴴ) X V
+        out = PX @ fold(Z * Yh) + PY @ fold(Z * Xh)
+    a, b, c, d = _blocks(M)
+    core = U @ (0.5 * (a - b + c - d))
+    return (core if out is None else core + out) @ Vh
+
+
+def _inner_per_matrix(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Re tr(Xᴴ Y) for each matrix of the batch."""
+    return (X.conj() * Y).real.sum((-2, -1))
+
+
+def _zeros_like_output(U: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((*U.shape[:-2], U.shape[-2], Vh.shape[-1]), dtype=U.dtype, device=U.device)
+
+
+class _SpectralMap(torch.autograd.Function):
+    """L_A(X), the derivative of F at A applied to X, with exact derivatives of its own.
+
+    The backward of F (and its forward-mode rule). Its derivatives are second derivatives of
+    F: in A, D²F(A)[X, ·] (`_second_order`, self-adjoint: ⟨C, D²F[X, Y]⟩ is symmetric in C, X
+    and Y, as F is the gradient of Σ φ(σ_i) with φ′ = f); in X, L_A itself; in a parameter p,
+    the map of ∂f/∂p. U, S, Vh get no gradient (the whole derivative goes to A), and the rule
+    itself is not differentiable again (third derivatives are not supported).
     """
 
     generate_vmap_rule = True
@@ -389,65 +656,141 @@ class _SpectralFunction(torch.autograd.Function):
         U: torch.Tensor,
         S: torch.Tensor,
         Vh: torch.Tensor,
-        p0: torch.Tensor | None,
-        p1: torch.Tensor | None,
+        X: torch.Tensor,
         spec: _Spec,
         rtol: float,
+        *p: torch.Tensor | None,
     ) -> torch.Tensor:
-        S0, zero = _snap_zeros(S, rtol)
-        fS = spec.values(S0, (p0, p1)) * ~zero
-        return (U * fS.unsqueeze(-2).to(U.dtype)) @ Vh
+        return _spectral_map(U, Vh, X, _rule(spec, S, rtol, p, params=False).f)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        _, U, S, Vh, p0, p1, spec, rtol = inputs
-        ctx.spec = spec
-        ctx.rtol = rtol
-        ctx.param_shapes = tuple(None if p is None else p.shape for p in (p0, p1))
-        ctx.save_for_backward(U, S, Vh, p0, p1)
-        ctx.save_for_forward(U, S, Vh, p0, p1)
+        _, U, S, Vh, X, spec, rtol, *p = inputs
+        ctx.spec, ctx.rtol = spec, rtol
+        ctx.param_shapes = tuple(None if t is None else t.shape for t in p)
+        ctx.save_for_backward(U, S, Vh, X, *p)
+        ctx.save_for_forward(U, S, Vh, X, *p)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gG: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        U, S, Vh, X, *p = ctx.saved_tensors
+        need_A, _, _, _, need_X, _, _, *need_p = ctx.needs_input_grad
+        rule = _rule(ctx.spec, S, ctx.rtol, tuple(p), params=any(need_p))
+        gA = _second_order(ctx.spec, U, S, Vh, X, gG, tuple(p), ctx.rtol) if need_A else None
+        gX = _spectral_map(U, Vh, gG, rule.f) if need_X else None
+        gp: list[torch.Tensor | None] = []
+        for c, need, shape in zip(rule.params, need_p, ctx.param_shapes, strict=True):
+            g = None
+            if c is not None and need and shape is not None:
+                g = _inner_per_matrix(X, _spectral_map(U, Vh, gG, c)).sum_to_size(shape)
+            gp.append(g)
+        return gA, None, None, None, gX, None, None, *gp
+
+    @staticmethod
+    def jvp(
+        ctx: Any,
+        dA: torch.Tensor | None,
+        dU: Any,
+        dS: Any,
+        dVh: Any,
+        dX: torch.Tensor | None,
+        dspec: Any,
+        drtol: Any,
+        *dp: torch.Tensor | None,
+    ) -> torch.Tensor:
+        # U, S, Vh are functions of A: their tangents are part of dA's effect, already exact.
+        U, S, Vh, X, *p = ctx.saved_tensors
+        rule = _rule(ctx.spec, S, ctx.rtol, tuple(p))
+        out = _zeros_like_output(U, Vh)
+        if dA is not None:
+            out = out + _second_order(ctx.spec, U, S, Vh, X, dA, tuple(p), ctx.rtol)
+        if dX is not None:
+            out = out + _spectral_map(U, Vh, dX, rule.f)
+        for c, t in zip(rule.params, dp, strict=True):
+            if c is not None and t is not None:
+                out = out + _spectral_map(U, Vh, X, c) * t.unsqueeze(-1).unsqueeze(-1)
+        return out
+
+
+class _SpectralFunction(torch.autograd.Function):
+    """F = U diag(f(σ)) Vᴴ from A and its SVD; the derivative goes to A directly.
+
+    U, S, Vh are inputs so that the parameters' gradients, written with differentiable
+    operations on them, have second derivatives (through `torchsvd.svd`'s backward; they are
+    piecewise constant in σ, which that backward differentiates exactly). The derivative in A
+    is `_SpectralMap`, whose own derivatives are exact.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        A: torch.Tensor,
+        U: torch.Tensor,
+        S: torch.Tensor,
+        Vh: torch.Tensor,
+        spec: _Spec,
+        rtol: float,
+        *p: torch.Tensor | None,
+    ) -> torch.Tensor:
+        f = _values(spec, S, rtol, p)[3]
+        return (U * f.unsqueeze(-2).to(U.dtype)) @ Vh
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        A, U, S, Vh, spec, rtol, *p = inputs
+        ctx.spec, ctx.rtol = spec, rtol
+        # Unmaterialized: with tangents on the parameters alone, dA is None and L_A is skipped.
+        ctx.set_materialize_grads(False)
+        ctx.param_shapes = tuple(None if t is None else t.shape for t in p)
+        ctx.save_for_backward(A, U, S, Vh, *p)
+        ctx.save_for_forward(A, U, S, Vh, *p)
 
     # Ā = U [P∘sym(Γ) + Q∘skew(Γ)] Vᴴ + (I − UUᴴ) B̄ V diag(f/σ) Vᴴ + U diag(f/σ) Uᴴ B̄ (I − VVᴴ),
-    # Γ = Uᴴ B̄ V (module docstring; DESIGN.md "Spectral functions"; Povey's notes eq. 34-36),
-    # and p̄ = Σ_i Re(Γ_ii) ∂f/∂p(σ_i), summed over the batch dimensions p was broadcast along.
+    # Γ = Uᴴ B̄ V (module docstring; Povey's notes eq. 34-36), and
+    # p̄ = Σ_i Re(Γ_ii) ∂f/∂p(σ_i), summed over the batch dimensions p was broadcast along.
     @staticmethod
-    def backward(ctx: Any, gF: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        U, S, Vh, p0, p1 = ctx.saved_tensors
-        params = (p0, p1)
-        c = _coefficients(ctx.spec, S, ctx.rtol, params)
-        zero = c.zero
-        gA = _spectral_map(U, Vh, gF, c) if ctx.needs_input_grad[0] else None
-        grads: list[torch.Tensor | None] = [None, None]
-        if any(ctx.needs_input_grad[4:6]):
-            S0 = S * ~zero
+    def backward(ctx: Any, gF: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        A, U, S, Vh, *p = ctx.saved_tensors
+        if gF is None:
+            return (None,) * (6 + len(p))
+        need_A, _, _, _, _, _, *need_p = ctx.needs_input_grad
+        gA = _SpectralMap.apply(A, U, S, Vh, gF, ctx.spec, ctx.rtol, *p) if need_A else None
+        gp: list[torch.Tensor | None] = [None] * len(p)
+        if any(need_p):
+            partials = _rule(ctx.spec, S, ctx.rtol, tuple(p), params=False).partials
             gamma_diag = ((U.mH @ gF) * Vh.conj()).sum(-1)  # diag(Uᴴ B̄ V) without forming Γ
             weight = gamma_diag.real if gamma_diag.is_complex() else gamma_diag
-            for i, partial in enumerate(ctx.spec.param_partials(S0, params)):
-                shape = ctx.param_shapes[i]
-                if partial is None or shape is None or not ctx.needs_input_grad[4 + i]:
-                    continue
-                # A dropped zero singular value does not depend on the parameter.
-                g = (weight * partial * ~zero).sum(-1)
-                grads[i] = g.sum_to_size(shape)
-        return gA, None, None, None, grads[0], grads[1], None, None
+            for i, (partial, need, shape) in enumerate(
+                zip(partials, need_p, ctx.param_shapes, strict=True)
+            ):
+                if partial is not None and need and shape is not None:
+                    gp[i] = (weight * partial).sum(-1).sum_to_size(shape)
+        return gA, None, None, None, None, None, *gp
 
     @staticmethod
-    def jvp(ctx: Any, dA: torch.Tensor | None, *tangents: Any) -> torch.Tensor:
+    def jvp(
+        ctx: Any,
+        dA: torch.Tensor | None,
+        dU: Any,
+        dS: Any,
+        dVh: Any,
+        dspec: Any,
+        drtol: Any,
+        *dp: torch.Tensor | None,
+    ) -> torch.Tensor:
         # dF = L_A(dA) + U diag(Σ_p ∂f/∂p dp) Vᴴ: the same self-adjoint map as the backward.
-        U, S, Vh, p0, p1 = ctx.saved_tensors
-        params = (p0, p1)
-        c = _coefficients(ctx.spec, S, ctx.rtol, params)
-        zero = c.zero
+        A, U, S, Vh, *p = ctx.saved_tensors
         if dA is None:
-            dF = torch.zeros((*S.shape[:-1], U.shape[-2], Vh.shape[-1]), dtype=U.dtype)
+            dF = _zeros_like_output(U, Vh)
         else:
-            dF = _spectral_map(U, Vh, dA, c)
-        S0 = S * ~zero
-        dp = (tangents[3], tangents[4])
-        df = _param_term(ctx.spec.param_partials(S0, params), dp, S.dtype)
-        if df is not None:
-            df = df * ~zero
-            dF = dF + (U * df.unsqueeze(-2).to(U.dtype)) @ Vh
+            dF = _SpectralMap.apply(A, U, S, Vh, dA, ctx.spec, ctx.rtol, *p)
+        partials = _rule(ctx.spec, S, ctx.rtol, tuple(p), params=False).partials
+        for partial, t in zip(partials, dp, strict=True):
+            if partial is not None and t is not None:
+                df = partial * t.to(partial.dtype).unsqueeze(-1)
+                dF = dF + (U * df.unsqueeze(-2).to(U.dtype)) @ Vh
         return dF
 
 
@@ -455,7 +798,8 @@ class _SVDQuietZeros(_SVD):
     """`torchsvd.svd`'s Function, minus the work on all-zero cotangents.
 
     `_SpectralFunction` returns no gradient for U, S, Vh; without this the engine would still
-    run a full SVD backward on zero-filled cotangents. Only a second derivative sends it any.
+    run a full SVD backward on zero-filled cotangents. Only the derivatives of the parameters'
+    terms (p̄, and U diag(∂f/∂p dp) Vᴴ in the forward-mode rule) send it any.
     """
 
     @staticmethod
@@ -496,8 +840,8 @@ def _check_f(
     f: Callable[[torch.Tensor], torch.Tensor],
     df: Callable[[torch.Tensor], torch.Tensor] | None,
     S: torch.Tensor,
-) -> torch.Tensor:
-    """Evaluate f (and df) on the singular values and check they act elementwise; return f(S)."""
+) -> None:
+    """Evaluate f (and df) on the singular values and check that they act elementwise."""
     if not callable(f):
         raise TypeError(f"svd_apply: f must be callable, got {type(f).__name__}")
     if df is not None and not callable(df):
@@ -521,79 +865,125 @@ def _check_f(
                     f"svd_apply: {name} must return a real floating tensor, got {value.dtype}"
                 )
         if S.numel() > 1 and not is_transformed(S):
-            # Change every other singular value: an elementwise f leaves the others' images
-            # unchanged; a normalization, sort, cumulative sum or batch reduction does not.
-            probe = S.flatten().clone()
-            probe[1::2] += 1
-            moved = f(probe.view_as(S)).flatten()[0::2].to(out.dtype)
-            kept = out.flatten()[0::2]
-            # Elementwise kernels give bitwise-equal results for equal inputs; the tolerant
-            # comparison is only a fallback (it costs several passes).
-            tol = float(torch.finfo(S.dtype).eps) ** 0.5
-            if not torch.equal(moved, kept) and not torch.allclose(
-                moved, kept, rtol=tol, atol=0, equal_nan=True
-            ):
-                raise ValueError(
-                    "svd_apply: f must act elementwise on the singular values, but changing "
-                    "some singular values changed f at others (f mixes entries, e.g. "
-                    "normalizes, sorts or reduces)"
-                )
-    return out
+            _check_elementwise(f, S, out)
+
+
+def _check_elementwise(
+    f: Callable[[torch.Tensor], torch.Tensor], S: torch.Tensor, out: torch.Tensor
+) -> None:
+    """Two probes that any function mixing entries fails (up to coincidences of values).
+
+    Perturbation: change every other singular value; an elementwise f leaves the others'
+    images unchanged, a normalization, cumulative sum or batch reduction does not. It misses
+    maps that send even positions to even positions (a flip of 3 values). Permutation: f of
+    the flattened values permuted must be f's values permuted alike; a flip, sort,
+    roll or batch reduction fails it. Both run on distinct values (a tie hides a permutation).
+    """
+    flat = S.flatten()
+    probe = flat.clone()
+    probe[1::2] += 1
+    moved = f(probe.view_as(S)).flatten()
+    tol = eps(S.dtype) ** 0.5
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        # Elementwise kernels give bitwise-equal results for equal inputs; the tolerant
+        # comparison is only a fallback (it costs several passes).
+        b = b.to(a.dtype)
+        return torch.equal(a, b) or torch.allclose(a, b, rtol=tol, atol=0, equal_nan=True)
+
+    kept = same(moved[0::2], out.flatten()[0::2])
+    # Distinct values for the permutation probe: the singular values spread by their rank.
+    spread = flat + torch.arange(flat.numel(), dtype=flat.dtype, device=flat.device) * (
+        1 + flat.abs().max()
+    )
+    image = f(spread.view_as(S)).flatten()
+    # A fixed pseudo-random permutation (a shift would commute with maps that have a period).
+    cpu = torch.device("cpu")
+    perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0), device=cpu)
+    if bool((perm == torch.arange(flat.numel(), device=cpu)).all()):
+        perm = perm.roll(1)
+    perm = perm.to(flat.device)
+    permuted = f(spread[perm].view_as(S)).flatten()
+    if not kept or not same(permuted, image[perm]):
+        raise ValueError(
+            "svd_apply: f must act elementwise on the singular values (each output entry a "
+            "function of the same input entry alone), but it mixes entries (e.g. it "
+            "normalizes, sorts, flips, accumulates or reduces)"
+        )
 
 
 def _run(
-    A: torch.Tensor,
-    spec: _Spec,
-    params: tuple[object, object],
-    names: tuple[str, str],
+    A: torch.Tensor, spec: _Spec, given: tuple[object, ...], *, special: bool = False
 ) -> torch.Tensor:
     """Validate, broadcast, decompose, warn where F is undefined, and apply the Function."""
     check_matrix(A)
     dtype = compute_dtype(A.dtype)
-    real = dtype.to_real() if dtype.is_complex else dtype
-    tensors: list[torch.Tensor | None] = [
-        None if p is None else _real_param(p, name, spec.name, real, A.device)
-        for p, name in zip(params, names, strict=True)
-    ]
-    lo, hi = tensors
-    if lo is not None and hi is not None and not is_transformed(lo) and not is_transformed(hi):
-        if lo.numel() and hi.numel() and bool((lo > hi).any()):
-            raise ValueError(
-                f"{spec.name}: {names[0]} must be <= {names[1]}, got {names[0]}={params[0]!r} "
-                f"and {names[1]}={params[1]!r}"
-            )
+    real = real_dtype(dtype)
+    p: Params = tuple(
+        None
+        if x is None and decl.optional
+        else _real_param(x, decl.name, spec.name, real, A.device)
+        for x, decl in zip(given, spec.params, strict=True)
+    )
+    spec.check_params(p, given)
     m, n = A.shape[-2], A.shape[-1]
+    present = [t for t in p if t is not None]
     try:
-        batch = torch.broadcast_shapes(A.shape[:-2], *(p.shape for p in tensors if p is not None))
+        batch = torch.broadcast_shapes(A.shape[:-2], *(t.shape for t in present))
     except RuntimeError as err:
         raise ValueError(
             f"{spec.name}: the parameters must broadcast against the batch shape "
-            f"{tuple(A.shape[:-2])} of A, got shapes "
-            f"{[tuple(p.shape) for p in tensors if p is not None]}"
+            f"{tuple(A.shape[:-2])} of A, got shapes {[tuple(t.shape) for t in present]}"
         ) from err
     work = A.to(dtype).expand(*batch, m, n)
     if work.numel() == 0:
         return work.clone().to(A.dtype)
     U, S, Vh = _SVDQuietZeros.apply(work, False, default_rtol(dtype), 0.0)
-    rtol = _zero_rtol(m, n, real)
-    S0, zero = _snap_zeros(S.detach(), rtol)
+    rtol = rank_rtol(m, n, real)
+    if special:
+        U, S = _signed_svd(U, S, Vh, rtol)
     if isinstance(spec, _General):
-        fS = _check_f(spec.f, spec.df, S0)
-    else:
-        fS = S0
-    if not is_transformed(S) and bool(zero.any()):
-        p_now = (_detach(lo), _detach(hi))
-        if bool((zero & spec.undefined_at_zero(fS, p_now)).any()):
+        S0 = S.detach()
+        _check_f(spec.f, spec.df, S0 * (S0 > rtol * S0[..., :1]))
+    drop = _values(spec, S.detach(), rtol, tuple(_detach(t) for t in p))[2]
+    if not is_transformed(S) and bool(drop.any()):
+        warnings.warn(
+            f"{spec.name}: A has numerically zero singular values (<= {rtol:.1e}·σ_max) and "
+            "f(0) != 0, so U f(S) Vh is not defined (it depends on the arbitrary basis of the "
+            "null space); returning it with the zero singular values dropped, and the "
+            "derivative of that zero-dropped function at constant rank.",
+            DegenerateGradientWarning,
+            stacklevel=3,
+        )
+    F = _SpectralFunction.apply(work, U, S, Vh, spec, rtol, *p)
+    return F.to(A.dtype)
+
+
+def _signed_svd(
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A = U′ Σ′ Vᵀ with det(U′ Vᵀ) = +1: the last pair's sign flipped where det(U Vᵀ) < 0.
+
+    Warns where the nearest rotation is not unique: σ′_{n−1} + σ′_n at the zero level
+    (σ_{n−1} = σ_n with det A < 0, or rank ≤ n − 2).
+    """
+    n = S.shape[-1]
+    with torch.no_grad():
+        det = torch.linalg.det(U @ Vh).sign()
+        flip = torch.ones_like(S)
+        flip[..., -1] = torch.where(det < 0, -1.0, 1.0)
+    U, S = U * flip.unsqueeze(-2), S * flip
+    if n >= 2 and not is_transformed(S):
+        pair = (S[..., -2] + S[..., -1]).detach().abs()
+        if bool((pair <= rtol * S[..., 0].detach().abs()).any()):
             warnings.warn(
-                f"{spec.name}: A has numerically zero singular values (<= {rtol:.1e}·σ_max) and "
-                "f(0) != 0, so U f(S) Vh is not defined (it depends on the arbitrary basis of the "
-                "null space); returning it with the zero singular values dropped, and a finite "
+                "polar(special=True): the nearest rotation is not unique (σ_{n−1} = σ_n with "
+                "det A < 0, or rank(A) <= n − 2); returning one of them, with a finite "
                 "gradient that is not a derivative.",
                 DegenerateGradientWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-    F = _SpectralFunction.apply(work, U, S, Vh, lo, hi, spec, rtol)
-    return F.to(A.dtype)
+    return U, S
 
 
 def _detach(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -625,10 +1015,10 @@ def svd_apply(
         the result cast back.
     f : callable
         Maps a real tensor of singular values to a tensor of the same shape, elementwise, with
-        torch operations (it is also applied to the singular values' autograd graph for second
-        derivatives). It must not close over tensors that need gradients: those get none.
+        torch operations. It must not close over tensors that need gradients: those get none.
     df : callable, optional
-        The derivative f′, elementwise. Derived with ``torch.func.vjp`` when omitted.
+        The derivative f′, elementwise. Derived with ``torch.func.vjp`` when omitted; second
+        derivatives derive f″ the same way from ``df`` (or from f).
 
     Returns
     -------
@@ -639,17 +1029,22 @@ def svd_apply(
     TypeError
         ``A`` is not a floating tensor, ``f`` or ``df`` is not callable or does not return a
         real floating tensor; in the backward, ``df`` is None and f′ cannot be derived with
-        ``torch.func`` (e.g. ``f`` goes through numpy).
+        ``torch.func`` (e.g. ``f`` goes through numpy), or, in a second derivative, f″ cannot.
     ValueError
         ``A`` has fewer than 2 dimensions or non-finite entries; ``f`` changes the shape or is not
-        elementwise (detected by changing half of the singular values on a probe).
+        elementwise (detected on two probes: half of the singular values changed, and the
+        values permuted).
 
     Warns
     -----
     DegenerateGradientWarning
         When ``f(0) != 0`` and ``A`` has numerically zero singular values (≤ max(m, n)·eps·σ_max):
-        F is not defined there. The result drops those singular values, Σ_{σ_i>0} f(σ_i) u_i v_iᴴ,
-        and the gradient is finite but is not a derivative.
+        F is not defined there. The result drops those singular values, Σ_{σ_i>0} f(σ_i) u_i v_iᴴ
+        (finite even where f(0) is infinite: ``torch.reciprocal`` gives the conjugate transpose
+        of the pseudo-inverse), and its derivatives are those of this zero-dropped function at
+        constant rank (as ``torch.linalg.pinv``'s). In a second derivative: when f″(0) != 0 at
+        a numerically zero singular value that is kept (f(0) = 0), where F has no second
+        derivative.
 
     Notes
     -----
@@ -657,8 +1052,11 @@ def svd_apply(
     ≤ eps^{1/3}) the divided difference is ½(f′(σ_i) + f′(σ_j)), accurate to about eps^{2/3}
     relative for an f that varies on the scale of σ. f′ must be finite at the singular values
     (``sqrt`` at a zero singular value has no finite derivative and gives inf/NaN gradients).
-    The forward-mode rule uses the same (self-adjoint) map; second derivatives go through
-    `torchsvd.svd` and are exact at separated spectra, finite at ties.
+    The forward-mode rule uses the same (self-adjoint) map. Second derivatives (double
+    backward, forward over reverse, ``torch.func.hessian``) are exact at ties too, with second
+    divided differences of f (near ties, relative gap ≤ eps^{1/4}, their confluent forms with
+    f″); third derivatives are not supported. At a numerically zero singular value the second
+    derivative assumes f″(0) = 0 (F has none otherwise, and a warning says so).
 
     Examples
     --------
@@ -679,31 +1077,49 @@ def svd_apply(
     .. [1] D. Povey, "Notes on derivatives of SVD", 2018.
     .. [2] A. S. Lewis, H. S. Sendov, "Twice differentiable spectral functions", 2001.
     """
-    return _run(A, _General(f, df), (None, None), ("", ""))
+    return _run(A, _General(f, df), ())
 
 
-def polar(A: torch.Tensor) -> torch.Tensor:
-    r"""The orthogonal/unitary polar factor ``U Vh`` of ``A = U diag(S) Vh``.
+def polar(A: torch.Tensor, *, special: bool = False) -> torch.Tensor:
+    r"""The polar factor ``U Vh`` of ``A = U diag(S) Vh``, or the nearest rotation.
 
     The nearest matrix with orthonormal columns (m ≥ n) or rows (m < n) to ``A`` in the Frobenius
     norm, ``A (AᴴA)^{-1/2}``. Its derivative (f = 1) has P = 0 and Q_ij = 2/(σ_i + σ_j): it is
     finite and exact at ties, e.g. at any orthogonal matrix, where PyTorch's is NaN.
 
+    With ``special=True``: the nearest rotation (orthogonal, det = +1) to a real square ``A``,
+    ``U diag(1, …, 1, det(U Vh)) Vh`` (Kabsch 1976), the polar factor of the signed SVD whose last
+    singular value is det(U Vh)·σ_n; its derivative has P = 0 and Q_ij = 2/(σ′_i + σ′_j), finite
+    and exact at rotations (all singular values tied).
+
     Parameters
     ----------
     A : Tensor of shape ``(..., m, n)``
-        float32/float64/complex64/complex128 (float16/bfloat16 computed in float32).
+        float32/float64/complex64/complex128 (float16/bfloat16 computed in float32); real and
+        square (n×n) with ``special=True``.
+    special : bool, default False
+        Return the nearest rotation instead of the nearest orthogonal matrix.
 
     Returns
     -------
     Tensor of shape ``(..., m, n)``.
+
+    Raises
+    ------
+    TypeError
+        ``special`` is not a bool, or ``special=True`` with a complex ``A``.
+    ValueError
+        ``special=True`` with a non-square ``A``.
 
     Warns
     -----
     DegenerateGradientWarning
         When ``A`` has numerically zero singular values (≤ max(m, n)·eps·σ_max). The polar factor
         is then not unique; the canonical partial isometry ``U_r Vh_r`` over the r non-zero
-        singular values is returned (Higham 2008, §8.1) and the gradient is finite.
+        singular values is returned (Higham 2008, §8.1) and the gradient is finite. With
+        ``special=True``: when the nearest rotation is not unique, σ_{n−1} = σ_n with
+        det A < 0, or rank(A) ≤ n − 2 (one rotation is returned, with a finite gradient);
+        rank n − 1 is fine.
 
     Examples
     --------
@@ -713,11 +1129,34 @@ def polar(A: torch.Tensor) -> torch.Tensor:
     tensor([[ 1.,  0.],
             [ 0., -1.]], dtype=torch.float64)
 
+    A reflection's nearest rotation flips the direction of the smallest singular value:
+
+    >>> torchsvd.polar(A, special=True)
+    tensor([[-1.,  0.],
+            [ 0., -1.]], dtype=torch.float64)
+
     References
     ----------
     .. [1] N. J. Higham, "Functions of Matrices", SIAM 2008, Ch. 8.
+    .. [2] W. Kabsch, "A solution for the best rotation to relate two sets of vectors", Acta
+           Cryst. A32, 1976.
     """
-    return _run(A, _Polar(), (None, None), ("", ""))
+    if not isinstance(special, bool):
+        raise TypeError(f"polar: special must be a bool, got {type(special).__name__} {special!r}")
+    if not special:
+        return _run(A, _Polar(), ())
+    check_matrix(A)
+    if A.is_complex():
+        raise TypeError(
+            "polar: special=True (the nearest rotation, det = +1) needs a real matrix, got "
+            f"dtype {A.dtype}"
+        )
+    if A.shape[-2] != A.shape[-1]:
+        raise ValueError(
+            "polar: special=True (the nearest rotation) needs square matrices, got shape "
+            f"{tuple(A.shape)}"
+        )
+    return _run(A, _Rotation(), (), special=True)
 
 
 def svt(A: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
@@ -750,7 +1189,7 @@ def svt(A: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     >>> torchsvd.svt(A, 0.75).diagonal()
     tensor([2.2500, 0.2500, 0.0000], dtype=torch.float64)
     """
-    return _run(A, _Shrink(), (tau, None), ("tau", ""))
+    return _run(A, _Shrink(), (tau,))
 
 
 def clip_singular_values(
@@ -792,4 +1231,4 @@ def clip_singular_values(
     tensor([[1.0000, 0.0000],
             [0.0000, 0.5000]], dtype=torch.float64)
     """
-    return _run(A, _Clip(), (min, max), ("min", "max"))
+    return _run(A, _Clip(), (min, max))
