@@ -87,10 +87,9 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     N, m, n = A.shape
     amax = A.abs().amax((-2, -1))
     scale = torch.ldexp(torch.ones_like(amax), -torch.frexp(amax).exponent)
-    X = torch.zeros((n, m + n, N), dtype=A.dtype, device=A.device)
-    X[:, :m] = A.permute(2, 1, 0) * scale
-    for j in range(n):
-        X[j, m + j] = 1
+    eye = torch.eye(n, dtype=A.dtype, device=A.device).unsqueeze(-1).expand(n, n, N)
+    # Built out of place, so that under torch.func.vmap X is batched like A.
+    X = torch.cat([A.permute(2, 1, 0) * scale, eye], dim=1)
     tiny = torch.finfo(A.dtype).tiny
     sweeps = SWEEPS[A.dtype] if n == 3 else 2
     pairs = _PAIRS[: n * (n - 1) // 2]
@@ -182,16 +181,26 @@ def decompose(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     True
     """
     m, n = A.shape[-2], A.shape[-1]
-    batch = A.shape[:-2]
     flat = A.reshape(-1, m, n)
     if m >= n:
         Uc, S, Vc = _decompose_tall(flat)
-        U, Vh = Uc.permute(2, 1, 0), Vc.permute(2, 0, 1)
     else:
         Vc, S, Uc = _decompose_tall(flat.mT)
-        U, Vh = Uc.permute(2, 1, 0), Vc.permute(2, 0, 1)
-    k = S.shape[0]
-    return U.reshape(*batch, m, k), S.T.reshape(*batch, k), Vh.reshape(*batch, k, n)
+    return _assemble(Uc, S, Vc, A.shape[:-2])
+
+
+def _assemble(
+    Uc: torch.Tensor, S: torch.Tensor, Vc: torch.Tensor, batch: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U, S, Vh of shapes (*batch, m, k), (*batch, k), (*batch, k, n) from column stacks.
+
+    The results are views of contiguous stacks, built the same way for the outputs and for
+    their tangents: forward-mode AD requires a tangent to have the layout of its primal.
+    """
+    (k, m, _), n = Uc.shape, Vc.shape[1]
+    U = Uc.contiguous().permute(2, 1, 0).reshape(*batch, m, k)
+    Vh = Vc.contiguous().permute(2, 0, 1).reshape(*batch, k, n)
+    return U, S.contiguous().T.reshape(*batch, k), Vh
 
 
 def _reciprocals(
@@ -363,10 +372,9 @@ class _SmallSVD(torch.autograd.Function):
             ctx.zero_rtol,
             ctx.broadening,
         )
-        dU = dUc.permute(2, 1, 0).reshape(*batch, U.shape[-2], k)
-        dVh = dVc.permute(2, 0, 1).reshape(*batch, k, Vh.shape[-1])
-        dS = dS.T.reshape(*batch, k)
-        return (dVh.mT, dS, dU.mT) if wide else (dU, dS, dVh)
+        if wide:
+            return _assemble(dVc, dS, dUc, batch)
+        return _assemble(dUc, dS, dVc, batch)
 
 
 def _cols(X: torch.Tensor) -> torch.Tensor:

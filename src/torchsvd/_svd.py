@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from torchsvd import _small
 from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._validate import check_matrix, compute_dtype, is_transformed
 
@@ -361,6 +362,8 @@ def svd(
     work = A.to(dtype)
     if A.numel() == 0:
         U, S, Vh = torch.linalg.svd(work, full_matrices=full_matrices)
+    elif _small.eligible(work, full_matrices):
+        U, S, Vh = _small.svd(work, rtol_value, float(broadening))
     else:
         U, S, Vh = _SVD.apply(work, full_matrices, rtol_value, float(broadening))
     if dtype != A.dtype:
