@@ -105,7 +105,9 @@ def _check_contract(A: torch.Tensor, U: torch.Tensor, S: torch.Tensor, Vh: torch
 def test_contract_of_torch_linalg_svd(m: int, n: int, dtype: torch.dtype, device: str) -> None:
     for name, A in _inputs(m, n).items():
         A = A.to(dtype=dtype, device=device)
+        before = A.clone()
         U, S, Vh = _small.decompose(A)
+        assert torch.equal(A, before), "the input was modified"
         try:
             _check_contract(A, U, S, Vh)
         except AssertionError as err:

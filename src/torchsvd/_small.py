@@ -68,6 +68,7 @@ SWEEPS = {torch.float32: 4, torch.float64: 5}
 MIN_BATCH = 512
 
 _PAIRS = ((0, 1), (0, 2), (1, 2))
+_SORT = {1: (), 2: ((0, 1),), 3: ((0, 1), (1, 2), (0, 1))}
 
 
 def eligible(A: torch.Tensor, full_matrices: bool) -> bool:
@@ -88,8 +89,10 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     amax = A.abs().amax((-2, -1))
     scale = torch.ldexp(torch.ones_like(amax), -torch.frexp(amax).exponent)
     eye = torch.eye(n, dtype=A.dtype, device=A.device).unsqueeze(-1).expand(n, n, N)
-    # Built out of place, so that under torch.func.vmap X is batched like A.
-    X = torch.cat([A.permute(2, 1, 0) * scale, eye], dim=1)
+    # Out of place, so that under torch.func.vmap X is batched like A; a copy, never A itself
+    # (which `contiguous` would return for 1×1 blocks, to be scaled in place).
+    columns = A.permute(2, 1, 0).clone(memory_format=torch.contiguous_format).mul_(scale)
+    X = torch.cat([columns, eye], dim=1)
     tiny = torch.finfo(A.dtype).tiny
     sweeps = SWEEPS[A.dtype] if n == 3 else 2
     pairs = _PAIRS[: n * (n - 1) // 2]
@@ -112,8 +115,16 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             Q.mul_(c).addcmul_(P, s)
             P.copy_(new_p)
     norms = torch.linalg.vecdot(X[:, :m], X[:, :m], dim=1)
-    order = norms.argsort(dim=0, descending=True)
-    X = X.gather(0, order.unsqueeze(1).expand_as(X))
+    # A sorting network of compare-and-swaps: cheaper than argsort and a gather of X.
+    for p, q in _SORT[n]:
+        swap = norms[q] > norms[p]
+        P, Q = X[p], X[q]
+        larger = torch.where(swap, Q, P)
+        Q.copy_(torch.where(swap, P, Q))
+        P.copy_(larger)
+        larger = torch.maximum(norms[p], norms[q])
+        norms[q] = torch.minimum(norms[p], norms[q])
+        norms[p] = larger
     return X, scale
 
 
@@ -166,8 +177,7 @@ def decompose(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     """``torch.linalg.svd(A, full_matrices=False)`` for real ``(..., m, n)``, m, n ≤ 3, no autograd.
 
     Same contract: ``S`` descending and ≥ 0, ``U`` and ``Vh`` with orthonormal columns and rows,
-    ``A = U diag(S) Vh`` to rounding (relative to σ_max). Like LAPACK's, the outputs are strided
-    views (not contiguous).
+    ``A = U diag(S) Vh`` to rounding (relative to σ_max).
 
     Examples
     --------
@@ -192,15 +202,16 @@ def decompose(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 def _assemble(
     Uc: torch.Tensor, S: torch.Tensor, Vc: torch.Tensor, batch: torch.Size
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """U, S, Vh of shapes (*batch, m, k), (*batch, k), (*batch, k, n) from column stacks.
+    """Contiguous U, S, Vh of shapes (*batch, m, k), (*batch, k), (*batch, k, n) from stacks.
 
-    The results are views of contiguous stacks, built the same way for the outputs and for
-    their tangents: forward-mode AD requires a tangent to have the layout of its primal.
+    Contiguous, because batched matrix products of the results (U @ Vh, ...) are several
+    times slower on the stacks' layout (batch index fastest) than the copy; and built the same
+    way for the outputs and their tangents, as forward-mode AD requires.
     """
     (k, m, _), n = Uc.shape, Vc.shape[1]
-    U = Uc.contiguous().permute(2, 1, 0).reshape(*batch, m, k)
-    Vh = Vc.contiguous().permute(2, 0, 1).reshape(*batch, k, n)
-    return U, S.contiguous().T.reshape(*batch, k), Vh
+    U = Uc.permute(2, 1, 0).reshape(*batch, m, k).contiguous()
+    Vh = Vc.permute(2, 0, 1).reshape(*batch, k, n).contiguous()
+    return U, S.T.reshape(*batch, k).contiguous(), Vh
 
 
 def _reciprocals(
@@ -228,12 +239,19 @@ def _reciprocals(
 
 def _mm(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """[i, j] = Σ_r X[i, r] Y[j, r] for column stacks X (a, r, N), Y (b, r, N): XᵀY per matrix."""
-    return (X.unsqueeze(1) * Y.unsqueeze(0)).sum(2)
+    # One multiply-add per r ≤ 3: no (a, b, r, N) temporary.
+    out = X[:, None, 0] * Y[None, :, 0]
+    for r in range(1, X.shape[1]):
+        out = out.addcmul(X[:, None, r], Y[None, :, r])
+    return out
 
 
 def _combine(C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """Column stack of X C: [j] = Σ_i X[i] C[i, j] for X (a, r, N), C (a, b, N)."""
-    return (X.unsqueeze(1) * C.unsqueeze(2)).sum(0)
+    out = X[0, None] * C[0, :, None]
+    for i in range(1, X.shape[0]):
+        out = out.addcmul(X[i, None], C[i, :, None])
+    return out
 
 
 def _backward_tall(
@@ -282,7 +300,10 @@ def _backward_tall(
     if T is not None:
         UC = UC + T
     # Ā_il = Σ_j (U C)_ij V_lj.
-    return (UC.unsqueeze(2) * Vc.unsqueeze(1)).sum(0)
+    out = UC[0, :, None] * Vc[0, None]
+    for j in range(1, k):
+        out = out.addcmul(UC[j, :, None], Vc[j, None])
+    return out
 
 
 def _jvp_tall(
@@ -343,10 +364,10 @@ class _SmallSVD(torch.autograd.Function):
         k = S.shape[-1]
         gA = _backward_tall(
             _cols(U),
-            S.reshape(-1, k).T,
+            S.reshape(-1, k).T.contiguous(),
             _cols(Vh.mT),
             None if gU is None else _cols(gU),
-            None if gS is None else gS.reshape(-1, k).T,
+            None if gS is None else gS.reshape(-1, k).T.contiguous(),
             None if gVh is None else _cols(gVh.mT),
             ctx.tie_rtol,
             ctx.zero_rtol,
@@ -365,7 +386,7 @@ class _SmallSVD(torch.autograd.Function):
         batch, k = S.shape[:-1], S.shape[-1]
         dUc, dS, dVc = _jvp_tall(
             _cols(U),
-            S.reshape(-1, k).T,
+            S.reshape(-1, k).T.contiguous(),
             _cols(Vh.mT),
             _cols(dA),
             ctx.tie_rtol,
@@ -378,8 +399,11 @@ class _SmallSVD(torch.autograd.Function):
 
 
 def _cols(X: torch.Tensor) -> torch.Tensor:
-    """(..., r, c) → column stack (c, r, N): [j, i] = X[..., i, j], batch flattened last."""
-    return X.reshape(-1, X.shape[-2], X.shape[-1]).permute(2, 1, 0)
+    """(..., r, c) → column stack (c, r, N): [j, i] = X[..., i, j], batch flattened last.
+
+    Copied to contiguous: every elementwise op that follows runs along the batch.
+    """
+    return X.reshape(-1, X.shape[-2], X.shape[-1]).permute(2, 1, 0).contiguous()
 
 
 def _t(X: torch.Tensor | None) -> torch.Tensor | None:
