@@ -114,6 +114,22 @@ def test_contract_of_torch_linalg_svd(m: int, n: int, dtype: torch.dtype, device
             raise AssertionError(f"{m}x{n} {dtype} {name}") from err
 
 
+@pytest.mark.parametrize(("dtype", "size"), [(F64, 1e-310), (F32, 1e-40), (F64, 1e300)])
+def test_subnormal_and_near_overflow_entries(dtype: torch.dtype, size: float) -> None:
+    A = (weights((64, 3, 3), F64, seed=21) * size).to(dtype)
+    U, S, Vh = _small.decompose(A)
+    eye = torch.eye(3, dtype=dtype)
+    assert float((U.mT @ U - eye).abs().max()) <= ORTH * _eps(dtype)
+    assert float((Vh @ Vh.mT - eye).abs().max()) <= ORTH * _eps(dtype)
+    # Subnormal entries carry an absolute error of half their spacing, not eps relative.
+    spacing = float(torch.finfo(dtype).smallest_normal) * _eps(dtype)
+    ref = torch.linalg.svdvals(A.double())
+    tol = VALUES * _eps(dtype) * ref[..., :1] + 16 * spacing
+    assert bool(((S.double() - ref).abs() <= tol).all())
+    rec = ((U * S.unsqueeze(-2)) @ Vh - A).abs()
+    assert bool((rec <= REC * _eps(dtype) * S[..., :1, None] + 16 * spacing).all())
+
+
 def test_batch_shapes_and_strides() -> None:
     A = weights((2, 3, 1600, 3, 2), F64, seed=1)
     U, S, Vh = _small.decompose(A)

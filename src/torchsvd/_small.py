@@ -9,7 +9,7 @@ ops over all N matrices at once: no compiled extension, the same code on CPU and
 Algorithm (A of shape m×n, transposed first when m < n so that m ≥ n = k):
 
 1. Scale A by a power of two so that max |a_ij| ∈ [1/2, 1) (exact; it keeps AᵀA far from overflow
-   and underflow for inputs from 1e-30 to 1e30 and is undone exactly on S).
+   and underflow for inputs from subnormal to huge and is undone exactly on S).
 2. One-sided (Hestenes) Jacobi: rotate pairs of columns of B = A V, V ← V J, with the exact
    rotation that makes them orthogonal, cyclically over the pairs (0, 1), (0, 2), (1, 2). The
    rotation is computed from the column inner products of the current B, so the columns end up
@@ -51,6 +51,7 @@ References
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -87,7 +88,11 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-3 for A of shape (N, m, n), m ≥ n: X (n, m + n, N) with X[j] = [b_j; v_j], scale."""
     N, m, n = A.shape
     amax = A.abs().amax((-2, -1))
-    scale = torch.ldexp(torch.ones_like(amax), -torch.frexp(amax).exponent)
+    # 2^-e with max |a_ij| = f·2^e, f ∈ [1/2, 1); e is bounded below so that 2^-e stays finite
+    # when every entry is subnormal (they are then scaled to at least 2^-51, far from underflow).
+    max_exponent = math.frexp(torch.finfo(A.dtype).max)[1]
+    exponent = torch.frexp(amax).exponent.clamp_min_(1 - max_exponent)
+    scale = torch.ldexp(torch.ones_like(amax), -exponent)
     eye = torch.eye(n, dtype=A.dtype, device=A.device).unsqueeze(-1).expand(n, n, N)
     # Out of place, so that under torch.func.vmap X is batched like A; a copy, never A itself
     # (which `contiguous` would return for 1×1 blocks, to be scaled in place).
