@@ -292,6 +292,27 @@ def test_gradients_at_ties_zeros_and_extreme_scales(scale: float) -> None:
     torch.testing.assert_close(g * scale, ref * scale, atol=1e-7, rtol=1e-6)
 
 
+@pytest.mark.parametrize(("m", "n"), [(3, 3), (3, 2), (2, 3)])
+def test_cotangents_of_single_outputs(m: int, n: int) -> None:
+    """Unused outputs get no cotangent (None, not zeros): each alone gives the right gradient."""
+    A = _batch_with(torch.tensor([[3.0, 2.0, 1.0][: min(m, n)]], dtype=F64), m, n, seed=22)
+    W = weights((1, m, m), F64, seed=23)
+    for pick in (
+        lambda U, S, Vh: S.square().sum(),
+        lambda U, S, Vh: (projector(U[..., :1]) * W).sum(),
+        lambda U, S, Vh: projector(Vh.mT[..., 1:2]).diagonal(dim1=-2, dim2=-1).square().sum(),
+    ):
+
+        def loss(X: torch.Tensor) -> torch.Tensor:
+            return pick(*_small.svd(X, TIE))  # noqa: B023
+
+        Ag = A.clone().requires_grad_()
+        (g,) = torch.autograd.grad(loss(Ag), Ag)
+        torch.testing.assert_close(g, numerical_gradient(loss, A), atol=1e-8, rtol=1e-6)
+    # No cotangent at all (a caller with its own rule, as the spectral functions): no work.
+    assert _small._SmallSVD.backward(None, None, None, None) == (None, None, None)
+
+
 def test_double_backward_and_gradcheck() -> None:
     A = _batch_with(torch.tensor([[3.0, 2.0, 1.0], [2.0, 2.0, 1.0]], dtype=F64), 3, 3, seed=14)
     A.requires_grad_()

@@ -356,11 +356,16 @@ class _SmallSVD(torch.autograd.Function):
         ctx.broadening = broadening
         ctx.save_for_backward(*output)
         ctx.save_for_forward(*output)
+        # Callers that differentiate through their own rule (the spectral functions) leave all
+        # three cotangents None: then no backward work is done at all.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(
         ctx: Any, gU: torch.Tensor | None, gS: torch.Tensor | None, gVh: torch.Tensor | None
-    ) -> tuple[torch.Tensor, None, None]:
+    ) -> tuple[torch.Tensor | None, None, None]:
+        if gU is None and gS is None and gVh is None:
+            return None, None, None
         U, S, Vh = ctx.saved_tensors
         m, n = U.shape[-2], Vh.shape[-1]
         if m < n:  # Aᵀ = V S Uᵀ is tall: swap the roles of U and V
