@@ -5,6 +5,7 @@ from torchsvd import testing as testing
 from torchsvd._errors import ConvergenceError as ConvergenceError
 from torchsvd._errors import DegenerateGradientWarning as DegenerateGradientWarning
 from torchsvd._operators import LinearOperator as LinearOperator
+from torchsvd._pca import pca as pca
 from torchsvd._procrustes import procrustes as procrustes
 from torchsvd._spectral import clip_singular_values as clip_singular_values
 from torchsvd._spectral import polar as polar
@@ -31,6 +32,7 @@ __all__ = [
     "nn",
     "null_space",
     "orth",
+    "pca",
     "polar",
     "procrustes",
     "spectral_norm",
