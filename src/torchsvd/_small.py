@@ -162,10 +162,10 @@ def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Ten
         sign = torch.copysign(torch.ones((), dtype=X.dtype, device=X.device), S[-1])
         Uc[-1].mul_(sign)
     # The other entries can only be negative below `tiny` (the rows kept above), negligible
-    # against σ_max ≥ 1/2 of the scaled A.
+    # against σ_max ≥ max |a_ij| of the scaled A (1/2 unless every entry is subnormal).
     S = S.abs()
-    # R_jj ≤ R_{j-1,j-1} in exact arithmetic (sorted columns, projections shorten them): only
-    # rounding at a tie can break the order, by an ulp, and the minimum restores it.
+    # The columns of B are orthogonal to rounding, so R_jj is |b_j| to rounding, in the sorted
+    # order: only rounding at a tie can break it, by ulps of σ_max, and the minimum restores it.
     S = torch.cummin(S, dim=0).values
     return Uc, S
 
