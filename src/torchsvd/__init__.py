@@ -6,6 +6,7 @@ from torchsvd._errors import ConvergenceError as ConvergenceError
 from torchsvd._errors import DegenerateGradientWarning as DegenerateGradientWarning
 from torchsvd._operators import LinearOperator as LinearOperator
 from torchsvd._pca import pca as pca
+from torchsvd._procrustes import procrustes as procrustes
 from torchsvd._spectral import clip_singular_values as clip_singular_values
 from torchsvd._spectral import polar as polar
 from torchsvd._spectral import svd_apply as svd_apply
@@ -33,6 +34,7 @@ __all__ = [
     "orth",
     "pca",
     "polar",
+    "procrustes",
     "spectral_norm",
     "svd",
     "svd_apply",

@@ -100,6 +100,7 @@ from typing import Any
 
 import torch
 
+from torchsvd import _small
 from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._validate import (
     check_matrix,
@@ -759,6 +760,8 @@ def svd(
     work = A.to(dtype)
     if A.numel() == 0:
         U, S, Vh = torch.linalg.svd(work, full_matrices=full_matrices)
+    elif _small.eligible(work, full_matrices):
+        U, S, Vh = _small.svd(work, rtol_value, float(broadening))
     else:
         fn = _SVDReverse if torch.compiler.is_compiling() else _SVD
         U, S, Vh = fn.apply(work, full_matrices, tie_value, float(broadening))

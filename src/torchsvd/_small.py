@@ -1,0 +1,432 @@
+r"""Batched SVD of real matrices with at most three rows and columns, in elementwise torch ops.
+
+3D vision (rotation fitting, point-cloud registration), graphics and physics (deformation
+gradients) decompose millions of 2×2 and 3×3 matrices at a time, where a per-matrix LAPACK call
+costs far more than the arithmetic. Here every matrix entry of the whole batch is one tensor of
+shape (N,) ("struct of arrays"), and each step of the algorithm is a handful of elementwise torch
+ops over all N matrices at once: no compiled extension, the same code on CPU and CUDA.
+
+Algorithm (A of shape m×n, transposed first when m < n so that m ≥ n = k):
+
+1. Scale A by a power of two so that max |a_ij| ∈ [1/2, 1) (exact; it keeps AᵀA far from overflow
+   and underflow for inputs from subnormal to huge and is undone exactly on S).
+2. One-sided (Hestenes) Jacobi: rotate pairs of columns of B = A V, V ← V J, with the exact
+   rotation that makes them orthogonal, cyclically over the pairs (0, 1), (0, 2), (1, 2). The
+   rotation is computed from the column inner products of the current B, so the columns end up
+   orthogonal *relative to their own norms*, also for tiny ones: this is the accurate way to use
+   the Gram matrix BᵀB (Demmel & Veselić 1992), where Jacobi on AᵀA itself leaves errors of
+   eps·σ_max²/σ_i in the small singular directions.
+3. Sort the columns of B (and V) by norm, descending.
+4. QR of B by Givens rotations, B = Q R. Q is a product of exact rotations, hence orthogonal to
+   rounding, and completes the basis where B has zero columns (rank-deficient A). R is diagonal up
+   to the rounding of step 2, so U = Q[:, :k], S = diag(R) (sign moved into U).
+
+A sweep of one-sided Jacobi is a sweep of cyclic Jacobi on BᵀB, which converges quadratically for
+a 3×3 symmetric matrix, also with multiple or clustered eigenvalues (Henrici 1958; Hari 1991):
+once the columns are nearly orthogonal each sweep roughly squares the largest relative column
+inner product |b_pᵀ b_q| / (|b_p| |b_q|). Measured over random, graded, rank-deficient,
+triangular, nearly diagonal and (nearly) tied inputs: two sweeps can leave it near 1, three
+bring it below ~1e-3, four to rounding level in float32 and in float64; float64 runs a fifth as a
+margin. The tests check these counts. 2×2 and tall 3×2 blocks have a single
+pair, which one rotation makes orthogonal; a second rotation removes its rounding.
+
+The backward (and forward-mode) rule is the one of the general `torchsvd.svd` (partial fractions
+of 1/(σ_j² − σ_i²), the tie part masked at ``tie_rtol·σ_max``, zeros at ``max(m, n)·eps·σ_max``),
+written with the same layout: each k×k or m×k product is one broadcast multiply and one sum over
+a dimension of size at most 3.
+
+References
+----------
+.. [1] A. McAdams, A. Selle, R. Tamstorf, J. Teran, E. Sifakis, "Computing the singular value
+       decomposition of 3x3 matrices with minimal branching and elementary floating point
+       operations", University of Wisconsin–Madison technical report TR1690, 2011.
+.. [2] J. Demmel, K. Veselić, "Jacobi's method is more accurate than QR", SIAM J. Matrix Anal.
+       Appl. 13(4), 1992.
+.. [3] P. Henrici, "On the speed of convergence of cyclic and quasicyclic Jacobi methods for
+       computing eigenvalues of Hermitian matrices", J. SIAM 6(2), 1958.
+.. [4] V. Hari, "On sharp quadratic convergence bounds for the serial Jacobi methods",
+       Numer. Math. 60, 1991.
+.. [5] J. Townsend, "Differentiating the singular value decomposition", 2016.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from torchsvd import _svd
+from torchsvd._validate import is_transformed, rank_rtol
+
+__all__ = ["MIN_BATCH", "SWEEPS", "decompose", "eligible", "svd"]
+
+#: Jacobi sweeps over the three column pairs of a 3-column block, per dtype (module docstring).
+SWEEPS = {torch.float32: 4, torch.float64: 5}
+
+#: Smallest number of matrices for which `torchsvd.svd` takes this path: every op here costs a
+#: fixed dispatch time, so below this LAPACK's per-matrix loop is faster.
+MIN_BATCH = 512
+
+_PAIRS = ((0, 1), (0, 2), (1, 2))
+_SORT = {1: (), 2: ((0, 1),), 3: ((0, 1), (1, 2), (0, 1))}
+
+
+def eligible(A: torch.Tensor, full_matrices: bool) -> bool:
+    """Whether ``svd`` below handles ``A``: real float32/float64, m, n ≤ 3, reduced, big batch."""
+    m, n = A.shape[-2], A.shape[-1]
+    return (
+        A.dtype in SWEEPS
+        and m <= 3
+        and n <= 3
+        and (not full_matrices or m == n)
+        and A.numel() >= MIN_BATCH * m * n
+    )
+
+
+def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 for A of shape (N, m, n), m ≥ n: X (n, m + n, N) with X[j] = [b_j; v_j], scale."""
+    N, m, n = A.shape
+    amax = A.abs().amax((-2, -1))
+    # 2^-e with max |a_ij| = f·2^e, f ∈ [1/2, 1); e is bounded below so that 2^-e stays finite
+    # when every entry is subnormal (they are then scaled to at least 2^-51, far from underflow).
+    max_exponent = math.frexp(torch.finfo(A.dtype).max)[1]
+    exponent = torch.frexp(amax).exponent.clamp_min_(1 - max_exponent)
+    scale = torch.ldexp(torch.ones_like(amax), -exponent)
+    eye = torch.eye(n, dtype=A.dtype, device=A.device).unsqueeze(-1).expand(n, n, N)
+    # Out of place, so that under torch.func.vmap X is batched like A; a copy, never A itself
+    # (which `contiguous` would return for 1×1 blocks, to be scaled in place).
+    columns = A.permute(2, 1, 0).clone(memory_format=torch.contiguous_format).mul_(scale)
+    X = torch.cat([columns, eye], dim=1)
+    tiny = torch.finfo(A.dtype).tiny
+    sweeps = SWEEPS[A.dtype] if n == 3 else 2
+    pairs = _PAIRS[: n * (n - 1) // 2]
+    for _ in range(sweeps if pairs else 0):
+        for p, q in pairs:
+            P, Q = X[p], X[q]
+            bp, bq = P[:m], Q[:m]
+            alpha = torch.linalg.vecdot(bp, bp, dim=0)
+            beta = torch.linalg.vecdot(bq, bq, dim=0)
+            gamma2 = torch.linalg.vecdot(bp, bq, dim=0).mul_(2)
+            # tan θ of the rotation that diagonalises [[α, γ], [γ, β]], the smaller of the two
+            # (|t| ≤ 1): t = 2γ / (d + sign(d)·√(d² + 4γ²)), d = β − α (Golub & Van Loan §8.5).
+            d = beta.sub_(alpha)
+            den = torch.hypot(d, gamma2).add_(d.abs()).clamp_min_(tiny)
+            t = gamma2.div_(torch.copysign(den, d))
+            c = t.square().add_(1).rsqrt_()
+            s = t.mul_(c)
+            new_p = P * c
+            new_p.addcmul_(Q, s, value=-1)
+            Q.mul_(c).addcmul_(P, s)
+            P.copy_(new_p)
+    norms = torch.linalg.vecdot(X[:, :m], X[:, :m], dim=1)
+    # A sorting network of compare-and-swaps: cheaper than argsort and a gather of X.
+    for p, q in _SORT[n]:
+        swap = norms[q] > norms[p]
+        P, Q = X[p], X[q]
+        larger = torch.where(swap, Q, P)
+        Q.copy_(torch.where(swap, P, Q))
+        P.copy_(larger)
+        larger = torch.maximum(norms[p], norms[q])
+        norms[q] = torch.minimum(norms[p], norms[q])
+        norms[p] = larger
+    return X, scale
+
+
+def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 4: U columns (n, m, N) and S (n, N) from the sorted X of `_jacobi`."""
+    N = X.shape[-1]
+    eye = torch.eye(m, dtype=X.dtype, device=X.device).unsqueeze(-1).expand(m, m, N)
+    # Y[i] = [row i of B; row i of W], W the accumulated rotations: R = W B, Q = Wᵀ.
+    Y = torch.cat([X[:, :m].transpose(0, 1), eye], dim=1)
+    tiny = torch.finfo(X.dtype).tiny
+    for j in range(n):
+        for i in range(j + 1, m):
+            x, y = Y[j, j], Y[i, j]
+            r = torch.hypot(x, y)
+            # Below the normal range x/r and y/r lose the identity c² + s² = 1: keep the rows
+            # (c, s) ≈ (1, 0) there, which leaves an entry below `tiny` in R.
+            zero = r < tiny
+            r.masked_fill_(zero, 1)
+            c = (x / r).add_(zero)
+            s = y / r
+            P, Q = Y[j, j:], Y[i, j:]
+            new_p = P * c
+            new_p.addcmul_(Q, s)
+            Q.mul_(c).addcmul_(P, s, value=-1)
+            P.copy_(new_p)
+    S = Y[:n, :n].diagonal(dim1=0, dim2=1).T  # (n, N)
+    Uc = Y[:n, n:]  # row j of W is column j of U
+    if n == m:
+        # Every diagonal entry of R but the last is a rotation's hypot, hence ≥ 0.
+        sign = torch.copysign(torch.ones((), dtype=X.dtype, device=X.device), S[-1])
+        Uc[-1].mul_(sign)
+    # The other entries can only be negative below `tiny` (the rows kept above), negligible
+    # against σ_max ≥ max |a_ij| of the scaled A (1/2 unless every entry is subnormal).
+    S = S.abs()
+    # The columns of B are orthogonal to rounding, so R_jj is |b_j| to rounding, in the sorted
+    # order: only rounding at a tie can break it, by ulps of σ_max, and the minimum restores it.
+    S = torch.cummin(S, dim=0).values
+    return Uc, S
+
+
+def _decompose_tall(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U (k, m, N) columns, S (k, N), V (k, n, N) columns for A (N, m, n) with m ≥ n = k."""
+    _, m, n = A.shape
+    X, scale = _jacobi(A)
+    Uc, S = _givens_qr(X, m, n)
+    return Uc, S / scale, X[:, m:]
+
+
+def decompose(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.linalg.svd(A, full_matrices=False)`` for real ``(..., m, n)``, m, n ≤ 3, no autograd.
+
+    Same contract: ``S`` descending and ≥ 0, ``U`` and ``Vh`` with orthonormal columns and rows,
+    ``A = U diag(S) Vh`` to rounding (relative to σ_max).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torchsvd._small import decompose
+    >>> A = torch.tensor([[3.0, 0.0], [4.0, 5.0]], dtype=torch.float64)
+    >>> U, S, Vh = decompose(A)
+    >>> S
+    tensor([6.7082, 2.2361], dtype=torch.float64)
+    >>> torch.allclose(U @ torch.diag(S) @ Vh, A)
+    True
+    """
+    m, n = A.shape[-2], A.shape[-1]
+    flat = A.reshape(-1, m, n)
+    if m >= n:
+        Uc, S, Vc = _decompose_tall(flat)
+    else:
+        Vc, S, Uc = _decompose_tall(flat.mT)
+    return _assemble(Uc, S, Vc, A.shape[:-2])
+
+
+def _assemble(
+    Uc: torch.Tensor, S: torch.Tensor, Vc: torch.Tensor, batch: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Contiguous U, S, Vh of shapes (*batch, m, k), (*batch, k), (*batch, k, n) from stacks.
+
+    Contiguous, because batched matrix products of the results (U @ Vh, ...) are several
+    times slower on the stacks' layout (batch index fastest) than the copy; and built the same
+    way for the outputs and their tangents, as forward-mode AD requires.
+    """
+    (k, m, _), n = Uc.shape, Vc.shape[1]
+    U = Uc.permute(2, 1, 0).reshape(*batch, m, k).contiguous()
+    Vh = Vc.permute(2, 0, 1).reshape(*batch, k, n).contiguous()
+    return U, S.T.reshape(*batch, k).contiguous(), Vh
+
+
+def _reciprocals(
+    S: torch.Tensor, tie_rtol: float, zero_rtol: float, broadening: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """D (k, k, N) = 1/(σ_j − σ_i), E = 1/(σ_j + σ_i), 1/σ (k, N), masked; separated pairs.
+
+    As `torchsvd._svd.gauge_reciprocals`, for S of shape (k, N): D is zero at ties
+    (|σ_j − σ_i| ≤ tie_rtol·σ_max), E and 1/σ at zeros (≤ zero_rtol·σ_max).
+    """
+    smax = S[:1]
+    diff = S.unsqueeze(0) - S.unsqueeze(1)  # [i, j] = σ_j − σ_i
+    total = S.unsqueeze(0) + S.unsqueeze(1)
+    separated = diff.abs() > tie_rtol * smax
+    d = torch.where(separated, diff, torch.inf)
+    if broadening > 0:
+        D = (d + (broadening * smax) ** 2 / d).reciprocal()
+    else:
+        D = d.reciprocal()
+    zero_tol = zero_rtol * smax
+    E = torch.where(total > zero_tol, total, torch.inf).reciprocal()
+    inv_s = torch.where(S > zero_tol, S, torch.inf).reciprocal()
+    return D, E, inv_s, separated
+
+
+def _mm(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """[i, j] = Σ_r X[i, r] Y[j, r] for column stacks X (a, r, N), Y (b, r, N): XᵀY per matrix."""
+    # One multiply-add per r ≤ 3: no (a, b, r, N) temporary.
+    out = X[:, None, 0] * Y[None, :, 0]
+    for r in range(1, X.shape[1]):
+        out = out.addcmul(X[:, None, r], Y[None, :, r])
+    return out
+
+
+def _combine(C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Column stack of X C: [j] = Σ_i X[i] C[i, j] for X (a, r, N), C (a, b, N)."""
+    out = X[0, None] * C[0, :, None]
+    for i in range(1, X.shape[0]):
+        out = out.addcmul(X[i, None], C[i, :, None])
+    return out
+
+
+def _backward_tall(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    Vc: torch.Tensor,
+    gUc: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    gVc: torch.Tensor | None,
+    tie_rtol: float,
+    zero_rtol: float,
+    broadening: float,
+) -> torch.Tensor:
+    """Ā as (m, n, N) for m ≥ n = k, from column stacks (see `torchsvd._svd.svd_backward`).
+
+    Ā = [U C + Ū Σ⁻¹] Vᵀ with C = ½ (J + K)∘D + ½ (J − K)∘E + diag(S̄) − (UᵀŪ) Σ⁻¹, where
+    J = UᵀŪ − ŪᵀU, K = VᵀV̄ − V̄ᵀV (the last term and Ū Σ⁻¹ only for m > k).
+    """
+    k, m, N = Uc.shape
+    D, E, inv_s, separated = _reciprocals(S, tie_rtol, zero_rtol, broadening)
+    zero = torch.zeros((k, k, N), dtype=S.dtype, device=S.device)
+    M = _mm(Uc, gUc) if gUc is not None else zero
+    J = M - M.transpose(0, 1)
+    Kh = _mm(Vc, gVc) if gVc is not None else zero
+    K = Kh - Kh.transpose(0, 1)
+    if not is_transformed(S):
+        # The general check, on views in its (..., k, k) layout; it returns after comparing the
+        # k − 1 gaps of S when nothing is tied.
+        _svd._warn_if_gauge_dependent(
+            J.permute(2, 0, 1),
+            K.permute(2, 0, 1),
+            S.T,
+            separated.permute(2, 0, 1),
+            inv_s.T,
+            tie_rtol,
+            tuple(g.permute(2, 1, 0) for g in (gUc, gVc) if g is not None),
+        )
+    C = 0.5 * ((J + K) * D + (J - K) * E)
+    if gS is not None:
+        C = C + torch.diag_embed(gS.T, dim1=0, dim2=1)
+    T = None
+    if m > k and gUc is not None:
+        C = C - M * inv_s.unsqueeze(0)
+        T = gUc * inv_s.unsqueeze(1)
+    UC = _combine(C, Uc)
+    if T is not None:
+        UC = UC + T
+    # Ā_il = Σ_j (U C)_ij V_lj.
+    out = UC[0, :, None] * Vc[0, None]
+    for j in range(1, k):
+        out = out.addcmul(UC[j, :, None], Vc[j, None])
+    return out
+
+
+def _jvp_tall(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    Vc: torch.Tensor,
+    dA: torch.Tensor,
+    tie_rtol: float,
+    zero_rtol: float,
+    broadening: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dU, dS, dV) as column stacks for m ≥ n = k, dA given as its columns (n, m, N).
+
+    The forward rule of `torchsvd._svd` (the map whose adjoint is `_backward_tall`):
+    dP = Uᵀ dA V, Ω_U = ½ ((dP + dPᵀ)∘D + (dP − dPᵀ)∘E), Ω_V = ½ ((dP + dPᵀ)∘D − (dP − dPᵀ)∘E),
+    dU = U Ω_U + (dA V − U dP) Σ⁻¹, dV = V Ω_V, dS = diag(dP).
+    """
+    k, m, _ = Uc.shape
+    D, E, inv_s, _ = _reciprocals(S, tie_rtol, zero_rtol, broadening)
+    dAV = _combine(Vc.transpose(0, 1), dA)  # columns of dA V: Σ_l dA[l] V[l, j]
+    dP = _mm(Uc, dAV)  # [i, j] = u_iᵀ (dA V)_j
+    herm, skew = dP + dP.transpose(0, 1), dP - dP.transpose(0, 1)
+    hD, sE = herm * D, skew * E
+    dU = _combine(0.5 * (hD + sE), Uc)
+    dV = _combine(0.5 * (hD - sE), Vc)
+    if m > k:
+        dU = dU + (dAV - _combine(dP, Uc)) * inv_s.unsqueeze(1)
+    return dU, dP.diagonal(dim1=0, dim2=1).T, dV
+
+
+class _SmallSVD(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        A: torch.Tensor, tie_rtol: float, broadening: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return decompose(A)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        A, tie_rtol, broadening = inputs
+        ctx.tie_rtol = tie_rtol
+        ctx.zero_rtol = rank_rtol(A.shape[-2], A.shape[-1], A.dtype)
+        ctx.broadening = broadening
+        ctx.save_for_backward(*output)
+        ctx.save_for_forward(*output)
+        # Callers that differentiate through their own rule (the spectral functions) leave all
+        # three cotangents None: then no backward work is done at all.
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(
+        ctx: Any, gU: torch.Tensor | None, gS: torch.Tensor | None, gVh: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None, None]:
+        if gU is None and gS is None and gVh is None:
+            return None, None, None
+        U, S, Vh = ctx.saved_tensors
+        m, n = U.shape[-2], Vh.shape[-1]
+        if m < n:  # Aᵀ = V S Uᵀ is tall: swap the roles of U and V
+            U, Vh, gU, gVh = Vh.mT, U.mT, _t(gVh), _t(gU)
+        batch, (mt, nt) = U.shape[:-2], (U.shape[-2], Vh.shape[-1])
+        k = S.shape[-1]
+        gA = _backward_tall(
+            _cols(U),
+            S.reshape(-1, k).T.contiguous(),
+            _cols(Vh.mT),
+            None if gU is None else _cols(gU),
+            None if gS is None else gS.reshape(-1, k).T.contiguous(),
+            None if gVh is None else _cols(gVh.mT),
+            ctx.tie_rtol,
+            ctx.zero_rtol,
+            ctx.broadening,
+        ).permute(2, 0, 1)
+        gA = gA.reshape(*batch, mt, nt)
+        return (gA.mT if m < n else gA), None, None
+
+    @staticmethod
+    def jvp(ctx: Any, dA: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        U, S, Vh = ctx.saved_tensors
+        m, n = U.shape[-2], Vh.shape[-1]
+        wide = m < n
+        if wide:
+            U, Vh, dA = Vh.mT, U.mT, dA.mT
+        batch, k = S.shape[:-1], S.shape[-1]
+        dUc, dS, dVc = _jvp_tall(
+            _cols(U),
+            S.reshape(-1, k).T.contiguous(),
+            _cols(Vh.mT),
+            _cols(dA),
+            ctx.tie_rtol,
+            ctx.zero_rtol,
+            ctx.broadening,
+        )
+        if wide:
+            return _assemble(dVc, dS, dUc, batch)
+        return _assemble(dUc, dS, dVc, batch)
+
+
+def _cols(X: torch.Tensor) -> torch.Tensor:
+    """(..., r, c) → column stack (c, r, N): [j, i] = X[..., i, j], batch flattened last.
+
+    Copied to contiguous: every elementwise op that follows runs along the batch.
+    """
+    return X.reshape(-1, X.shape[-2], X.shape[-1]).permute(2, 1, 0).contiguous()
+
+
+def _t(X: torch.Tensor | None) -> torch.Tensor | None:
+    return None if X is None else X.mT
+
+
+def svd(
+    A: torch.Tensor, tie_rtol: float, broadening: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Differentiable reduced SVD of an `eligible` A (validated by the caller).
+
+    Ties are ``|σ_i − σ_j| ≤ tie_rtol·σ_max``, zeros ``σ ≤ max(m, n)·eps·σ_max``; ``broadening``
+    as in `torchsvd.svd`. The backward and forward-mode rules are those of `torchsvd.svd`.
+    """
+    U, S, Vh = _SmallSVD.apply(A, tie_rtol, broadening)
+    return U, S, Vh
