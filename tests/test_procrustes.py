@@ -11,13 +11,6 @@ import torchsvd
 from _helpers import C128, F32, F64, weights
 from torchsvd.testing import numerical_gradient, random_unitary
 
-# polar(M, special=True) is being added to torchsvd.polar; these tests pass once it is merged.
-# (Remove the xfail markers then.)
-needs_special_polar = pytest.mark.xfail(
-    strict=False, reason="polar(special=True) not merged yet", raises=TypeError
-)
-
-
 def _clouds(batch: tuple[int, ...], N: int, n: int, seed: int, noise: float = 1e-2):
     A = weights((*batch, N, n), F64, seed)
     Q = random_unitary(n, batch=batch, seed=seed + 1)
@@ -113,7 +106,6 @@ def test_gradient_at_exact_fit_of_a_symmetric_cloud() -> None:
     torch.testing.assert_close(g, numerical_gradient(loss, B), atol=1e-8, rtol=1e-6)
 
 
-@needs_special_polar
 def test_special_gives_the_best_rotation_of_a_mirrored_cloud() -> None:
     A, B, _ = _clouds((8,), 30, 3, seed=15, noise=0.1)
     B = B * torch.tensor([1.0, 1.0, -1.0], dtype=F64)  # mirrored: the best orthogonal R reflects
@@ -127,7 +119,6 @@ def test_special_gives_the_best_rotation_of_a_mirrored_cloud() -> None:
         np.testing.assert_allclose(R[i].numpy(), U @ np.diag([1, 1, d]) @ Vh, atol=1e-12)
 
 
-@needs_special_polar
 def test_special_fits_a_planar_cloud() -> None:
     """Coplanar points: M has rank 2 and the rotation is still unique."""
     A = weights((20, 3), F64, seed=16)
@@ -138,7 +129,6 @@ def test_special_fits_a_planar_cloud() -> None:
     torch.testing.assert_close(R, Q, atol=1e-12, rtol=0)
 
 
-@needs_special_polar
 def test_special_gradient_matches_central_differences() -> None:
     A, B, _ = _clouds((), 7, 3, seed=18, noise=0.3)
     W = weights((3, 3), F64, seed=19)

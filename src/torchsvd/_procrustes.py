@@ -112,7 +112,7 @@ def procrustes(
     else:
         M = (A * _check_weights(weights, A).unsqueeze(-1)).mH @ B
     if special:
-        return polar(M, special=True)  # type: ignore[call-arg]
+        return polar(M, special=True)
     return polar(M)
 
 

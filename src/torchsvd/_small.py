@@ -259,6 +259,43 @@ def _combine(C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _warn(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    gUc: torch.Tensor | None,
+    gVc: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    G: torch.Tensor,
+    H: torch.Tensor,
+    separated: torch.Tensor,
+    zero_rtol: float,
+    tall: bool,
+) -> None:
+    """The general backward's warnings, on views of these column stacks in its layout.
+
+    `torchsvd._svd._warn_gauge` returns after comparing the k − 1 gaps of S when nothing is
+    tied or zero, so this costs little in the common case.
+    """
+    S_b = S.T
+    zero = S_b <= zero_rtol * S_b[..., :1]
+    out_u = None
+    if tall and gUc is not None:
+        U_b, gU_b = Uc.permute(2, 1, 0), gUc.permute(2, 1, 0)
+        out_u = gU_b - U_b @ G.permute(2, 0, 1)
+    cotangents = tuple(g.permute(2, 1, 0) for g in (gUc, gVc) if g is not None)
+    _svd._warn_gauge(
+        S_b,
+        separated.permute(2, 0, 1),
+        zero,
+        G.permute(2, 0, 1) if gUc is not None else None,
+        H.permute(2, 0, 1) if gVc is not None else None,
+        None if gS is None else gS.T,
+        out_u,
+        None,
+        cotangents,
+    )
+
+
 def _backward_tall(
     Uc: torch.Tensor,
     S: torch.Tensor,
@@ -285,15 +322,7 @@ def _backward_tall(
     if not is_transformed(S):
         # The general check, on views in its (..., k, k) layout; it returns after comparing the
         # k − 1 gaps of S when nothing is tied.
-        _svd._warn_if_gauge_dependent(
-            J.permute(2, 0, 1),
-            K.permute(2, 0, 1),
-            S.T,
-            separated.permute(2, 0, 1),
-            inv_s.T,
-            tie_rtol,
-            tuple(g.permute(2, 1, 0) for g in (gUc, gVc) if g is not None),
-        )
+        _warn(Uc, S, gUc, gVc, gS, M, Kh, separated, zero_rtol, m > k)
     C = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         C = C + torch.diag_embed(gS.T, dim1=0, dim2=1)

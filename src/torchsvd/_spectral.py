@@ -125,6 +125,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.autograd.function import once_differentiable
 
+from torchsvd import _small
 from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._svd import _SVD, default_rtol
 from torchsvd._validate import (
@@ -938,7 +939,10 @@ def _run(
     work = A.to(dtype).expand(*batch, m, n)
     if work.numel() == 0:
         return work.clone().to(A.dtype)
-    U, S, Vh = _SVDQuietZeros.apply(work, False, default_rtol(dtype), 0.0)
+    if _small.eligible(work, False):
+        U, S, Vh = _small.svd(work, default_rtol(dtype))
+    else:
+        U, S, Vh = _SVDQuietZeros.apply(work, False, default_rtol(dtype), 0.0)
     rtol = rank_rtol(m, n, real)
     if special:
         U, S = _signed_svd(U, S, Vh, rtol)

@@ -761,7 +761,7 @@ def svd(
     if A.numel() == 0:
         U, S, Vh = torch.linalg.svd(work, full_matrices=full_matrices)
     elif _small.eligible(work, full_matrices):
-        U, S, Vh = _small.svd(work, rtol_value, float(broadening))
+        U, S, Vh = _small.svd(work, tie_value, float(broadening))
     else:
         fn = _SVDReverse if torch.compiler.is_compiling() else _SVD
         U, S, Vh = fn.apply(work, full_matrices, tie_value, float(broadening))
