@@ -9,8 +9,7 @@ import pytest
 import sympy
 import torch
 
-import torchsvd
-from torchsvd.explain import explain, parse_matrix
+from torchsvd.explainer import Explanation, explain, parse_matrix
 
 SEED001 = "3 2 2; 2 3 -2"
 
@@ -19,7 +18,7 @@ def _is_zero(M: sympy.Matrix) -> bool:
     return M.applyfunc(sympy.simplify).is_zero_matrix
 
 
-def _check_exact_svd(e: torchsvd.explain.Explanation) -> None:
+def _check_exact_svd(e: Explanation) -> None:
     m, n = e.A.shape
     assert _is_zero(e.U * e.Sigma * e.V.T - e.A)
     assert _is_zero(e.U.T * e.U - sympy.eye(m))
