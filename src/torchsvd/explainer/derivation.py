@@ -50,7 +50,7 @@ from torchsvd.explainer.fields import (
 
 __all__ = ["EXACT_DIGITS", "Completion", "Derivation", "Extension", "derive"]
 
-EXACT_DIGITS = 20  # the exact field is tried while D·A has entries of at most this many digits
+EXACT_DIGITS = 101  # the exact field is tried while D·A has entries of at most this many digits
 LAMBDA = sympy.Symbol("lambda")
 
 

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 MAX_DPS = 3000  # decimal digits of the working precision, at most
+_SHOWN_CHARS = 60  # longer closed forms are too long to read and are left out of the prose
 _GUARD = 30  # digits of the working precision beyond the shown ones and the conditioning
 
 
@@ -97,6 +98,9 @@ class Quadratic:
     def __sub__(self, y: Quadratic | Fraction | int) -> Quadratic:
         return self + -self._lift(y)
 
+    def __rsub__(self, y: Quadratic | Fraction | int) -> Quadratic:
+        return self._lift(y) - self
+
     def __mul__(self, y: Quadratic | Fraction | int) -> Quadratic:
         y = self._lift(y)
         d = self._d(y)
@@ -110,6 +114,9 @@ class Quadratic:
         if norm == 0:
             raise ZeroDivisionError("division by zero in Q(√d)")
         return self * Quadratic(y.a / norm, -y.b / norm, y.d)
+
+    def __rtruediv__(self, y: Quadratic | Fraction | int) -> Quadratic:
+        return self._lift(y) / self
 
     def __bool__(self) -> bool:
         return bool(self.a or self.b)
@@ -155,15 +162,20 @@ def _sgn(x: Fraction) -> int:
 def _sign_of(interval: Callable[[], Any]) -> int:
     """The sign of a non-zero number given as an interval function, raising the precision until
     the interval excludes 0."""
-    dps = 30
-    while dps <= MAX_DPS:
-        with mpmath.iv.workdps(dps):
+    iv = mpmath.iv
+    saved = iv.dps
+    try:
+        dps = 30
+        while dps <= MAX_DPS:
+            iv.dps = dps
             x = interval()
             if x.a > 0:
                 return 1
             if x.b < 0:
                 return -1
-        dps *= 2
+            dps *= 2
+    finally:
+        iv.dps = saved
     raise NotExact(f"two eigenvalues agree to more than {MAX_DPS} digits")
 
 
@@ -231,10 +243,10 @@ def sqrt_expr(x: Quadratic) -> Any:
         return sympy.sqrt(sympy.Rational(x.a.numerator, x.a.denominator))
     c = _rational_sqrt(x.a * x.a - x.b * x.b * x.d) if x.a > 0 else None
     if c is None:
-        raise NotExact(
-            "{0} cannot be written without nested radicals",
-            sympy.sqrt(x.to_sympy(), evaluate=False),
-        )
+        root = sympy.sqrt(x.to_sympy(), evaluate=False)
+        if len(str(root)) > _SHOWN_CHARS:
+            raise NotExact("a square root it needs cannot be written without nested radicals")
+        raise NotExact("{0} cannot be written without nested radicals", root)
     hi, lo = (x.a + c) / 2, (x.a - c) / 2
     root = sympy.sqrt(sympy.Rational(hi.numerator, hi.denominator))
     return root + _sgn(x.b) * sympy.sqrt(sympy.Rational(lo.numerator, lo.denominator))
@@ -497,11 +509,12 @@ class DecimalField:
         return self._closed(roots, sqf), min(gaps, default=lam1)
 
     def _closed(self, roots: list[Root], sqf: list[tuple[sympy.Poly, int]]) -> list[Root]:
-        """Attach closed forms to the roots of factors of degree ≤ 2, matched by order."""
+        """Attach closed forms to the roots of factors of degree ≤ 2, matched by order (those
+        short enough to read)."""
         out = list(roots)
         for f, _ in sqf:
             closed = closed_roots(f)
-            if closed is None:
+            if closed is None or any(len(str(x.to_sympy())) > _SHOWN_CHARS for x in closed):
                 continue
             mine = sorted(
                 (i for i, x in enumerate(roots) if x.data[2] is f), key=lambda i: roots[i].value

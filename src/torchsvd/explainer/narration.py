@@ -50,12 +50,32 @@ _TEX = {
     "‖": r"\|",
     "−": "-",
 }
-_GROUP = r"(\{[^{}]*\}|[^{}\s])"  # one character or a {braced group}
+_CHOP = 15  # decimal entries of unit vectors below 10^-(digits + _CHOP) are shown as 0
 _SEP_TEX = {"=": "=", "→": r"\;\longrightarrow\;", "≈": r"\approx"}
 
 
-def _group(g: str) -> str:
-    return g[1:-1] if g.startswith("{") else g
+def _apply(s: str, op: str, fn: Any) -> str:
+    """Replace each ``op`` followed by one character or a balanced ``{…}`` group by
+    ``fn(body)``, innermost groups first."""
+    out, i = [], 0
+    while i < len(s):
+        if s.startswith(op, i) and i + len(op) < len(s) and not s[i + len(op)].isspace():
+            j = i + len(op)
+            if s[j] == "{":
+                depth, k = 0, j
+                while k < len(s):
+                    depth += {"{": 1, "}": -1}.get(s[k], 0)
+                    if depth == 0:
+                        break
+                    k += 1
+                body, i = _apply(s[j + 1 : k], op, fn), k + 1
+            else:
+                body, i = s[j], j + 1
+            out.append(fn(body))
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
 
 
 def math_text(s: str) -> str:
@@ -66,31 +86,26 @@ def math_text(s: str) -> str:
     """
     s = s.replace("^T", "ᵀ").replace("\\,", "")
 
-    def sub(m: re.Match[str]) -> str:
-        body = _group(m.group(1))
+    def sub(body: str) -> str:
         if all(c in _SUB for c in body):
             return "".join(_SUB[c] for c in body)
-        return f"_{body}"
+        return f"_({body})"
 
-    s = re.sub("_" + _GROUP, sub, s)
-
-    def sup(m: re.Match[str]) -> str:
-        body = _group(m.group(1))
+    def sup(body: str) -> str:
         if all(c in _SUP for c in body):
             return "".join(_SUP[c] for c in body)
         return f"^({body})"
 
-    s = re.sub(r"\^" + _GROUP, sup, s)
+    s = _apply(_apply(s, "_", sub), "^", sup)
 
-    def root(m: re.Match[str]) -> str:
-        body = _group(m.group(1))
+    def root(body: str) -> str:
         return (
             f"√{body}"
             if len(body) == 1 or re.fullmatch(r"\w[₀-₉ᵢⱼₖᵣ]*|\d+", body)
             else f"√({body})"
         )
 
-    return re.sub("√" + _GROUP, root, s)
+    return _apply(s, "√", root)
 
 
 def math_tex(s: str) -> str:
@@ -101,8 +116,9 @@ def math_tex(s: str) -> str:
     """
     s = re.sub(r"\bdet\b", r"\\det", s)
     s = s.replace("^T", "^{T}")
-    s = re.sub("√" + _GROUP, lambda m: r"\sqrt{" + _group(m.group(1)) + "}", s)
-    s = re.sub("_" + _GROUP, lambda m: "_{" + _group(m.group(1)) + "}", s)
+    s = _apply(s, "√", lambda body: r"\sqrt{" + body + "}")
+    s = _apply(s, "_", lambda body: "_{" + body + "}")
+    s = _apply(s, "^", lambda body: "^{" + body + "}")
     out = []
     for i, c in enumerate(s):
         if c in _TEX:
@@ -165,9 +181,7 @@ def _eq(*parts: Any) -> Equation:
 
 
 class _Renderer:
-    """Renders values rounded to ``digits``: decimals smaller than 10^-(digits+10) times the
-    largest entry of their vector or matrix are shown as 0 (the working precision leaves
-    noise there)."""
+    """Renders values with decimals rounded to ``digits`` significant digits."""
 
     def __init__(self, digits: int) -> None:
         self.digits = digits
@@ -176,11 +190,7 @@ class _Renderer:
         if isinstance(x, Column):
             return Column(self.show(x.v))
         if isinstance(x, sympy.MatrixBase) and x.has(sympy.Float):
-            big = max((abs(a) for a in x), default=sympy.Integer(0))
-            tiny = big * sympy.Float(10) ** -(self.digits + 10)
-            return x.applyfunc(lambda a: 0 if a.is_Float and abs(a) < tiny else a).evalf(
-                self.digits
-            )
+            return x.applyfunc(lambda a: a.evalf(self.digits) if a.has(sympy.Float) else a)
         if isinstance(x, sympy.Basic) and x.has(sympy.Float):
             return x.evalf(self.digits)
         return x
@@ -381,6 +391,16 @@ def _sigmas(d: Derivation) -> Step:
     return Step("Singular values $σ_i = √{λ_i}$, in descending order", tuple(blocks))
 
 
+def _unit(x: Any, d: Derivation) -> Any:
+    """A decimal vector or orthogonal matrix with entries below 10^-(digits + _CHOP) set to 0:
+    the working precision is chosen for errors far below that (see
+    :class:`~.fields.DecimalField`), so such entries are noise or negligible."""
+    if d.exact:
+        return x
+    tol = sympy.Rational(1, 10 ** (d.field.digits + _CHOP))
+    return x.applyfunc(lambda a: sympy.Integer(0) if a.is_Float and abs(a) < tol else a)
+
+
 def _right(d: Derivation) -> Step:
     blocks: list[Prose | Equation] = []
     i = 0
@@ -410,7 +430,7 @@ def _right(d: Derivation) -> Step:
             )
         for v in space.vectors:
             i += 1
-            blocks.append(_eq(f"v_{i}", d.field.rel, Column(v)))
+            blocks.append(_eq(f"v_{i}", d.field.rel, Column(_unit(v, d))))
     return Step("Right singular vectors: unit eigenvectors of $A^TA$", tuple(blocks))
 
 
@@ -424,7 +444,7 @@ def _left(d: Derivation) -> Step:
         )
     ]
     for i, u in enumerate(d.us, start=1):
-        blocks.append(_eq(f"u_{i}", "=", f"Av_{i} / σ_{i}", d.field.rel, Column(u)))
+        blocks.append(_eq(f"u_{i}", "=", f"Av_{i} / σ_{i}", d.field.rel, Column(_unit(u, d))))
     if not d.us:
         blocks.append(Prose("(none: $A = 0$)"))
     return Step("Left singular vectors $u_i = A v_i / σ_i$", tuple(blocks))
@@ -468,20 +488,28 @@ def _result(d: Derivation) -> Step:
         )
         product = d.A
     else:
-        e = [_upper(x) for x in d.check.errors or ()]
+        errors = d.check.errors or (Fraction(0),) * 3
+        bound = sympy.Rational(errors[0].numerator, errors[0].denominator)
+        product = product.applyfunc(lambda x: x)
+        for i in range(product.rows):
+            for j in range(product.cols):
+                if d.A[i, j] == 0 and abs(product[i, j]) <= bound:
+                    product[i, j] = sympy.Integer(0)
+        e = [_upper(x) for x in errors]
         check = Prose(
             f"$UΣV^T = A$ up to ${e[0]}$, $U^TU = I$ up to ${e[1]}$ and $V^TV = I$ up to ${e[2]}$: "
-            "bounds on the largest "
-            "entries of $UΣV^T − A$, $U^TU − I$ and $V^TV − I$, computed exactly from the "
-            f"{d.field.dps}-digit working values. The decimals above are rounded to "
-            f"{d.field.digits} significant digits.",
+            "bounds on the largest entries of $UΣV^T − A$, $U^TU − I$ and $V^TV − I$, computed "
+            f"exactly from the {d.field.dps}-digit working values. The decimals above are "
+            f"rounded to {d.field.digits} significant digits; entries of the singular vectors, "
+            f"$U$ and $V$ below $10^{{−{d.field.digits + _CHOP}}}$ in absolute value are shown "
+            "as 0, and so are those of $UΣV^T$ within that first bound of a zero entry of $A$.",
         )
     return Step(
         "Result: $A = UΣV^T$",
         (
-            _eq("U", "=", d.U),
-            _eq("Σ", "=", d.Sigma),
-            _eq("V^T", "=", d.V.T),
+            _eq("U", d.field.rel, _unit(d.U, d)),
+            _eq("Σ", d.field.rel, d.Sigma),
+            _eq("V^T", d.field.rel, _unit(d.V.T, d)),
             _eq("UΣV^T", d.field.rel, product, "=", "A"),
             check,
         ),

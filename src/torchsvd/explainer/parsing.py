@@ -35,7 +35,7 @@ def parse_matrix(text: str) -> list[list[Fraction]]:
     ------
     ValueError
         Naming the offending token and its row and column, or the row whose length differs, or
-        an entry with more than ``MAX_DIGITS`` digits in its numerator or denominator.
+        an entry whose numerator or denominator exceeds ``10**MAX_DIGITS``.
 
     Examples
     --------
@@ -101,8 +101,8 @@ def _parse_token(tok: str, text: str, i: int, j: int) -> Fraction:
     if exponent is not None and abs(int(exponent)) > _MAX_TOKEN + MAX_DIGITS:
         raise ValueError(
             f"cannot parse matrix {_short(text)}: {where} has an exponent of {int(exponent)}; "
-            f"explain works with entries of at most {MAX_DIGITS} digits (numerator and "
-            "denominator)"
+            f"explain works with entries whose numerator and denominator are at most "
+            f"10^{MAX_DIGITS}"
         )
     num = tok.rpartition("/")[0] if den is not None else tok
     if den is not None and int(den) == 0:
