@@ -27,7 +27,6 @@ References
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -48,9 +47,8 @@ from torchsvd.explainer.fields import (
     rref,
 )
 
-__all__ = ["EXACT_DIGITS", "Completion", "Derivation", "Extension", "derive"]
+__all__ = ["Completion", "Derivation", "Extension", "derive"]
 
-EXACT_DIGITS = 101  # the exact field is tried while D·A has entries of at most this many digits
 LAMBDA = sympy.Symbol("lambda")
 
 
@@ -112,16 +110,10 @@ class Derivation:
 def derive(rows: list[list[Fraction]], digits: int) -> Derivation:
     """Run steps 1–7 on the rational matrix ``rows``: exactly if it can, else in decimals."""
     base = _Rational(rows)
-    if base.digits > EXACT_DIGITS:
-        reason = NotExact(
-            f"the entries over their common denominator have {base.digits} digits, more than "
-            f"the {EXACT_DIGITS} that closed forms are tried for"
-        )
-    else:
-        try:
-            return _pipeline(base, ExactField(digits), None)
-        except NotExact as exc:
-            reason = exc
+    try:
+        return _pipeline(base, ExactField(digits), None)
+    except NotExact as exc:
+        reason = exc
     dps = None
     while True:
         field = DecimalField(digits, dps)
@@ -151,9 +143,6 @@ class _Rational:
             sympy.Poly(LAMBDA ** (self.n - self.rank), LAMBDA)
         )
         self.factors = [(f, k) for f, k in q.factor_list()[1]]
-        denominator = math.lcm(*(x.denominator for r in rows for x in r))
-        top = max(abs(x.numerator) * (denominator // x.denominator) for r in rows for x in r)
-        self.digits = len(str(top))
 
     @staticmethod
     def _charpoly(G: Any) -> Any:

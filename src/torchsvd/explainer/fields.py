@@ -27,6 +27,7 @@ import sympy
 
 __all__ = [
     "MAX_DPS",
+    "WIDTH",
     "Check",
     "DecimalField",
     "Eigenspace",
@@ -42,6 +43,7 @@ __all__ = [
 
 MAX_DPS = 3000  # decimal digits of the working precision, at most
 _SHOWN_CHARS = 60  # longer closed forms are too long to read and are left out of the prose
+WIDTH = 17  # the certified intervals are narrower than 10^-(digits + WIDTH)·λ
 _GUARD = 30  # digits of the working precision beyond the shown ones and the conditioning
 
 
@@ -491,7 +493,8 @@ class DecimalField:
         roots: list[Root] = []
         for (lo, hi), cluster in zip(intervals, clusters, strict=True):
             changes = [(f, k) for f, k in sqf if _sgn(_eval(f, lo)) * _sgn(_eval(f, hi)) < 0]
-            if lo <= 0 or len(changes) != 1 or changes[0][1] != len(cluster):
+            narrow = hi - lo < lo / 10 ** (self.digits + WIDTH)  # as the explanation says
+            if lo <= 0 or not narrow or len(changes) != 1 or changes[0][1] != len(cluster):
                 return None, Fraction(0)
             roots.append(
                 Root(None, _mid(lo, hi), len(cluster), (lo, hi), (cluster, evecs, changes[0][0]))

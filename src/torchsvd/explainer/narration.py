@@ -20,6 +20,7 @@ from typing import Any
 import sympy
 
 from torchsvd.explainer.derivation import Completion, Derivation
+from torchsvd.explainer.fields import WIDTH
 
 __all__ = [
     "Column",
@@ -362,7 +363,7 @@ def _charpoly(d: Derivation) -> Step:
                 f"{d.field.dps}-digit binary arithmetic and shown as decimals, because "
                 f"{d.reason.template}. "
                 "Each $λ_i$ is certified: it lies in a rational interval, narrower than "
-                f"$10^{{−{d.field.digits + 17}}}λ_i$, at whose ends exactly one irreducible "
+                f"$10^{{−{d.field.digits + WIDTH}}}λ_i$, at whose ends exactly one irreducible "
                 "factor of $det(λI − A^TA)$ changes sign, and these intervals are disjoint, as "
                 "many for each factor as its degree.",
                 d.reason.values,
@@ -484,7 +485,7 @@ def _result(d: Derivation) -> Step:
     if d.exact:
         check = Prose(
             "$UΣV^T = A$, $U^TU = I$ and $V^TV = I$ exactly: every entry of $UΣV^T − A$, "
-            "$U^TU − I$ and $V^TV − I$ expands to 0."
+            "$U^TU − I$ and $V^TV − I$, rationalised and expanded, is 0."
         )
         product = d.A
     else:
