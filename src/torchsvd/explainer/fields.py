@@ -38,6 +38,7 @@ __all__ = [
     "Quadratic",
     "Root",
     "closed_roots",
+    "nullspace",
     "rref",
 ]
 

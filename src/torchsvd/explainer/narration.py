@@ -32,6 +32,7 @@ __all__ = [
     "math_text",
     "narrate",
     "render",
+    "title",
 ]
 
 _SUB = dict(
