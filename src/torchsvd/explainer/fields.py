@@ -419,10 +419,10 @@ def _log10(x: Fraction) -> float:
 
 
 class DecimalField:
-    """Binary floating point with ``dps`` decimal digits, chosen so the shown digits are right.
+    """Binary floating point with ``dps`` decimal digits, many more than are shown.
 
     The eigenvalues come from mpmath's Jacobi method on AᵀA and are certified against the exact
-    polynomial: each lies in a disjoint rational interval on which exactly one square-free
+    polynomial: each lies in a disjoint rational interval at whose ends exactly one irreducible
     factor of det(λI − AᵀA) changes sign, as many intervals per factor as its degree (so each
     holds exactly one root, of that factor's multiplicity). The precision is raised until that
     holds and covers the spread λ₁/λ_r and the smallest gap, which bound the error of the
