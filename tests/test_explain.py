@@ -241,6 +241,23 @@ def test_hard_matrices_are_right_and_fast(A: str) -> None:
     Sigma = torch.zeros_like(dense)
     Sigma[range(len(S)), range(len(S))] = S
     torch.testing.assert_close(U @ Sigma @ Vh, dense, rtol=1e-12, atol=1e-12 * float(S[0]))
+    _assert_vectors_match(e, parse_matrix(A))
+
+
+def _assert_vectors_match(e: Explanation, rows: list[list[Fraction]]) -> None:
+    """Projectors on the singular vectors of separated σ against mpmath's 400-digit SVD."""
+    with mpmath.workdps(400):
+        M = mpmath.matrix([[mpmath.mpf(x.numerator) / x.denominator for x in r] for r in rows])
+        U, S, V = mpmath.svd_r(M)
+        k = len(S)
+        tol = mpmath.mpf(10) ** -(e.digits + 10)
+        for i in range(k):
+            if any(abs(S[i] - S[j]) < S[0] * mpmath.mpf(10) ** -100 for j in range(k) if j != i):
+                continue  # a tie: the vectors are not unique
+            for ours, ref in ((e.U[:, i], U[:, i]), (e.V[:, i], V[i, :].T)):
+                x = [mpmath.mpf(sympy.Float(a, 200)) for a in ours]
+                # |⟨x, ref⟩| = 1 for unit vectors spanning the same line
+                assert abs(abs(mpmath.fsum(a * b for a, b in zip(x, ref, strict=True))) - 1) < tol
 
 
 @pytest.mark.parametrize(
@@ -260,6 +277,14 @@ def test_too_large_entries_fail_fast_and_clearly(A: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         explain(A)
     assert time.perf_counter() - start < 5
+
+
+def test_precision_limit_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchsvd.explainer import fields
+
+    monkeypatch.setattr(fields, "MAX_DPS", 100)  # 1e52 needs about 140 digits
+    with pytest.raises(ValueError, match="needs more than 100 digits for this matrix"):
+        explain("1e52 1; 1 1")
 
 
 def test_exact_only_when_proven() -> None:
