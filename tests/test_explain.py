@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torchsvd.explainer import Explanation, explain, parse_matrix
-from torchsvd.explainer.fields import Quadratic
 from torchsvd.explainer.narration import math_tex, math_text
+from torchsvd.explainer.quadratic import Quadratic
 
 SEED001 = "3 2 2; 2 3 -2"
 

@@ -16,7 +16,7 @@ Since AᵀA = V ΣᵀΣ Vᵀ and AAᵀ = U ΣΣᵀ Uᵀ:
    checked.
 
 :func:`derive` runs these steps once with :class:`~.fields.ExactField` and, where that raises
-:class:`~.fields.NotExact`, again with :class:`~.fields.DecimalField`. Steps 1, 2 and 6 are
+:class:`~.quadratic.NotExact`, again with :class:`~.fields.DecimalField`. Steps 1, 2 and 6 are
 rational and the same in both.
 
 References
@@ -39,13 +39,10 @@ from torchsvd.explainer.fields import (
     Eigenspace,
     ExactField,
     Field,
-    NotExact,
     PrecisionTooLow,
-    Quadratic,
     Root,
-    nullspace,
-    rref,
 )
+from torchsvd.explainer.quadratic import NotExact, Quadratic, nullspace, rref
 
 __all__ = ["Completion", "Derivation", "Extension", "derive"]
 

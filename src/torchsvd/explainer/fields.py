@@ -3,10 +3,11 @@ r"""The arithmetic of the derivation: exact (rationals and square roots) or deci
 The derivation (:mod:`.derivation`) is one pipeline that asks a field for each non-rational
 step: the roots λ of the characteristic polynomial, σ = √λ, the eigenspace of AᵀA for λ, and
 u = Av/σ. :class:`ExactField` answers in closed form, with exact zero tests, and raises
-:class:`NotExact` where a closed form would need more than square roots of quadratic numbers
-(an irreducible cubic, a nested radical such as √(5 − √5)); :class:`DecimalField` answers in
-high-precision binary floating point whose precision is chosen from the spread and the gaps of
-the eigenvalues, and certifies the eigenvalues by sign changes of the exact polynomial.
+:class:`~.quadratic.NotExact` where a closed form would need more than square roots of
+quadratic numbers (an irreducible cubic, a nested radical such as √(5 − √5));
+:class:`DecimalField` answers in high-precision binary floating point whose precision is chosen
+from the spread and the gaps of the eigenvalues, and certifies the eigenvalues by sign changes
+of the exact polynomial.
 
 Everything that is rational whatever the field (the Gram matrices, their characteristic
 polynomials, the rank, the null spaces that complete U and V) is computed exactly, once, by the
@@ -17,13 +18,25 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import mpmath
 import sympy
+
+from torchsvd.explainer.quadratic import (
+    SHOWN_CHARS,
+    NotExact,
+    Quadratic,
+    canonical,
+    closed_roots,
+    nullspace,
+    rref,
+    sgn,
+    sqrt_expr,
+)
 
 __all__ = [
     "MAX_DPS",
@@ -33,231 +46,17 @@ __all__ = [
     "Eigenspace",
     "ExactField",
     "Field",
-    "NotExact",
     "PrecisionTooLow",
-    "Quadratic",
     "Root",
-    "closed_roots",
-    "nullspace",
-    "rref",
 ]
 
 MAX_DPS = 3000  # decimal digits of the working precision, at most
-_SHOWN_CHARS = 60  # longer closed forms are too long to read and are left out of the prose
 WIDTH = 17  # the certified intervals are narrower than 10^-(digits + WIDTH)·λ
 _GUARD = 30  # digits of the working precision beyond the shown ones and the conditioning
 
 
-class NotExact(Exception):
-    """A step has no closed form the exact field accepts.
-
-    ``template`` says which and why, with ``$math$`` in the notation of :mod:`.narration` and
-    ``{k}`` for the sympy value ``values[k]``.
-    """
-
-    def __init__(self, template: str, *values: Any) -> None:
-        super().__init__(template.format(*values) if values else template)
-        self.template = template
-        self.values = values
-
-
 class PrecisionTooLow(Exception):
     """The decimal check failed at this precision; the derivation retries with more digits."""
-
-
-# --------------------------------------------------------------------------- exact numbers
-
-
-@dataclass(frozen=True)
-class Quadratic:
-    """The real number a + b√d: rationals a, b and an integer d > 0 that is not a square.
-
-    A rational is ``Quadratic(a)`` (b = 0). Sums and products stay in Q(√d), so equality and
-    sign are decided exactly: a + b√d = 0 only for a = b = 0, since √d is irrational.
-    """
-
-    a: Fraction
-    b: Fraction = Fraction(0)
-    d: int = 0
-
-    def _lift(self, y: Quadratic | Fraction | int) -> Quadratic:
-        y = y if isinstance(y, Quadratic) else Quadratic(Fraction(y))
-        if self.b and y.b and self.d != y.d:
-            raise ValueError(f"√{self.d} and √{y.d} are in different fields")
-        return y
-
-    def _d(self, y: Quadratic) -> int:
-        return self.d if self.b else y.d
-
-    def __add__(self, y: Quadratic | Fraction | int) -> Quadratic:
-        y = self._lift(y)
-        return Quadratic(self.a + y.a, self.b + y.b, self._d(y))
-
-    __radd__ = __add__
-
-    def __neg__(self) -> Quadratic:
-        return Quadratic(-self.a, -self.b, self.d)
-
-    def __sub__(self, y: Quadratic | Fraction | int) -> Quadratic:
-        return self + -self._lift(y)
-
-    def __rsub__(self, y: Quadratic | Fraction | int) -> Quadratic:
-        return self._lift(y) - self
-
-    def __mul__(self, y: Quadratic | Fraction | int) -> Quadratic:
-        y = self._lift(y)
-        d = self._d(y)
-        return Quadratic(self.a * y.a + self.b * y.b * d, self.a * y.b + self.b * y.a, d)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, y: Quadratic | Fraction | int) -> Quadratic:
-        y = self._lift(y)
-        norm = y.a * y.a - y.b * y.b * y.d  # non-zero unless y = 0: √d is irrational
-        if norm == 0:
-            raise ZeroDivisionError("division by zero in Q(√d)")
-        return self * Quadratic(y.a / norm, -y.b / norm, y.d)
-
-    def __rtruediv__(self, y: Quadratic | Fraction | int) -> Quadratic:
-        return self._lift(y) / self
-
-    def __bool__(self) -> bool:
-        return bool(self.a or self.b)
-
-    @property
-    def is_rational(self) -> bool:
-        return not self.b
-
-    def sign(self) -> int:
-        """−1, 0 or 1, exactly: compares a² with b²d when a and b√d have opposite signs."""
-        sa, sb = _sgn(self.a), _sgn(self.b)
-        if sb == 0 or sa == sb:
-            return sa or sb
-        if sa == 0:
-            return sb
-        return sa if self.a * self.a > self.b * self.b * self.d else sb
-
-    def __lt__(self, y: Quadratic) -> bool:
-        """Exact comparison of numbers in possibly different fields Q(√d) and Q(√e)."""
-        if not (self.b and y.b) or self.d == y.d:
-            return (self - y).sign() < 0
-        return _sign_of(lambda: self.interval() - y.interval()) < 0
-
-    def interval(self) -> Any:
-        """An mpmath interval holding the number, at the current ``mpmath.iv`` precision."""
-        iv = mpmath.iv
-        value = iv.mpf(self.a.numerator) / self.a.denominator
-        if self.b:
-            value += iv.mpf(self.b.numerator) / self.b.denominator * iv.sqrt(self.d)
-        return value
-
-    def to_sympy(self) -> Any:
-        a = sympy.Rational(self.a.numerator, self.a.denominator)
-        if not self.b:
-            return a
-        return a + sympy.Rational(self.b.numerator, self.b.denominator) * sympy.sqrt(self.d)
-
-
-def _sgn(x: Fraction) -> int:
-    return (x > 0) - (x < 0)
-
-
-def _sign_of(interval: Callable[[], Any]) -> int:
-    """The sign of a non-zero number given as an interval function, raising the precision until
-    the interval excludes 0."""
-    iv = mpmath.iv
-    saved = iv.dps
-    try:
-        dps = 30
-        while dps <= MAX_DPS:
-            iv.dps = dps
-            x = interval()
-            if x.a > 0:
-                return 1
-            if x.b < 0:
-                return -1
-            dps *= 2
-    finally:
-        iv.dps = saved
-    raise NotExact(f"two eigenvalues agree to more than {MAX_DPS} digits")
-
-
-def rref(rows: Sequence[Sequence[Quadratic]]) -> tuple[list[list[Quadratic]], list[int]]:
-    """Reduced row echelon form and pivot columns, by Gauss–Jordan with exact zero tests."""
-    M = [list(r) for r in rows]
-    pivots: list[int] = []
-    n = len(M[0]) if M else 0
-    for col in range(n):
-        i = len(pivots)
-        pivot = next((k for k in range(i, len(M)) if M[k][col]), None)
-        if pivot is None:
-            continue
-        M[i], M[pivot] = M[pivot], M[i]
-        p = M[i][col]
-        M[i] = [x / p for x in M[i]]
-        for k in range(len(M)):
-            if k != i and M[k][col]:
-                f = M[k][col]
-                M[k] = [x - f * y for x, y in zip(M[k], M[i], strict=True)]
-        pivots.append(col)
-    return M, pivots
-
-
-def nullspace(rows: Sequence[Sequence[Quadratic]]) -> list[list[Quadratic]]:
-    """A basis of the null space read off the rref: one vector per free column."""
-    R, pivots = rref(rows)
-    n = len(rows[0])
-    zero = Quadratic(Fraction(0))
-    basis = []
-    for free in (c for c in range(n) if c not in pivots):
-        w = [zero] * n
-        w[free] = Quadratic(Fraction(1))
-        for i, p in enumerate(pivots):
-            w[p] = -R[i][free]
-        basis.append(w)
-    return basis
-
-
-def closed_roots(factor: sympy.Poly) -> list[Quadratic] | None:
-    """The real roots of an irreducible factor of degree ≤ 2 over Q, ascending; else None."""
-    coeffs = [Fraction(int(c.p), int(c.q)) for c in factor.all_coeffs()]
-    if len(coeffs) == 2:
-        return [Quadratic(-coeffs[1] / coeffs[0])]
-    if len(coeffs) != 3:
-        return None
-    a, b, c = coeffs
-    disc = b * b - 4 * a * c  # > 0 and not a square: the roots of the Gram matrix are real
-    scale = disc.denominator**2  # √disc = √(disc·q²)/q with an integer under the root
-    d = int(disc * scale)
-    half = 1 / (2 * a) / math.isqrt(scale)
-    lo, hi = Quadratic(-b / (2 * a), -abs(half), d), Quadratic(-b / (2 * a), abs(half), d)
-    return [lo, hi]
-
-
-def _rational_sqrt(x: Fraction) -> Fraction | None:
-    p, q = math.isqrt(x.numerator), math.isqrt(x.denominator)
-    return Fraction(p, q) if p * p == x.numerator and q * q == x.denominator else None
-
-
-def sqrt_expr(x: Quadratic) -> Any:
-    """√x in closed form for x > 0 in Q(√d): √(a + b√d) = √((a + c)/2) ± √((a − c)/2) with
-    c = √(a² − b²d) when c is rational; :class:`NotExact` when √x is a nested radical."""
-    if x.is_rational:
-        return sympy.sqrt(sympy.Rational(x.a.numerator, x.a.denominator))
-    c = _rational_sqrt(x.a * x.a - x.b * x.b * x.d) if x.a > 0 else None
-    if c is None:
-        root = sympy.sqrt(x.to_sympy(), evaluate=False)
-        if len(str(root)) > _SHOWN_CHARS:
-            raise NotExact("a square root it needs cannot be written without nested radicals")
-        raise NotExact("{0} cannot be written without nested radicals", root)
-    hi, lo = (x.a + c) / 2, (x.a - c) / 2
-    root = sympy.sqrt(sympy.Rational(hi.numerator, hi.denominator))
-    return root + _sgn(x.b) * sympy.sqrt(sympy.Rational(lo.numerator, lo.denominator))
-
-
-def _canonical(x: Any) -> Any:
-    """A sum of rational multiples of distinct square roots: rationalised, expanded."""
-    return sympy.expand(sympy.radsimp(sympy.expand(x)))
 
 
 # --------------------------------------------------------------------------- the fields
@@ -367,7 +166,7 @@ class ExactField:
         vectors = []
         for w in orthogonal:
             norm = sqrt_expr(_dot(w, w))
-            vectors.append(sympy.Matrix([_canonical(a.to_sympy() / norm) for a in w]))
+            vectors.append(sympy.Matrix([canonical(a.to_sympy() / norm) for a in w]))
 
         def matrix(rows: list[list[Quadratic]]) -> Any:
             return sympy.Matrix([[a.to_sympy() for a in r] for r in rows])
@@ -380,7 +179,7 @@ class ExactField:
         )
 
     def left(self, A: Any, v: Any, sigma: Any) -> Any:
-        return (A * v / sigma).applyfunc(_canonical)
+        return (A * v / sigma).applyfunc(canonical)
 
     def lift_vector(self, x: Any) -> Any:
         return x
@@ -388,7 +187,7 @@ class ExactField:
     def check(self, A: Any, U: Any, Sigma: Any, V: Any) -> Check:
         m, n = A.shape
         for difference in (U * Sigma * V.T - A, U.T * U - sympy.eye(m), V.T * V - sympy.eye(n)):
-            if not difference.applyfunc(_canonical).is_zero_matrix:
+            if not difference.applyfunc(canonical).is_zero_matrix:
                 raise NotExact("sympy could not expand $UΣV^T − A$, $U^TU − I$ and $V^TV − I$ to 0")
         return Check(None)
 
@@ -493,7 +292,7 @@ class DecimalField:
         sqf = [(sympy.Poly(f, domain="QQ"), k) for f, k in factors]
         roots: list[Root] = []
         for (lo, hi), cluster in zip(intervals, clusters, strict=True):
-            changes = [(f, k) for f, k in sqf if _sgn(_eval(f, lo)) * _sgn(_eval(f, hi)) < 0]
+            changes = [(f, k) for f, k in sqf if sgn(_eval(f, lo)) * sgn(_eval(f, hi)) < 0]
             narrow = hi - lo < lo / 10 ** (self.digits + WIDTH)  # as the explanation says
             if lo <= 0 or not narrow or len(changes) != 1 or changes[0][1] != len(cluster):
                 return None, Fraction(0)
@@ -518,7 +317,7 @@ class DecimalField:
         out = list(roots)
         for f, _ in sqf:
             closed = closed_roots(f)
-            if closed is None or any(len(str(x.to_sympy())) > _SHOWN_CHARS for x in closed):
+            if closed is None or any(len(str(x.to_sympy())) > SHOWN_CHARS for x in closed):
                 continue
             mine = sorted(
                 (i for i, x in enumerate(roots) if x.data[2] is f), key=lambda i: roots[i].value
