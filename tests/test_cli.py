@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 import torchsvd
 from torchsvd.cli import cli
-from torchsvd.explain import explain
+from torchsvd.explainer import explain
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED003 = [[3, 2, 3], [8, 8, 2], [8, 7, 4], [1, 8, 7], [6, 4, 7]]

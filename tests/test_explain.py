@@ -1,16 +1,22 @@
-"""explain: the exact SVD by hand (seed 001), its fallback to decimals, rendering, bad input."""
+"""explain: the SVD by hand, exact or in certified decimals; rendering; bounded, checked input."""
 
 from __future__ import annotations
 
+import re
+import time
 from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
 import sympy
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import torchsvd
-from torchsvd.explain import explain, parse_matrix
+from torchsvd.explainer import Explanation, explain, parse_matrix
+from torchsvd.explainer.narration import math_tex, math_text
+from torchsvd.explainer.quadratic import Quadratic
 
 SEED001 = "3 2 2; 2 3 -2"
 
@@ -19,7 +25,7 @@ def _is_zero(M: sympy.Matrix) -> bool:
     return M.applyfunc(sympy.simplify).is_zero_matrix
 
 
-def _check_exact_svd(e: torchsvd.explain.Explanation) -> None:
+def _check_exact_svd(e: Explanation) -> None:
     m, n = e.A.shape
     assert _is_zero(e.U * e.Sigma * e.V.T - e.A)
     assert _is_zero(e.U.T * e.U - sympy.eye(m))
@@ -32,7 +38,7 @@ def test_seed001_exact_values_and_vectors() -> None:
     assert e.S == (5, 3)
     r2, r18 = 1 / sympy.sqrt(2), 1 / sympy.sqrt(18)
     third = sympy.Rational(1, 3)
-    # Exactly the matrices of seed 001 (signs included: v from AᵀA, first entry positive,
+    # Exactly the matrices found by hand (signs included: v from AᵀA, first entry positive,
     # u = Av/σ, v₃ by Gram–Schmidt on e₁).
     U_seed = sympy.Matrix([[r2, r2], [r2, -r2]])
     V_seed = sympy.Matrix([[r2, r18, 2 * third], [r2, -r18, -2 * third], [0, 4 * r18, -third]])
@@ -92,6 +98,7 @@ def test_irreducible_cubic_falls_back_to_decimals() -> None:
     text = e.text()
     assert "decimals to 8 digits" in text and "13.642161" in text
     assert "λ₁ ≈ 186.10857" in text
+    assert "casus irreducibilis" in text and "VᵀV = I exactly" not in text
 
 
 def test_nested_radicals_fall_back_to_decimals() -> None:
@@ -169,3 +176,231 @@ def test_bad_input(A: object, exc: type[Exception], match: str) -> None:
 def test_bad_digits() -> None:
     with pytest.raises(ValueError, match="digits must be an int in"):
         explain("1", digits=0)
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+def _reference_svdvals(rows: list[list[Fraction]], dps: int = 400) -> list[mpmath.mpf]:
+    """Singular values by mpmath's SVD at ``dps`` digits: an independent reference."""
+    with mpmath.workdps(dps):
+        M = mpmath.matrix([[mpmath.mpf(x.numerator) / x.denominator for x in r] for r in rows])
+        return sorted(mpmath.svd_r(M, compute_uv=False), reverse=True)
+
+
+def _assert_svdvals_match(e: Explanation, rows: list[list[Fraction]]) -> None:
+    ref = _reference_svdvals(rows)
+    assert len(e.S) == min(len(rows), len(rows[0]))
+    for s, r in zip(e.S, ref, strict=False):
+        with mpmath.workdps(400):
+            if r == 0 or s == 0:
+                assert s == 0 and abs(r) < mpmath.mpf(10) ** -300 * ref[0]
+            else:
+                assert abs(mpmath.mpf(sympy.Float(s, 100)) / r - 1) < mpmath.mpf(10) ** -(
+                    e.digits + 10
+                )
+
+
+@pytest.mark.parametrize("big", ["1e52", "1e60", "1e77", "1e99", "1e100"])
+def test_huge_2x2_has_the_right_small_singular_value(big: str) -> None:
+    # σ₁σ₂ = |det A| = big − 1 and σ₁ ≈ big: σ₂ ≈ 1. Fifty-digit eigenvalues of AᵀA (whose
+    # entries are ~big²) gave σ₂ = 1.414 and "UΣVᵀ = A up to 0".
+    A = f"{big} 1; 1 1"
+    e = explain(A)
+    _assert_svdvals_match(e, parse_matrix(A))
+    assert float(e.S[1]) == pytest.approx(1.0, rel=1e-12)
+    text = e.text()
+    assert "σ₂ = √λ₂ ≈ 1.00000" in text
+    assert "up to 0 " not in text and "up to 0." not in text
+    errors = e.derivation.check.errors
+    assert errors is not None and all(x > 0 for x in errors)  # exact residuals of decimals
+
+
+@pytest.mark.parametrize(
+    "A",
+    [
+        "100000000 1 0; 1 1 1; 0 1 1",  # was a 59-line mpmath traceback (nroots)
+        "1e30 1 0; 1 1 1; 0 1 1",  # was "Invalid NaN comparison"
+        "1e30 1 0 0; 1 1 1 0; 0 1 1 1; 0 0 1 1e-30",
+        "1e100 1 0 0; 1 1 1 0; 0 1 1 1; 0 0 1 1",
+        "1/3 1/7 1/11 1/13; 1/17 1/19 1/23 1/29; 1/31 1/37 1/41 1/43; 1/47 1/53 1/59 1/61",
+        "1 0; 0 1.000000000000000000000000000000000000001",  # a near tie
+        "12345678901234567890 98765432109876543210; 11111111111111111111 22222222222222222222",
+    ],
+)
+def test_hard_matrices_are_right_and_fast(A: str) -> None:
+    start = time.perf_counter()
+    e = explain(A)
+    e.text(), e.markdown(), e.latex()
+    assert time.perf_counter() - start < 5
+    _assert_svdvals_match(e, parse_matrix(A))
+    U, S, Vh = e.to_torch()
+    dense = torch.tensor([[float(x) for x in r] for r in parse_matrix(A)], dtype=torch.float64)
+    torch.testing.assert_close(U.T @ U, torch.eye(U.shape[0], dtype=torch.float64))
+    torch.testing.assert_close(Vh @ Vh.T, torch.eye(Vh.shape[0], dtype=torch.float64))
+    Sigma = torch.zeros_like(dense)
+    Sigma[range(len(S)), range(len(S))] = S
+    torch.testing.assert_close(U @ Sigma @ Vh, dense, rtol=1e-12, atol=1e-12 * float(S[0]))
+    _assert_vectors_match(e, parse_matrix(A))
+
+
+def _assert_vectors_match(e: Explanation, rows: list[list[Fraction]]) -> None:
+    """Projectors on the singular vectors of separated σ against mpmath's 400-digit SVD."""
+    with mpmath.workdps(400):
+        M = mpmath.matrix([[mpmath.mpf(x.numerator) / x.denominator for x in r] for r in rows])
+        U, S, V = mpmath.svd_r(M)
+        k = len(S)
+        tol = mpmath.mpf(10) ** -(e.digits + 10)
+        for i in range(k):
+            if any(abs(S[i] - S[j]) < S[0] * mpmath.mpf(10) ** -100 for j in range(k) if j != i):
+                continue  # a tie: the vectors are not unique
+            for ours, ref in ((e.U[:, i], U[:, i]), (e.V[:, i], V[i, :].T)):
+                x = [mpmath.mpf(sympy.Float(a, 200)) for a in ours]
+                # |⟨x, ref⟩| = 1 for unit vectors spanning the same line
+                assert abs(abs(mpmath.fsum(a * b for a, b in zip(x, ref, strict=True))) - 1) < tol
+
+
+@pytest.mark.parametrize(
+    ("A", "match"),
+    [
+        ("1e200 1; 1 1", r"at most 10\^100, got 201 and 1 digits at '1e200'"),
+        ("1e999999999 0; 0 1", "has an exponent of 999999999"),
+        ("1e-999999999 0; 0 1", "has an exponent of -999999999"),
+        ("1" * 250, "is over 200 characters"),
+        ("1e100 0; 0 1e-100", "over their common denominator are at most 10\\^100, got 201"),
+        ([[1e-300, 1.0]], "got 1 and 301 digits at row 1, column 1"),
+    ],
+)
+def test_too_large_entries_fail_fast_and_clearly(A: object, match: str) -> None:
+    # "1e200 1; 1 1" was a 7,000-character sympy TypeError after 10 s; 1e999999999 hung.
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=match):
+        explain(A)
+    assert time.perf_counter() - start < 5
+
+
+def test_precision_limit_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchsvd.explainer import fields
+
+    monkeypatch.setattr(fields, "MAX_DPS", 100)  # 1e52 needs about 140 digits
+    with pytest.raises(ValueError, match="needs more than 100 digits for this matrix"):
+        explain("1e52 1; 1 1")
+
+
+def test_exact_only_when_proven() -> None:
+    e = explain("1e20 0 0; 0 1e20 0; 0 0 1")  # big, but rational singular values
+    assert e.exact and e.S == (10**20, 10**20, 1)
+    assert e.derivation.check.errors is None
+    assert (
+        "exactly: every entry of UΣVᵀ − A, UᵀU − I and VᵀV − I, rationalised and expanded, is 0"
+        in " ".join(e.text().split())
+    )
+    dec = explain("1 1; 0 1")
+    assert "VᵀV = I exactly" not in dec.text() and dec.derivation.check.errors is not None
+
+
+def test_exact_results_are_exact_identities() -> None:
+    # UΣVᵀ = A, UᵀU = I, VᵀV = I as sympy identities (no floats anywhere).
+    for A in ("2 1 0; 1 3 1; 0 1 4", "1 0; 0 1; 1 1; 0 0", "1e20 1; 0 0"):
+        e = explain(A)
+        assert e.exact
+        assert not any(x.has(sympy.Float) for x in (e.U, e.V, e.Sigma))
+        _check_exact_svd(e)
+
+
+def test_decimal_derivation_is_certified() -> None:
+    # Each λᵢ lies in its rational interval, which is narrow; exact roots from sympy.
+    A = "1 2 3 4; 2 3 4 5; 3 4 5 7; 1 1 1 1"
+    e = explain(A, digits=8)
+    d = e.derivation
+    lam = sympy.Symbol("lambda")
+    exact_roots = sorted(sympy.Poly(d.charpolys[0][0], lam).real_roots(), reverse=True)
+    nonzero = [x for x in exact_roots if x != 0]
+    assert len(d.roots) == len(nonzero) == 3
+    for root, x in zip(d.roots, nonzero, strict=True):
+        lo, hi = root.interval
+        assert (
+            sympy.Rational(lo.numerator, lo.denominator)
+            < x
+            < sympy.Rational(hi.numerator, hi.denominator)
+        )
+        assert (hi - lo) / lo < Fraction(1, 10 ** (8 + 17))
+    assert "narrower than 10⁻²⁵λᵢ" in e.text()
+    # The completion of V (rank 3 of 4) is exact even here: a rational null space.
+    (ext,) = d.completions[0].extensions
+    assert not ext.q.has(sympy.Float)
+    assert sympy.simplify((d.A * ext.q).norm()) == 0 and sympy.simplify(ext.q.norm()) == 1
+
+
+def test_decimal_digits_are_right() -> None:
+    # The decimals shown agree with an independent 400-digit SVD to every digit but rounding.
+    A = "1 1; 0 1"
+    for digits in (3, 15, 40):
+        e = explain(A, digits=digits)
+        ref = _reference_svdvals(parse_matrix(A))
+        shown = re.findall(r"σ₁ = √λ₁ ≈ (\S+)", e.text())[0]
+        with mpmath.workdps(60):
+            assert abs(mpmath.mpf(shown) - ref[0]) <= mpmath.mpf(10) ** (1 - digits)
+
+
+def test_reasons_are_rendered_in_each_format() -> None:
+    e = explain("1 1; 0 1")
+    assert "because √(10 - 2√5) cannot be written without nested radicals" in e.text()
+    assert r"because $\sqrt{10 - 2 \sqrt{5}}$ cannot be written" in e.latex()
+    big = explain("1e52 1; 1 1")
+    assert "a square root it needs cannot be written without nested radicals" in big.text()
+
+
+def test_no_unicode_math_in_latex_and_no_private_references() -> None:
+    for A in ("3 2 2; 2 3 -2", "1 1; 0 1", "1 2 3 4; 2 3 4 5; 3 4 5 7; 1 1 1 1", "1 0; 0 0; 1 1"):
+        e = explain(A)
+        for out in (e.latex(), e.markdown()):
+            assert out.count("{") == out.count("}")
+            for math in re.findall(r"\$\$?([^$]+)\$", out):
+                assert not re.search("[σλΣᵀ√−₀-₉ᵢ⁰-⁹]", math), math
+        for out in (e.text(), e.latex(), e.markdown()):
+            assert "seed" not in out.lower()
+        assert "\\" not in e.text()
+
+
+def test_math_notation() -> None:
+    assert math_text("det(λI − A^TA)") == "det(λI − AᵀA)"
+    assert math_text("√{10}") == "√10" and math_text("√{a + b}") == "√(a + b)"
+    assert math_tex("UΣV^T") == r"U\Sigma V^{T}"
+    assert math_tex("√{λ_{i}}") == r"\sqrt{\lambda_{i}}"
+
+
+def test_quadratic_numbers_are_exact() -> None:
+    r5 = Quadratic(Fraction(0), Fraction(1), 5)
+    x = Quadratic(Fraction(3, 2), Fraction(1, 2), 5)  # (3 + √5)/2
+    assert not (x * (Fraction(3) - x) - 1)  # a root of λ² − 3λ + 1
+    assert (r5 - Fraction(9, 4)).sign() == -1 and (r5 - Fraction(11, 5)).sign() == 1
+    assert ((Fraction(1) + r5) / (Fraction(1) - r5) - (-Fraction(3, 2) - r5 / 2)).sign() == 0
+    # numbers of different fields compared exactly: √2 + √3 < √10
+    a = Quadratic(Fraction(0), Fraction(1), 2) + 0
+    assert Quadratic(Fraction(1), Fraction(1), 3) < Quadratic(Fraction(0), Fraction(1), 8)
+    assert not Quadratic(Fraction(0), Fraction(1), 8) < Quadratic(Fraction(1), Fraction(1), 3)
+    assert a.sign() == 1
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    st.integers(1, 4).flatmap(
+        lambda m: st.integers(1, 4).flatmap(
+            lambda n: st.lists(
+                st.lists(st.integers(-6, 6), min_size=n, max_size=n), min_size=m, max_size=m
+            )
+        )
+    )
+)
+def test_property_small_integer_matrices(rows: list[list[int]]) -> None:
+    e = explain(rows)
+    dense = torch.tensor(rows, dtype=torch.float64)
+    torch.testing.assert_close(
+        torch.tensor([float(s) for s in e.S], dtype=torch.float64), torch.linalg.svdvals(dense)
+    )
+    if e.exact:
+        _check_exact_svd(e)
+    else:
+        errors = e.derivation.check.errors
+        assert errors is not None and max(errors) < Fraction(1, 10**30)

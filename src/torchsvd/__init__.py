@@ -18,7 +18,7 @@ from torchsvd._svd import svd as svd
 from torchsvd._svd import svdvals as svdvals
 from torchsvd._topk import spectral_norm as spectral_norm
 from torchsvd._topk import svds as svds
-from torchsvd.explain import explain as explain
+from torchsvd.explainer import explain as explain
 
 __version__ = "0.1.0"
 

@@ -260,7 +260,7 @@ def explain_command(matrix: str, fmt: str, digits: int) -> None:
     file.
     """
     from torchsvd._io import MATRIX_SUFFIXES, load_matrix
-    from torchsvd.explain import explain
+    from torchsvd.explainer import explain
 
     path = Path(matrix)
     source: Any = matrix
@@ -343,7 +343,7 @@ def demo(out_dir: Path) -> None:
     returns as NaN next to torchsvd's finite one."""
     from torchsvd._images import markdown_table
     from torchsvd._io import OutputDir
-    from torchsvd.explain import explain
+    from torchsvd.explainer import explain
 
     with OutputDir(out_dir) as out:
         click.echo("== 1. Image compression: best rank-k approximations (Eckart–Young) ==\n")
