@@ -46,10 +46,7 @@ def figure_format(path: Path) -> str:
 
 
 def _save(fig: Figure, path: Path, fmt: str, dpi: int) -> None:
-    with warnings.catch_warnings():
-        # the log axis of σ near 1e300 overflows while placing its minor ticks; harmless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        fig.savefig(path, format=fmt, dpi=dpi)
+    fig.savefig(path, format=fmt, dpi=dpi)
 
 
 def save_grid(c: Compression, path: Path, title: str, fmt: str = "png") -> Figure:
@@ -132,6 +129,7 @@ def save_spectrum(c: Compression, path: Path, title: str, fmt: str = "png") -> F
     )
     low = float(min(e[0] for e in energies))
     ax_e.set_ylim(max(0.0, low - 0.05 * (1 - low) - 0.01), 1.005)
+    ax_s.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_s.legend(fontsize=8, loc="upper right")
     for ax in (ax_s, ax_e):
         ax.grid(alpha=0.3)
@@ -148,6 +146,15 @@ def save_singular_values(
     drawn on the bottom edge of the axes. ``S`` may be the top of a spectrum of ``total``
     values (the title says so).
     """
+    with warnings.catch_warnings():
+        # a log axis reaching σ near 1e300 overflows while placing its minor ticks; harmless
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _draw_singular_values(S, tol, path, title, fmt, total)
+
+
+def _draw_singular_values(
+    S: np.ndarray, tol: float, path: Path, title: str, fmt: str, total: int
+) -> Figure:
     fig = _figure(6.0, 3.8)
     ax = fig.subplots()
     i = np.arange(1, S.size + 1)
