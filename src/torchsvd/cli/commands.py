@@ -10,6 +10,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from torchsvd import ConvergenceError
 from torchsvd._validate import check_real
 from torchsvd.cli import missing_extra
 from torchsvd.cli.demo import EXAMPLE_MATRIX, gradient_demo
@@ -65,6 +66,8 @@ class _Main(click.Group):
             _fail(message, exc.exit_code)
         except ImportError as exc:
             _fail(missing_extra(exc) or f"{type(exc).__name__}: {exc}", 1)
+        except ConvergenceError as exc:  # svds, in compress: one line, its own message
+            _fail(str(exc), 1)
         except MemoryError as exc:
             _fail(f"out of memory ({exc or 'MemoryError'}); try a smaller input", 1)
         except _USER_ERRORS as exc:

@@ -174,7 +174,7 @@ def compress_image(
     h, w = image.shape[:2]
     kmin = min(h, w)
     p, method = solver(image.shape, ranks)
-    # Channels as a batch (C, H, W); float32 is plenty for 8-bit pixel data and 4× faster here.
+    # Channels as a batch (C, H, W); float32 is plenty for 8-bit pixel data.
     X = torch.from_numpy(np.ascontiguousarray(np.atleast_3d(image).transpose(2, 0, 1)))
     X = X.to(torch.float32)
     if progress is not None:

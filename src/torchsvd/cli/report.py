@@ -28,8 +28,8 @@ from torchsvd.cli.io import check_dense_fits
 
 __all__ = ["DENSE_WORK", "Report", "dense_svd_fits", "matrix_report"]
 
-# A dense SVD costs about min(m, n)²·max(m, n) flops (times a small constant); 2000³ takes
-# about 1.4 s on two cores. Larger matrices get the top-k solve unless --full is given.
+# A dense SVD costs about min(m, n)²·max(m, n) flops (times a small constant); above 2000³
+# info switches to the top-k solve unless --full is given.
 DENSE_WORK = 2000**3
 # Relative residual of the top-k solve: every value is then within about this times σ_max of a
 # singular value, far below the six significant digits printed.
