@@ -228,6 +228,7 @@ BAD_INPUTS = [
     ),
     (lambda t: ["info", t], "is a directory", 1),
     (lambda t: ["explain", t], "is a directory", 1),
+    (lambda t: ["explain", _sparse_diag(t, np.ones(100000))], "up to 4×4, got 100000 × 100000", 1),
     (lambda t: ["info", _bad_csv(t), "--rtol", "nan"], "--rtol must be a finite float", 2),
     (lambda t: ["info", _bad_csv(t), "--rtol", "inf"], "--rtol must be a finite float", 2),
     (lambda t: ["info", _bad_csv(t), "--rtol", "-1e-3"], "in [0, 1), got -0.001", 2),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import scipy.sparse
 from tqdm import tqdm
 
 from torchsvd import ConvergenceError
@@ -32,6 +33,8 @@ __all__ = ["cli"]
 # Exceptions that mean "bad input" (or an input the explainer cannot handle exactly, or a
 # machine too small for it) and are reported in one line.
 _USER_ERRORS = (ValueError, TypeError, OSError, MemoryError, ArithmeticError)
+# The largest matrix the explainer takes (its documented limit).
+_EXPLAIN_MAX = 4
 COMPRESS_OUTPUTS = ("reconstructions.png", "spectrum.png", "compression.md", "compression.csv")
 
 
@@ -325,7 +328,15 @@ def explain_command(matrix: str, fmt: str, digits: int) -> None:
     source: Any = matrix
     if path.suffix.lower() in MATRIX_SUFFIXES or path.exists():
         A = load_matrix(path)
-        source = A if not hasattr(A, "toarray") else A.toarray()
+        if isinstance(A, scipy.sparse.csr_array):
+            m, n = A.shape
+            if max(m, n) > _EXPLAIN_MAX:  # refuse before densifying a large sparse matrix
+                raise ValueError(
+                    f"{path}: explain works on matrices up to {_EXPLAIN_MAX}×{_EXPLAIN_MAX}, "
+                    f"got {m} × {n}"
+                )
+            A = A.toarray()
+        source = A
     write(getattr(explain(source, digits=digits), fmt)())
 
 
