@@ -351,15 +351,23 @@ def _sparse_diag(tmp_path: Path, d: np.ndarray) -> Path:
     return path
 
 
-def test_info_sparse_stays_sparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send matrices of a few hundred rows down the large-matrix path (fast tests)."""
+    monkeypatch.setattr(report, "DENSE_ENTRIES", 1000)
+    monkeypatch.setattr(report, "DENSE_WORK", 1000)
+
+
+def test_info_sparse_stays_sparse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_limits: None
+) -> None:
     """A sparse .mtx too large for a dense SVD goes to svds as a sparse tensor: never densified
     (the old code called toarray() and ran out of memory), values equal the known diagonal."""
-    n = 3000
+    n = 400
     d = 0.97 ** np.arange(n)  # σ_i = 0.97^i: distinct, known exactly
     path = _sparse_diag(tmp_path, d[::-1].copy())  # stored in ascending order
     densified = []
     monkeypatch.setattr(scipy.sparse.csr_array, "toarray", lambda *a, **k: densified.append(1))
-    monkeypatch.setattr(np, "asarray", np.asarray)  # (the dense path is not taken at all)
     code, stdout, stderr = _run("info", path, "--top", "4")
     assert code == 0, stderr
     assert not densified
@@ -377,8 +385,8 @@ def test_info_sparse_stays_sparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "torchsvd info [1/1]: the 4 largest singular values" in stderr
 
 
-def test_info_sparse_rank_and_condition_estimate(tmp_path: Path) -> None:
-    n = 3000
+def test_info_sparse_rank_and_condition_estimate(tmp_path: Path, small_limits: None) -> None:
+    n = 400
     d = np.zeros(n)
     d[:3] = [5.0, 2.0, 1.0]  # rank 3, seen inside the top 6
     code, stdout, stderr = _run("info", _sparse_diag(tmp_path, d))
@@ -413,12 +421,12 @@ def test_info_dense_too_large_uses_svds(tmp_path: Path, monkeypatch: pytest.Monk
     assert f["condition number κ₂"].startswith("not computed (σ_min of a non-square")
 
 
-def test_info_top_k_not_converged_is_one_line(tmp_path: Path) -> None:
-    path = _sparse_diag(tmp_path, 1 + 1e-6 * np.arange(3000))  # tightly clustered top
+def test_info_top_k_not_converged_is_one_line(tmp_path: Path, small_limits: None) -> None:
+    path = _sparse_diag(tmp_path, 1 + 1e-6 * np.arange(400))  # tightly clustered top
     code, stdout, stderr = _run("info", path, "--maxiter", "2")
     lines = [ln for ln in stderr.splitlines() if not ln.startswith("torchsvd info [")]
     _assert_one_line_error(code, stdout, "\n".join(lines), "did not converge in 2 block steps")
-    assert "3000 × 3000" in stderr
+    assert "400 × 400" in stderr
 
 
 def test_info_refuses_a_dense_file_larger_than_memory(
