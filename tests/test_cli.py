@@ -21,8 +21,13 @@ import torch
 from click.testing import CliRunner
 
 import torchsvd
-from torchsvd.cli import cli
-from torchsvd.explainer import explain
+from torchsvd.cli import commands, images, io, plots, report
+from torchsvd.cli.commands import cli
+
+try:  # the explainer's package, once it has one
+    from torchsvd.explainer import explain
+except ModuleNotFoundError:
+    from torchsvd.explain import explain
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED003 = [[3, 2, 3], [8, 8, 2], [8, 7, 4], [1, 8, 7], [6, 4, 7]]
@@ -102,7 +107,7 @@ def test_compress_outputs_and_numbers_equal_the_library(colour_png: Path, tmp_pa
     assert float(table[-1]["psnr_db"]) > 100
     # stdout and compression.md carry the same (rounded) table
     md = (out / "compression.md").read_text()
-    row2 = f"| 2 | {expected[0]['storage_ratio']:.2%} | {expected[0]['rel_frobenius_error']:.4f} |"
+    row2 = f"| 2 | {expected[0]['storage_ratio']:.2%} | {expected[0]['rel_frobenius_error']:.4g} |"
     assert row2 in stdout and row2 in md
     assert f"{expected[1]['psnr_db']:.2f} |" in stdout
 
@@ -222,6 +227,14 @@ BAD_INPUTS = [
         1,
     ),
     (lambda t: ["info", t], "is a directory", 1),
+    (lambda t: ["explain", t], "is a directory", 1),
+    (lambda t: ["explain", _sparse_diag(t, np.ones(100000))], "up to 4×4, got 100000 × 100000", 1),
+    (lambda t: ["info", _bad_csv(t), "--rtol", "nan"], "--rtol must be a finite float", 2),
+    (lambda t: ["info", _bad_csv(t), "--rtol", "inf"], "--rtol must be a finite float", 2),
+    (lambda t: ["info", _bad_csv(t), "--rtol", "-1e-3"], "in [0, 1), got -0.001", 2),
+    (lambda t: ["info", _bad_csv(t), "--rtol", "1"], "in [0, 1), got 1.0", 2),
+    (lambda t: ["info", _bad_csv(t), "--plot", t / "s.bmpx"], "'.bmpx' is not an image format", 2),
+    (lambda t: ["info", _bad_csv(t), "--plot", t / "s"], "'(none)' is not an image format", 2),
     (lambda t: ["explain", "3 2 x; 2 3 -2"], "'x' (row 1, column 3) is not a number", 1),
     (lambda t: ["explain", "1 2; 3"], "row 2 has 1 entries but row 1 has 2", 1),
     (lambda t: ["explain", "1 2 3 4 5"], "up to 4×4", 1),
@@ -284,7 +297,8 @@ def test_entry_point_errors_without_traceback(tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """What ``make demo`` runs: the real console script, under a minute, files that open."""
+    """What ``make demo`` runs: the real console script, files that open, nothing but progress
+    on stderr, and no reference to documents a reader does not have."""
     out = tmp_path / "demo"
     proc = subprocess.run(
         [*_console_script(), "demo", "--out", str(out)],
@@ -294,10 +308,13 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""  # no warnings, no progress bar when not on a terminal
+    # not a terminal: one progress line per step, no warnings
+    progress = proc.stderr.splitlines()
+    assert progress and all(line.startswith("torchsvd demo [") for line in progress), proc.stderr
     text = proc.stdout
+    assert "seed" not in text.lower() and "seed" not in proc.stderr.lower()
     assert "| 50 | 18.12% |" in text  # the compression table, rank 50 of a 600×512 image
-    assert "σ₁ = √λ₁ = 5" in text and "σ₂ = √λ₂ = 3" in text  # seed 001 by hand
+    assert "σ₁ = √λ₁ = 5" in text and "σ₂ = √λ₂ = 3" in text  # the 2×3 example by hand
     assert "16 of 16 entries NaN or inf" in text
     errors = [
         float(line.rsplit("=", 1)[1])
@@ -318,3 +335,367 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     grid = matplotlib.image.imread(out / "reconstructions.png")
     assert grid.shape[1] > grid.shape[0] > 300
+
+
+# --------------------------------------------------------------------------- info: large input
+
+
+def _fields(stdout: str) -> dict[str, str]:
+    pairs = (line.split(":", 1) for line in stdout.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _sparse_diag(tmp_path: Path, d: np.ndarray) -> Path:
+    path = tmp_path / "diag.mtx"
+    scipy.io.mmwrite(path, scipy.sparse.diags(d).tocoo())
+    return path
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send matrices of a few hundred rows down the large-matrix path (fast tests)."""
+    monkeypatch.setattr(report, "DENSE_ENTRIES", 1000)
+    monkeypatch.setattr(report, "DENSE_WORK", 1000)
+
+
+def test_info_sparse_stays_sparse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_limits: None
+) -> None:
+    """A sparse .mtx too large for a dense SVD goes to svds as a sparse tensor: never densified
+    (the old code called toarray() and ran out of memory), values equal the known diagonal."""
+    n = 400
+    d = 0.97 ** np.arange(n)  # σ_i = 0.97^i: distinct, known exactly
+    path = _sparse_diag(tmp_path, d[::-1].copy())  # stored in ascending order
+    densified = []
+    monkeypatch.setattr(scipy.sparse.csr_array, "toarray", lambda *a, **k: densified.append(1))
+    code, stdout, stderr = _run("info", path, "--top", "4")
+    assert code == 0, stderr
+    assert not densified
+    f = _fields(stdout)
+    assert f["shape"] == f"{n} × {n}, sparse ({n} stored entries)"
+    assert f["computed"].startswith(f"the 4 largest of {n} singular values, by torchsvd.svds")
+    assert float(f["σ_max = ‖A‖₂"]) == pytest.approx(1.0, rel=1e-6)
+    top = [float(x) for x in f["largest singular values"].split(",")]
+    assert top == pytest.approx(d[:4], rel=1e-6)
+    assert f["numerical rank"].startswith("≥ 4  ")
+    assert f["Frobenius norm"] == f"{np.linalg.norm(d):.6g}"
+    assert f["nuclear norm"].startswith("not computed")
+    assert f["condition number κ₂"].startswith("not computed")
+    assert f["null-space dimension"].startswith(f"≤ {n - 4}")
+    assert "torchsvd info [1/1]: the 4 largest singular values" in stderr
+
+
+def test_info_sparse_rank_and_condition_estimate(tmp_path: Path, small_limits: None) -> None:
+    n = 400
+    d = np.zeros(n)
+    d[:3] = [5.0, 2.0, 1.0]  # rank 3, seen inside the top 6
+    code, stdout, stderr = _run("info", _sparse_diag(tmp_path, d))
+    assert code == 0, stderr
+    f = _fields(stdout)
+    assert f["numerical rank"].startswith("3  ")
+    assert float(f["smallest non-zero σ"]) == pytest.approx(1.0, rel=1e-6)
+    assert f["condition number κ₂"].startswith("inf")
+    assert f["null-space dimension"].startswith(f"{n - 3}  ")
+    # a non-singular one: κ₂ = max/min of the diagonal, estimated through its LU factorization
+    # (top and bottom of the spectrum separated, so that both top-k solves converge fast)
+    middle = np.random.default_rng(0).uniform(1.5, 2.5, n - 9)
+    d = np.concatenate([[10.0, 8, 6, 5, 4, 3], middle, [1.0, 0.5, 0.25]])
+    code, stdout, stderr = _run("info", _sparse_diag(tmp_path, d), "--cond")
+    assert code == 0, stderr
+    kappa = float(_fields(stdout)["condition number κ₂"].split()[0])
+    assert kappa == pytest.approx(d.max() / d.min(), rel=1e-6)
+
+
+def test_info_dense_too_large_uses_svds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    A = torchsvd.testing.matrix_with_singular_values([4.0, 2.0, 1.0, 0.5], 40, 30, seed=3)
+    path = tmp_path / "a.npy"
+    np.save(path, A.numpy())
+    monkeypatch.setattr(report, "DENSE_WORK", 100)
+    monkeypatch.setattr(torch.linalg, "svdvals", None)  # the dense SVD must not run
+    code, stdout, stderr = _run("info", path, "--top", "3", "--cond")
+    assert code == 0, stderr
+    f = _fields(stdout)
+    assert [float(x) for x in f["largest singular values"].split(",")] == pytest.approx(
+        [4.0, 2.0, 1.0], rel=1e-7
+    )
+    assert f["condition number κ₂"].startswith("not computed (σ_min of a non-square")
+
+
+def test_info_top_k_not_converged_is_one_line(tmp_path: Path, small_limits: None) -> None:
+    path = _sparse_diag(tmp_path, 1 + 1e-6 * np.arange(400))  # tightly clustered top
+    code, stdout, stderr = _run("info", path, "--maxiter", "2")
+    lines = [ln for ln in stderr.splitlines() if not ln.startswith("torchsvd info [")]
+    _assert_one_line_error(code, stdout, "\n".join(lines), "did not converge in 2 block steps")
+    assert "400 × 400" in stderr
+
+
+def test_info_refuses_a_dense_file_larger_than_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones((300, 200)))
+    monkeypatch.setattr(io, "memory_bytes", lambda: 2**18)  # a 256 KiB machine
+    code, stdout, stderr = _run("info", path)
+    _assert_one_line_error(code, stdout, stderr, "big.npy: a dense 300 × 200 matrix takes")
+    assert "more than half of this machine's 0.0 GiB" in stderr
+
+
+def test_info_computes_one_svd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old code ran six decompositions (svdvals, matrix_norm 2, matrix_rank, pinv, cond,
+    nuclear norm) for one report."""
+    calls = []
+    for name in ("svd", "svdvals", "matrix_norm", "matrix_rank", "pinv", "cond"):
+        original = getattr(torch.linalg, name)
+
+        def counted(*args, _f=original, _n=name, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(_n)
+            return _f(*args, **kwargs)
+
+        monkeypatch.setattr(torch.linalg, name, counted)
+    path = tmp_path / "a.csv"
+    np.savetxt(path, np.array(SEED003, dtype=float), delimiter=",")
+    code, _, stderr = _run("info", path)
+    assert code == 0, stderr
+    assert calls == ["svdvals"]
+
+
+def test_info_frobenius_norm_does_not_overflow(tmp_path: Path) -> None:
+    path = tmp_path / "d.npy"
+    np.save(path, np.diag([1e300, 1.0, 1e-300]))
+    code, stdout, stderr = _run("info", path)
+    assert code == 0, stderr
+    f = _fields(stdout)
+    assert f["Frobenius norm"] == "1e+300"
+    assert f["σ_max = ‖A‖₂"] == "1e+300"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "magic"),
+    [(".png", b"\x89PNG"), (".pdf", b"%PDF"), (".svg", b"<?xml"), (".jpg", b"\xff\xd8")],
+)
+def test_info_plot_writes_the_format_of_its_extension(
+    tmp_path: Path, suffix: str, magic: bytes
+) -> None:
+    path = tmp_path / "a.csv"
+    np.savetxt(path, np.array(SEED003, dtype=float), delimiter=",")
+    plot = tmp_path / f"s{suffix}"
+    code, _, stderr = _run("info", path, "--plot", plot)
+    assert code == 0, stderr
+    assert plot.read_bytes().startswith(magic)
+
+
+def test_info_plot_draws_small_singular_values_where_they_are(tmp_path: Path) -> None:
+    """σ = 1 below a tolerance of 6.7e284 was drawn at a fake floor of 1e284; an exact zero
+    goes on the bottom edge, not at an invented value."""
+    S = np.array([1e300, 1.0, 1e-300, 0.0])
+    fig = plots.save_singular_values(S, 6.7e284, tmp_path / "s.png", "t", total=4)
+    (ax,) = fig.axes
+    drawn = {line.get_label(): line for line in ax.get_lines()}
+    small = drawn[r"$\sigma_i$ ≤ tolerance"]
+    assert list(small.get_ydata()) == [1.0, 1e-300]
+    zero = drawn[r"$\sigma_i = 0$ (on the bottom edge)"]
+    assert list(zero.get_xdata()) == [4] and list(zero.get_ydata()) == [0.0]
+    assert zero.get_transform() == ax.get_xaxis_transform()
+
+
+def test_info_rtol_zero_counts_every_positive_value(tmp_path: Path) -> None:
+    path = tmp_path / "d.txt"
+    np.savetxt(path, np.diag([1.0, 1e-20, 0.0]))
+    code, stdout, _ = _run("info", path, "--rtol", "0")
+    assert code == 0 and _fields(stdout)["numerical rank"].startswith("2  ")
+
+
+# --------------------------------------------------------------------------- text files
+
+
+def test_csv_bom_comments_and_trailing_commas(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes("\ufeff# a header comment\n3,2,2,  # first row\n2,3,-2,\n\n# done\n".encode())
+    assert io.load_matrix(path).tolist() == [[3, 2, 2], [2, 3, -2]]
+    (tmp_path / "b.txt").write_text("1 2  # comment\n3 4\n")
+    assert io.load_matrix(tmp_path / "b.txt").tolist() == [[1, 2], [3, 4]]
+    (tmp_path / "c.csv").write_text("1,,2\n")  # an empty cell inside a row is still an error
+    with pytest.raises(ValueError, match="line 1, column 2: '' is not a number"):
+        io.load_matrix(tmp_path / "c.csv")
+
+
+def test_alpha_is_composited_over_white(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 6, 4))
+    rgba[:2, :, 0] = 1.0  # top half opaque red, bottom half transparent black
+    rgba[:2, :, 3] = 1.0
+    rgba[2:, :, 3] = 0.0
+    path = tmp_path / "t.png"
+    matplotlib.image.imsave(path, rgba)
+    img = io.load_image(path)
+    assert img.shape == (4, 6, 3)
+    assert np.allclose(img[:2], [1.0, 0.0, 0.0]) and np.allclose(img[2:], 1.0)
+
+
+# --------------------------------------------------------------------------- compress
+
+
+def test_compress_uses_svds_for_small_ranks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:160, 0:200] / 200.0
+    img = np.clip(0.5 + 0.3 * np.sin(5 * x) * np.cos(3 * y) + 0.02 * rng.random(x.shape), 0, 1)
+    path = tmp_path / "g.png"
+    matplotlib.image.imsave(path, img, cmap="gray", vmin=0, vmax=1)
+    code, stdout, stderr = _run("compress", path, "--ranks", "2,5", "--out", tmp_path / "o")
+    assert code == 0, stderr
+    assert "singular values: torchsvd.svds, the top 6 of 160" in stdout
+    assert stderr.splitlines()[0] == (
+        "torchsvd compress [1/5]: singular values of 1 channel of 160 × 200 "
+        "(torchsvd.svds, the top 6 of 160)"
+    )
+    with open(tmp_path / "o" / "compression.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    X = torch.from_numpy(io.load_image(path)).to(torch.float32)
+    S = torch.linalg.svdvals(X.double())
+    for row, k in zip(table, [2, 5], strict=True):
+        err = (X - torchsvd.low_rank(X, k)).double()
+        assert float(row["rel_frobenius_error"]) == pytest.approx(
+            float(err.norm() / X.double().norm()), rel=1e-4
+        )
+        assert float(row["sigma_ratio"]) == pytest.approx(float(S[k] / S[0]), rel=1e-4)
+
+
+def test_figures_are_drawn_at_display_resolution() -> None:
+    img = np.outer(np.linspace(0, 1, 1500), np.linspace(1, 0, 700))
+    c = images.compress_image(img, [1])
+    assert c.original_preview.shape == (500, 233)  # 1500×700 shrunk by 3, whole blocks
+    assert c.previews[1].shape == (500, 233)
+    assert np.allclose(c.original_preview, images.downsample(img), atol=0)
+    assert c.rows[0].rel_frobenius_error < 1e-6
+
+
+def test_table_keeps_significant_digits_of_small_errors() -> None:
+    row = images.CompressionRow(3, 0.1, 1.234e-6, 2.5e-7, 118.0)
+    table = images.markdown_table([row])
+    assert "| 3 | 10.00% | 1.234e-06 | 2.5e-07 | 118.00 |" in table
+
+
+def _overlap(a, b) -> bool:  # type: ignore[no-untyped-def]
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_spectrum_labels_and_titles_do_not_overlap(tmp_path: Path) -> None:
+    """A saturating energy curve with close ranks: the old per-point annotations overlapped,
+    and the long math title of the right panel ran into the left one."""
+    s = np.concatenate([[100.0], 1e-3 * 0.9 ** np.arange(99)])
+    c = images.Compression(
+        rows=[images.CompressionRow(k, 0.1, 1e-3, 1e-3, 60.0) for k in (40, 45, 50)],
+        singular_values=s[None],
+        squared_norms=np.array([float((s**2).sum())]),
+        previews={},
+        original_preview=np.zeros((2, 2)),
+        method="",
+        complete=True,
+    )
+    fig = plots.save_spectrum(c, tmp_path / "s.png", "singular values of x.png (10×100)")
+    renderer = fig.canvas.get_renderer()
+    boxes = [
+        t.get_window_extent(renderer)
+        for ax in fig.axes
+        for t in [ax.title, *ax.texts]
+        if t.get_text()
+    ]
+    for i, a in enumerate(boxes):
+        assert 0 <= a.x0 and a.x1 <= fig.bbox.x1  # inside the figure
+        for b in boxes[i + 1 :]:
+            assert not _overlap(a, b)
+    left, right = fig.axes
+    assert right.title.get_window_extent(renderer).x0 > left.get_window_extent(renderer).x1
+
+
+# --------------------------------------------------------------------------- errors, encodings
+
+
+def test_explainer_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("explain: cannot handle this entry exactly\n(second line)")
+
+    monkeypatch.setattr(commands, "_explainer", lambda: refuse)
+    code, out, err = _run("explain", "1 2; 3 4")
+    _assert_one_line_error(code, out, err, "cannot handle this entry exactly (second line)")
+
+
+def test_unexpected_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyError("boom")
+
+    monkeypatch.setattr(commands, "matrix_report", broken)
+    path = tmp_path / "a.csv"
+    path.write_text("1,2\n3,4\n")
+    code, out, err = _run("info", path)
+    _assert_one_line_error(code, out, err, "internal error, please report it: KeyError: 'boom'")
+
+
+def test_info_output_in_a_legacy_encoding(tmp_path: Path) -> None:
+    """With cp1252 the old code printed two lines and then died with UnicodeEncodeError."""
+    path = tmp_path / "a.csv"
+    np.savetxt(path, np.array(SEED003, dtype=float), delimiter=",")
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [*_console_script(), "info", str(path)], capture_output=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode("cp1252")
+    lines = text.splitlines()
+    assert len(lines) == 10
+    assert lines[3].startswith("sigma_max = ||A||2:")
+    assert lines[-1].startswith("null-space dimension:") and lines[-1].endswith("0  (n - rank)")
+    # the values line up after the ASCII spellings
+    starts = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in lines}
+    assert len(starts) == 1
+
+
+def test_missing_dependency_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['click'] = None; sys.argv = ['torchsvd', 'info', 'x.csv']\n"
+        "from torchsvd.cli import main; main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "torchsvd: error: the torchsvd command line needs the Python package 'click', which is "
+        "not installed; install the command line's dependencies with: pip install 'torchsvd[cli]'"
+    ]
+
+
+def test_the_library_does_not_import_the_command_line_dependencies() -> None:
+    code = (
+        "import sys, torch\n"
+        "before = {m.split('.')[0] for m in sys.modules}\n"  # torch itself may import tqdm
+        "import torchsvd\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} - before & "
+        "{'click', 'matplotlib', 'tqdm', 'scipy', 'PIL', 'sympy', 'torchsvd.cli'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_info_plot_never_overwrites_the_input(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"  # a matrix file cannot be a .png; a .svg plot onto a .svg can't
+    np.savetxt(tmp_path / "m.csv", np.eye(2), delimiter=",")
+    src = tmp_path / "m.csv"
+    data = src.read_bytes()
+    code, out, err = _run("info", src, "--plot", tmp_path / "m.csv")
+    _assert_one_line_error(code, out, err, "'.csv' is not an image format", 2)
+    assert src.read_bytes() == data and not path.exists()
+
+
+def test_compress_convergence_failure_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stalls(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise torchsvd.ConvergenceError("svds did not converge in 3 block steps")
+
+    monkeypatch.setattr(images, "svds", stalls)
+    img = np.outer(np.linspace(0, 1, 64), np.linspace(1, 0, 80))
+    path = tmp_path / "g.png"
+    matplotlib.image.imsave(path, img, cmap="gray")
+    code, out, err = _run("compress", path, "--ranks", "1", "--out", tmp_path / "o")
+    lines = [ln for ln in err.splitlines() if not ln.startswith("torchsvd compress [")]
+    _assert_one_line_error(code, out, "\n".join(lines), "svds did not converge in 3 block steps")
+    assert not (tmp_path / "o").exists()

@@ -12,9 +12,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+import matplotlib.image
 import numpy as np
+import scipy.io
+import scipy.sparse
+from matplotlib import cbook
 
-__all__ = ["MATRIX_SUFFIXES", "OutputDir", "load_image", "load_matrix", "sample_image_path"]
+__all__ = [
+    "MATRIX_SUFFIXES",
+    "OutputDir",
+    "check_dense_fits",
+    "load_image",
+    "load_matrix",
+    "memory_bytes",
+    "sample_image_path",
+]
 
 MATRIX_SUFFIXES = (".npy", ".csv", ".txt", ".mtx")
 
@@ -26,13 +38,50 @@ def _check_file(path: Path) -> None:
         raise IsADirectoryError(f"{path}: is a directory, expected a file")
 
 
-def load_matrix(path: str | os.PathLike[str]) -> np.ndarray:
+def memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, where the system reports it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
+
+
+def check_dense_fits(
+    what: object,
+    shape: tuple[int, ...],
+    advice: str = "store it sparse (Matrix Market coordinate .mtx)",
+) -> None:
+    """Refuse a dense matrix whose float64 copy would take over half the memory.
+
+    ``what`` (a file, or what is being done) starts the message, ``advice`` ends it.
+    """
+    need = 8 * int(np.prod(shape, dtype=np.float64))
+    have = memory_bytes()
+    if have is not None and need > have / 2:
+        dims = " × ".join(str(d) for d in shape)
+        raise ValueError(
+            f"{what}: a dense {dims} matrix takes {_gib(need)} in float64, more than half of this "
+            f"machine's {_gib(have)} of memory; {advice}"
+        )
+
+
+def load_matrix(path: str | os.PathLike[str]) -> np.ndarray | scipy.sparse.csr_array:
     """A real 2-D float64 matrix from a .npy, .csv/.txt or .mtx (Matrix Market) file.
 
+    Dense files give an ``ndarray``; a Matrix Market file in coordinate format stays sparse
+    (a ``scipy.sparse.csr_array``, duplicates summed, explicit zeros dropped). A dense matrix
+    whose float64 copy would take more than half of the machine's memory is refused before it
+    is read.
+
     ``.npy`` files are read with ``allow_pickle=False``: a file holding Python objects is refused,
-    never unpickled. Text files (``.csv`` or ``.txt``): one row per line, values separated by
-    commas (when the line has one) or whitespace; blank lines and lines starting with ``#`` are
-    skipped.
+    never unpickled. Text files (``.csv`` or ``.txt``, UTF-8, with or without a byte-order mark):
+    one row per line, values separated by commas (when the line has one) or whitespace, a
+    trailing comma allowed; blank lines are skipped and ``#`` starts a comment, on its own line
+    or after the numbers.
 
     Raises
     ------
@@ -40,59 +89,97 @@ def load_matrix(path: str | os.PathLike[str]) -> np.ndarray:
         The path does not name a file.
     ValueError
         Unknown suffix, unreadable content (with line and column for text files), not 2-D,
-        empty, complex or non-finite.
+        empty, complex, non-finite, or too large for the memory.
     """
     p = Path(path)
     _check_file(p)
     suffix = p.suffix.lower()
+    data: np.ndarray | scipy.sparse.csr_array
     if suffix == ".npy":
-        try:
-            data = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{p}: cannot read as a .npy array ({_one_line(exc)})") from None
+        data = _load_npy(p)
     elif suffix in (".csv", ".txt"):
         data = _load_text(p)
     elif suffix == ".mtx":
-        import scipy.io
-
-        try:
-            data = scipy.io.mmread(p)
-        except (ValueError, OSError, EOFError, IndexError, TypeError) as exc:
-            raise ValueError(f"{p}: cannot read as Matrix Market ({_one_line(exc)})") from None
-        if hasattr(data, "toarray"):
-            data = data.toarray()
+        data = _load_mtx(p)
     else:
         raise ValueError(
             f"{p}: unsupported matrix file type {suffix or '(no suffix)'!r}; expected one of "
             + ", ".join(MATRIX_SUFFIXES)
         )
-    data = np.asarray(data)
-    if data.dtype.kind == "c":
-        raise ValueError(f"{p}: complex matrices are not supported, got dtype {data.dtype}")
-    if data.dtype.kind not in "biuf":
-        raise ValueError(f"{p}: expected a numeric matrix, got dtype {data.dtype}")
+    values = data.data if isinstance(data, scipy.sparse.csr_array) else data
+    if values.dtype.kind == "c":
+        raise ValueError(f"{p}: complex matrices are not supported, got dtype {values.dtype}")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: expected a numeric matrix, got dtype {values.dtype}")
     if data.ndim != 2:
         raise ValueError(f"{p}: expected a 2-D matrix, got shape {data.shape}")
-    if data.size == 0:
+    if 0 in data.shape:
         raise ValueError(f"{p}: the matrix is empty (shape {data.shape})")
     data = data.astype(np.float64)
-    if not np.isfinite(data).all():
+    values = data.data if isinstance(data, scipy.sparse.csr_array) else data
+    if not np.isfinite(values).all():
         raise ValueError(f"{p}: the matrix contains NaN or infinite entries")
     return data
 
 
+def _load_npy(p: Path) -> np.ndarray:
+    try:
+        # the header first: the size is checked before the data is read
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, _ = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{p}: cannot read as a .npy array ({_one_line(exc)})") from None
+    if len(shape) == 2:
+        check_dense_fits(p, shape)
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{p}: cannot read as a .npy array ({_one_line(exc)})") from None
+
+
+def _load_mtx(p: Path) -> np.ndarray | scipy.sparse.csr_array:
+    errors = (ValueError, OSError, EOFError, IndexError, TypeError)
+    try:
+        rows, cols, _, fmt, field, _ = scipy.io.mminfo(p)
+    except errors as exc:
+        raise ValueError(f"{p}: cannot read as Matrix Market ({_one_line(exc)})") from None
+    if field == "complex":
+        raise ValueError(f"{p}: complex matrices are not supported (Matrix Market field complex)")
+    if fmt == "array":
+        check_dense_fits(p, (rows, cols))
+    try:
+        data = scipy.io.mmread(p)
+    except errors as exc:
+        raise ValueError(f"{p}: cannot read as Matrix Market ({_one_line(exc)})") from None
+    if scipy.sparse.issparse(data):
+        sparse = scipy.sparse.csr_array(data)
+        sparse.sum_duplicates()
+        sparse.eliminate_zeros()
+        return sparse
+    return np.asarray(data)
+
+
 def _load_text(p: Path) -> np.ndarray:
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{p}: not a text file (expected numbers in rows)") from None
     rows: list[list[float]] = []
     width = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        line = line.split("#", 1)[0].strip()
+        if not line:
             continue
-        cells = line.split(",") if "," in line else line.split()
+        if "," in line:
+            cells = line.split(",")
+            if len(cells) > 1 and not cells[-1].strip():
+                cells.pop()  # one trailing comma, as many spreadsheets write
+        else:
+            cells = line.split()
         row = []
         for col, cell in enumerate(cells, start=1):
             try:
@@ -112,8 +199,6 @@ def _load_text(p: Path) -> np.ndarray:
 
 def sample_image_path() -> Path:
     """matplotlib's sample photograph ``grace_hopper.jpg`` (600×512, colour), installed with it."""
-    from matplotlib import cbook
-
     try:
         path = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     except (OSError, ValueError) as exc:
@@ -128,11 +213,10 @@ def sample_image_path() -> Path:
 def load_image(path: str | os.PathLike[str], *, grey: bool = False) -> np.ndarray:
     """An image as float64 in [0, 1]: ``(H, W)`` for greyscale, ``(H, W, 3)`` for colour.
 
-    Alpha channels are dropped; a colour image whose channels are all equal is greyscale.
-    ``grey=True`` converts colour to luma (ITU-R BT.601 weights 0.299, 0.587, 0.114).
+    An alpha channel is composited over white (a transparent pixel is white, as a viewer shows
+    it); a colour image whose channels are all equal is greyscale. ``grey=True`` converts colour
+    to luma (ITU-R BT.601 weights 0.299, 0.587, 0.114).
     """
-    import matplotlib.image
-
     p = Path(path)
     _check_file(p)
     try:
@@ -145,8 +229,9 @@ def load_image(path: str | os.PathLike[str], *, grey: bool = False) -> np.ndarra
         img = img.astype(np.float64)
     else:
         raise ValueError(f"{p}: unsupported pixel type {img.dtype}")
-    if img.ndim == 3 and img.shape[2] in (2, 4):  # LA / RGBA: drop alpha
-        img = img[..., :-1]
+    if img.ndim == 3 and img.shape[2] in (2, 4):  # LA / RGBA
+        alpha = img[..., -1:]
+        img = img[..., :-1] * alpha + (1.0 - alpha)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 3 and (grey or (img == img[..., :1]).all()):
