@@ -23,11 +23,7 @@ from click.testing import CliRunner
 import torchsvd
 from torchsvd.cli import commands, images, io, plots, report
 from torchsvd.cli.commands import cli
-
-try:  # the explainer's package, once it has one
-    from torchsvd.explainer import explain
-except ModuleNotFoundError:
-    from torchsvd.explain import explain
+from torchsvd.explainer import explain
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED003 = [[3, 2, 3], [8, 8, 2], [8, 7, 4], [1, 8, 7], [6, 4, 7]]

@@ -11,6 +11,7 @@ import torchsvd
 from _helpers import C128, F32, F64, weights
 from torchsvd.testing import numerical_gradient, random_unitary
 
+
 def _clouds(batch: tuple[int, ...], N: int, n: int, seed: int, noise: float = 1e-2):
     A = weights((*batch, N, n), F64, seed)
     Q = random_unitary(n, batch=batch, seed=seed + 1)

@@ -4,6 +4,7 @@ from torchsvd import nn as nn
 from torchsvd import testing as testing
 from torchsvd._errors import ConvergenceError as ConvergenceError
 from torchsvd._errors import DegenerateGradientWarning as DegenerateGradientWarning
+from torchsvd._extras import explain as explain
 from torchsvd._operators import LinearOperator as LinearOperator
 from torchsvd._pca import pca as pca
 from torchsvd._procrustes import procrustes as procrustes
@@ -18,7 +19,6 @@ from torchsvd._svd import svd as svd
 from torchsvd._svd import svdvals as svdvals
 from torchsvd._topk import spectral_norm as spectral_norm
 from torchsvd._topk import svds as svds
-from torchsvd.explainer import explain as explain
 
 __version__ = "0.1.0"
 

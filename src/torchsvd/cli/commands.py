@@ -341,12 +341,8 @@ def explain_command(matrix: str, fmt: str, digits: int) -> None:
 
 
 def _explainer() -> Any:
-    try:  # the explainer's package, once it has one
-        from torchsvd.explainer import explain
-    except ModuleNotFoundError as exc:
-        if exc.name != "torchsvd.explainer":
-            raise
-        from torchsvd.explain import explain
+    from torchsvd.explainer import explain
+
     return explain
 
 

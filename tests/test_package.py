@@ -1,0 +1,68 @@
+"""The package as a user meets it: the core imports torch alone; extras name themselves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# The app's dependencies that torch does not bring itself (torch requires sympy and may import
+# numpy and tqdm): none of them may be imported by `import torchsvd` or by the core ops.
+APP_MODULES = ("matplotlib", "click", "scipy", "PIL")
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_core_imports_no_app_dependency() -> None:
+    # Block the app's dependencies at import time, as if the extras were not installed.
+    result = _run(
+        f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {APP_MODULES!r}:
+                    raise ImportError(f"blocked {{name}}", name=name)
+        sys.meta_path.insert(0, Block())
+        import torch, torchsvd
+        A = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+        U, S, Vh = torchsvd.svd(A)
+        (torchsvd.polar(A).sum() + torchsvd.svds(A, 2)[1].sum() + S.sum()).backward()
+        torchsvd.low_rank(A, 2), torchsvd.null_space(A), torchsvd.spectral_norm(A)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {APP_MODULES!r})
+        print("loaded:", loaded)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("call", "extra"),
+    [
+        ("torchsvd.explain('1 2; 3 4')", "explain"),
+        ("sys.argv[1:] = ['info', '--help']; torchsvd.cli.main()", "cli"),
+    ],
+)
+def test_extras_without_their_dependencies_name_the_extra(call: str, extra: str) -> None:
+    result = _run(
+        f"""
+        import sys
+        sys.modules["sympy"] = None  # an absent package: importing it raises ImportError
+        sys.modules["click"] = None
+        import torchsvd
+        try:
+            import torchsvd.cli
+            {call}
+        except ImportError as err:
+            print("ImportError:", err)
+        """
+    )
+    assert f"pip install 'torchsvd[{extra}]'" in result.stdout + result.stderr, (
+        result.stdout + result.stderr
+    )
