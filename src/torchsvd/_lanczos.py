@@ -308,11 +308,11 @@ class _Accepted:
     def partial(
         self, triplet: tuple[torch.Tensor, torch.Tensor, torch.Tensor], res: torch.Tensor
     ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The accepted triplets where there are some, else the last iterate ``triplet``."""
+        """Ours where there are some, else ``triplet`` (rows, as stored) and its ``res``."""
         sel = self.done.unsqueeze(-1)
-        U = torch.where(sel.unsqueeze(-1), self.U, triplet[0]).mT
+        U = torch.where(sel.unsqueeze(-1), self.U, triplet[0])
         S = torch.where(sel, self.S, triplet[1])
-        V = torch.where(sel.unsqueeze(-1), self.V, triplet[2]).conj()
+        V = torch.where(sel.unsqueeze(-1), self.V, triplet[2])
         return (U, S, V), torch.where(sel, self.res, res)
 
 
@@ -374,6 +374,9 @@ def block_lanczos(
     accepted = _Accepted(op, k)
     if accepted.done.numel() == 0:  # an empty batch
         return accepted.result(0)
+    # The iterate with the smallest true residual so far, per batch element, for the error.
+    closest = _Accepted(op, k)
+    closest_worst = torch.full(batch, torch.inf, dtype=real, device=device)
     if min(m, n) <= dmax:
         # The basis would fill a whole space (and a wide/tall Krylov basis cannot span the row
         # space of A before it does): form A with min(m, n) products and decompose it densely.
@@ -417,6 +420,10 @@ def block_lanczos(
                 rel = torch.where(ok.unsqueeze(-1), true / scale, rel)
                 nxt = theta[..., k] if basis.d > k else torch.zeros_like(theta[..., 0])
                 accepted.take(accept, (Uk, Sk, Vk), nxt, true / scale)
+                true_worst = (true / scale).amax(dim=-1)
+                closer = ok & (true_worst < closest_worst)
+                closest.take(closer, (Uk, Sk, Vk), nxt, true / scale)
+                closest_worst = torch.where(closer, true_worst, closest_worst)
                 if bool(accepted.done.all()):
                     return accepted.result(step)
             worst = float(rel.amax(dim=-1)[~accepted.done].max())
@@ -424,23 +431,28 @@ def block_lanczos(
                 best, restarts = worst, 0
             if step >= maxiter or restarts >= _STAGNATION_RESTARTS:
                 Uk, Vk = basis.vectors(P, Qh, k)
-                result, res = accepted.partial((Uk, Sk, Vk), rel)
+                # The accepted triplets, else the closest checked iterate, else the last one.
+                rows, res = accepted.partial(*closest.partial((Uk, Sk, Vk), rel))
                 if step >= maxiter:
-                    why = f"did not converge in {maxiter} block steps (block size {b})"
+                    why = (
+                        f"did not converge in {maxiter} block steps (block size {b}): the "
+                        f"largest relative residual is {float(res.max()):.3g}, tol is {tol:.3g}"
+                    )
                     advice = "raise maxiter or tol"
                 else:
                     why = (
                         f"stagnated after {step} block steps: the residual fell by less than "
-                        f"{1 - _PROGRESS:.0%} over the last {restarts} restarts, at "
-                        f"{best:.3g}, the floor that the rounding of the products sets"
+                        f"{1 - _PROGRESS:.0%} over the last {restarts} restarts, so the "
+                        "rounding of the operator's products allows no smaller residual; the "
+                        f"iterate in .result has relative residual {float(res.max()):.3g}, tol "
+                        f"is {tol:.3g}"
                     )
-                    advice = f"tol={1.5 * best:.2g} or above is reachable"
+                    advice = f"a tol of {float(res.max()):.2g} was reachable"
                 raise ConvergenceError(
-                    f"svds {why}: the largest relative residual is {float(res.max()):.3g}, tol "
-                    f"is {tol:.3g}. The last iterate is in .result (U, S, Vh); {advice}, or "
+                    f"svds {why}. The iterate is in .result (U, S, Vh); {advice}, or "
                     "warm-start with v0=.result[2].",
                     residuals=res,
-                    result=result,
+                    result=(rows[0].mT, rows[1], rows[2].conj()),
                 )
         step += 1
         if bool(drifted.any()):

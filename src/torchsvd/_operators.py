@@ -217,8 +217,9 @@ class LinearOperator:
             dtype=self.dtype,
             device=self.device,
         )
-        x = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.real.dtype).tiny)
-        return self.matmat_rows(x).norm(dim=(-2, -1))
+        x = x / x.norm(dim=-1, keepdim=True)
+        # The largest entry, not the norm: a norm squares, and 1e-170² underflows to zero.
+        return torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
 
     def __repr__(self) -> str:
         return (

@@ -366,16 +366,26 @@ class _SVDS(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         needs = ctx.needs_input_grad[5:]
         incoming = [g for g in (gU, gS, gVh) if g is not None and g.requires_grad]
-        with torch.no_grad():
-            grads = _backward(ctx, gU, gS, gVh, needs)
-        if incoming and torch.is_grad_enabled():  # create_graph: guard the second derivative
-            grads = tuple(
-                None if g is None else _NoDoubleBackward.apply(g, *incoming) for g in grads
-            )
+        try:
+            with torch.no_grad():
+                grads = _backward(ctx, gU, gS, gVh, needs)
+        except RuntimeError as err:
+            if not str(err).startswith("vmap:"):
+                raise
+            # The backward's iteration is data-dependent: vmap cannot trace it.
+            raise NotImplementedError(
+                "svds: the backward cannot run under torch.func.vmap (vmap over grad, e.g. "
+                "per-sample gradients); vmap the forward instead (the gradient of a vmapped "
+                "svds works) or loop. See docs/topk.md (torch.func)."
+            ) from err
+        if torch.is_grad_enabled() and any(needs):  # create_graph: guard the second derivative
+            # The saved U ties the guard to A, so that a second derivative reaches it.
+            ties = (*incoming, ctx.saved_tensors[0])
+            grads = tuple(None if g is None else _NoDoubleBackward.apply(g, *ties) for g in grads)
         return (None, None, None, None, None, *grads)
 
     @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> tuple[torch.Tensor, ...]:
+    def jvp(ctx: Any, *tangents: Any) -> tuple[torch.Tensor | None, ...]:
         return _jvp(ctx, tangents[5:])
 
     @staticmethod
@@ -451,7 +461,7 @@ def _backward(
     return work.param_grads(L, R, needs)
 
 
-def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]:
     """Forward-mode rule (dense A): the k×k block of the SVD's rule, and the complement solve.
 
     dP = Uᴴ dA V; dσ_i = Re dP_ii; inside the block Ω_U = Uᴴ dU, Ω_V = Vᴴ dV are
@@ -462,9 +472,8 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError(_TRANSFORMS)
     U, S, Vh, next_sigma, scale = ctx.saved_tensors
     dA = tangents[0]
-    zeros = (torch.zeros_like(next_sigma), torch.zeros_like(scale))
     if dA is None:
-        return (torch.zeros_like(U), torch.zeros_like(S), torch.zeros_like(Vh), *zeros)
+        return (torch.zeros_like(U), torch.zeros_like(S), torch.zeros_like(Vh), None, None)
     m, n = U.shape[-2], Vh.shape[-1]
     dtype = ctx.op.dtype
     work = _working(_DenseOperator(ctx.op.matrix.detach()), scale)
@@ -488,7 +497,7 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
     _check_solve(sol, solvable, ctx.tol, ctx.maxiter)
     dU = U @ omega_u + du.mT
     dVh = (V @ omega_v + dv.mT).mH
-    return (_cast(dU, dtype), _cast(dS / c, dtype), _cast(dVh, dtype), *zeros)
+    return (_cast(dU, dtype), _cast(dS / c, dtype), _cast(dVh, dtype), None, None)
 
 
 def _check_options(
