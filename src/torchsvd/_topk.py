@@ -45,7 +45,7 @@ is issued when their complement cotangent is not zero. A loss of S alone needs n
 References
 ----------
 .. [1] R. Scholz, "Derivative of the first order SVD", 2023 (implicit differentiation of the top
-       singular triplet; seed ``000`` of this project).
+       singular triplet).
 .. [2] J. Townsend, "Differentiating the singular value decomposition", 2016.
 .. [3] J. Haegeman et al., KrylovKit.jl ``svdsolve`` reverse rule (projected linear systems).
 """
@@ -591,8 +591,12 @@ def svds(
     Raises
     ------
     ConvergenceError
-        Not converged within ``maxiter`` block steps. ``err.residuals`` ``(..., k)`` holds the
-        relative residuals reached and ``err.result`` the last iterate ``(U, S, Vh)`` (detached).
+        Not converged within ``maxiter`` block steps, or stagnated earlier: the residual stopped
+        falling above ``tol`` because the rounding of the products allows no smaller one (the
+        message names the residual that was reached; in float32 the default ``tol`` is not
+        always reachable, e.g. for a matrix-free centred operator whose mean dominates).
+        ``err.residuals`` ``(..., k)`` holds the relative residuals reached and ``err.result``
+        the iterate that reached them ``(U, S, Vh)`` (detached).
         To keep it, catch the error; to get a differentiable result, call again with a larger
         ``tol`` or ``maxiter`` and ``v0=err.result[2]``. The backward raises it too when CG
         stalls (tiny gap σ_k − σ_{k+1}).
@@ -614,8 +618,18 @@ def svds(
     -----
     Cost: the forward is a few dozen block products for matrices with decaying spectra; a loss
     of ``S`` alone costs one more product in the backward (Ā = U diag(S̄) Vᴴ); a loss of ``U`` or
-    ``Vh`` adds one CG solve with two block products per step. ``torch.func`` transforms and
-    double backward are not supported (the iteration count depends on the data).
+    ``Vh`` adds one CG solve with two block products per step.
+
+    Rank and scale: singular values at or below ``max(m, n)·eps·σ_1`` are zeros, as in
+    `torchsvd.svd`; ``k`` may exceed the rank (the extra triplets have ``σ = 0`` and vectors
+    that are any orthonormal basis of the null spaces; a loss that depends on them warns).
+    A matrix far from size 1 (any finite float64 scale, 1e-300 to 1e300) is scaled internally by
+    a power of two, which is exact. An empty batch returns empty results; meta tensors give
+    outputs of the right shapes.
+
+    ``torch.func``: ``grad``/``vjp``, ``jvp`` (forward mode, the same projected solve as the
+    backward) and ``vmap`` work for dense ``A``; vmap over the backward (per-sample gradients)
+    and double backward raise a clear error (``docs/topk.md``).
 
     Precision: a float32 ``A`` is multiplied in float32, but the Krylov bases, the CG vectors
     and their inner products are float64 (float32 inner products of long vectors err by
