@@ -641,6 +641,16 @@ def test_extreme_scales_float64(scale: float, kind: str) -> None:
     assert _rel(B.grad * scale, want) <= 1e-8
 
 
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e170, 1e300])
+def test_extreme_scales_sparse(scale: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    D = torch.randn(300, 200, generator=gen, dtype=F64) * (
+        torch.rand(300, 200, generator=gen) < 0.1
+    )
+    S = svds((D * scale).to_sparse_csr(), 3, tol=1e-12)[1]
+    torch.testing.assert_close(S / scale, torch.linalg.svdvals(D)[:3], rtol=1e-11, atol=0)
+
+
 @pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30])
 def test_extreme_scales_float32(scale: float) -> None:
     A = matrix_with_singular_values(spectrum("decaying", 150), 200, 150, seed=1)
