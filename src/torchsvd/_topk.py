@@ -278,6 +278,11 @@ def _safe_scale(op: LinearOperator) -> torch.Tensor | None:
     return torch.where(size > 0, torch.ldexp(torch.ones_like(size), -exponent), 1.0)
 
 
+def _applied(scale: torch.Tensor) -> torch.Tensor | None:
+    """The saved scale, or None where the forward did not scale (all ones): no scaled view."""
+    return None if bool((scale == 1).all()) else scale
+
+
 def _working(op: LinearOperator, scale: torch.Tensor | None) -> LinearOperator:
     """The operator the solvers see: scaled by ``scale`` if given, with float64 bases."""
     return (op if scale is None else op.scaled(scale)).promoted()
@@ -436,7 +441,7 @@ def _backward(
         return ctx.op.param_grads(L, R, needs)
     # The solve runs on the scaled operator c A (singular values c σ, the same vectors, S̄ / c);
     # its cotangent maps back to A's through the scaled view's param_grads.
-    work = _working(ctx.op, scale)
+    work = _working(ctx.op, _applied(scale))
     c = _cast(scale, work.dtype).unsqueeze(-1)
 
     def up(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -476,7 +481,7 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]
         return (torch.zeros_like(U), torch.zeros_like(S), torch.zeros_like(Vh), None, None)
     m, n = U.shape[-2], Vh.shape[-1]
     dtype = ctx.op.dtype
-    work = _working(_DenseOperator(ctx.op.matrix.detach()), scale)
+    work = _working(_DenseOperator(ctx.op.matrix.detach()), _applied(scale))
     c = _cast(scale, work.dtype).unsqueeze(-1)
     U, S, Vh, next_sigma = (_cast(t, work.dtype) for t in (U, S, Vh, next_sigma))
     S, next_sigma = S * c, next_sigma * c.squeeze(-1)
