@@ -1,17 +1,42 @@
-"""Shared timing loop of the benchmark scripts: two callables, alternated, medians."""
+"""The timing loop of all benchmark scripts: medians of synchronized runs (one callable, or two
+alternated)."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def median_time(
+    fn: Callable[[], T], repeat: int, device: torch.device | None = None
+) -> tuple[float, T]:
+    """Median seconds of ``repeat`` runs of ``fn`` (no warm-up), and its last output."""
+    times, out = [], None
+    for _ in range(repeat):
+        t, out = timed(fn, device)
+        times.append(t)
+    return statistics.median(times), out  # type: ignore[return-value]
+
+
+def timed(fn: Callable[[], T], device: torch.device | None = None) -> tuple[float, T]:
+    """Seconds of one synchronized run of ``fn``, and its output."""
+    device = torch.device("cpu") if device is None else device
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
 
 
 def time_pair(

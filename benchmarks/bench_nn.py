@@ -14,13 +14,13 @@ import argparse
 import copy
 import platform
 import statistics
-import time
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
 import torchsvd
+from _timing import timed
 
 
 def _sigma_error(layer: nn.Module) -> float:
@@ -54,12 +54,14 @@ def main() -> None:
     errors: dict[str, list[float]] = {k: [] for k in layers}
     for step in range(steps + 3):
         for name, layer in layers.items():
-            t0 = time.perf_counter()
-            opts[name].zero_grad()
-            loss = (layer(x) - y).square().mean()
-            loss.backward()
-            opts[name].step()
-            elapsed = time.perf_counter() - t0
+
+            def train_step(name: str = name, layer: nn.Module = layer) -> None:
+                opts[name].zero_grad()
+                loss = (layer(x) - y).square().mean()
+                loss.backward()
+                opts[name].step()
+
+            elapsed, _ = timed(train_step)
             if step >= 3:  # warm-up steps excluded
                 times[name].append(elapsed)
                 errors[name].append(_sigma_error(layer))

@@ -25,8 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -36,18 +35,11 @@ import scipy.sparse.linalg
 import torch
 
 import torchsvd
+from _timing import median_time
+from torchsvd import LinearOperator
 from torchsvd._operators import aslinearoperator
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
 
 
 def bandwidth() -> float:
@@ -94,28 +86,45 @@ def make_loss(m: int, n: int) -> Callable[[torch.Tensor, torch.Tensor, torch.Ten
     return loss
 
 
-class Counted:
-    """The operator svds uses for a tensor, with its products counted (passes over A).
+class Counted(LinearOperator):
+    """The operator svds makes of ``A``, as a public `LinearOperator` whose products are counted.
 
-    The wrappers close over a counter, not over ``self``: a cycle through the operator would
-    keep every matrix and gradient alive until the garbage collector ran, and the growing
-    memory slowed later runs by 2× (seen in the headline table).
+    Products and gradients are those of ``aslinearoperator(A)`` (so timings equal those of
+    ``svds(A)``); each call of ``matmat`` or ``rmatmat`` is one pass over ``A``. The wrappers
+    close over a counter, not over ``self``: a cycle through the operator would keep every
+    matrix and gradient alive until the garbage collector ran, and the growing memory slowed
+    later runs by 2× (seen in the headline table).
     """
 
     def __init__(self, A: torch.Tensor) -> None:
-        self.op = aslinearoperator(A)
+        base = aslinearoperator(A)
         calls = self._calls = [0]
-        mm, rmm = self.op.matmat, self.op.rmatmat
 
-        def matmat(X: torch.Tensor) -> torch.Tensor:
-            calls[0] += 1
-            return mm(X)
+        def counted(product: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
+            def call(X: torch.Tensor) -> torch.Tensor:
+                calls[0] += 1
+                return product(X)
 
-        def rmatmat(Y: torch.Tensor) -> torch.Tensor:
-            calls[0] += 1
-            return rmm(Y)
+            return call
 
-        self.op.matmat, self.op.rmatmat = matmat, rmatmat
+        super().__init__(
+            base.shape,
+            counted(base.matmat),
+            counted(base.rmatmat),
+            dtype=base.dtype,
+            device=base.device,
+            params=base.params,
+            block_size=base.block_size,
+        )
+        self._base = base
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        return self._base.param_grads(left, right, needs)
+
+    def _magnitude(self) -> torch.Tensor:
+        return self._base._magnitude()  # as svds(A) does: no extra product
 
     @property
     def passes(self) -> int:
@@ -125,7 +134,7 @@ class Counted:
 def svds_fwd_bwd(A: torch.Tensor, k: int, loss: Callable[..., torch.Tensor]) -> tuple[Any, int]:
     X = A.detach().clone().requires_grad_()
     counted = Counted(X)
-    loss(*torchsvd.svds(counted.op, k)).backward()
+    loss(*torchsvd.svds(counted, k)).backward()
     return X.grad, counted.passes
 
 
@@ -218,7 +227,7 @@ def forward_table(n: int, repeat: int, bw: float) -> None:
             # svds at the residual ARPACK reached (never looser than our float32 floor).
             tol = max(res_sp, 2e-6)
             counted = Counted(A)
-            t_ts, (U, S, Vh) = median_time(partial(torchsvd.svds, counted.op, k, tol=tol), repeat)
+            t_ts, (U, S, Vh) = median_time(partial(torchsvd.svds, counted, k, tol=tol), repeat)
             passes = counted.passes // repeat
             res_ts = residual(A, U, S, Vh)
             lowrank = partial(torch.svd_lowrank, A, q=k + 10, niter=4)
@@ -272,7 +281,7 @@ def sparse_row(A: torch.Tensor, arpack_tol: float, repeat: int, bw: float) -> No
     # Bytes of a CSR pass: values + column indices (8) per non-zero.
     nbytes = A.values().numel() * (A.element_size() + 8)
     counted = Counted(A)
-    t_f, (U, S, Vh) = median_time(lambda: torchsvd.svds(counted.op, 10), repeat)
+    t_f, (U, S, Vh) = median_time(lambda: torchsvd.svds(counted, 10), repeat)
     passes_f = counted.passes // repeat
     res = residual(csr64, U, S, Vh)
     X = A.detach().clone().requires_grad_()

@@ -115,17 +115,6 @@ def test_rank_deficient(m: int, n: int) -> None:
     torch.testing.assert_close(Vh @ Vh.mT, torch.eye(5, dtype=F64), atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize(("m", "n", "batch"), [(150, 100, ()), (90, 140, (2,))])
-def test_thick_restarts(m: int, n: int, batch: tuple[int, ...]) -> None:
-    # A small basis forces many restarts on a slowly converging (Gaussian) spectrum.
-    s = spectrum("gaussian", min(m, n), seed=3)
-    A = matrix_with_singular_values(s, m, n, batch=batch, seed=4)
-    op = torchsvd._operators.aslinearoperator(A)
-    r = torchsvd._lanczos.block_lanczos(op, 3, tol=1e-12, maxiter=2000, block=4, max_dim=14)
-    assert r.steps > 10
-    _check_forward(A, 3, (r.U, r.S, r.Vh), 1e-12)
-
-
 # --- gradients ------------------------------------------------------------------------------
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -347,7 +336,7 @@ def test_zero_matrix(m: int, n: int) -> None:
     assert torch.equal(S.detach(), torch.zeros(2, dtype=F64))
     torch.testing.assert_close(U.detach().mT @ U.detach(), torch.eye(2, dtype=F64))
     S.sum().backward()  # a subgradient u vᵀ, no warning
-    with pytest.warns(DegenerateGradientWarning, match="no gap"):
+    with pytest.warns(DegenerateGradientWarning, match="rank < k"):  # free null vectors
         U = svds(A, 2)[0]
         ((torch.ones(m, dtype=F64) @ U) ** 2).sum().backward()
     assert A.grad is not None and bool(torch.isfinite(A.grad).all())
@@ -369,24 +358,6 @@ def test_no_gap_after_k_warns_and_stays_finite(m: int, n: int) -> None:
     got = _grad(lambda X: svds(X, 1, tol=1e-13), A, loss1)
     want = _grad(_robust_topk(1), A, loss1)  # torch.linalg.svd's gradient is NaN: zero σ
     assert _rel(got, want) <= 1e-8
-
-
-def test_recovers_when_the_recurrence_drifts() -> None:
-    # rmatmat errs by 1e-9 (relative) on its first calls only, below the adjoint check: the
-    # Krylov recurrence then carries that error, the estimate still falls below tol, and only
-    # the true residual (computed with the exact product) shows it. svds must restart and meet
-    # tol, not stop early or run out of iterations.
-    A = matrix_with_singular_values(spectrum("decaying", 200), 300, 200, seed=7)
-    E = 1e-9 * matrix_with_singular_values(torch.ones(200), 300, 200, seed=8)
-    calls = [0]
-
-    def rmatmat(Y: torch.Tensor) -> torch.Tensor:
-        calls[0] += 1
-        return (A + E).mT @ Y if calls[0] <= 4 else A.mT @ Y
-
-    op = LinearOperator(A.shape, lambda X: A @ X, rmatmat, dtype=F64)
-    r = torchsvd._lanczos.block_lanczos(op, 3, tol=1e-12, maxiter=500, block=4, max_dim=24)
-    _check_forward(A, 3, (r.U, r.S, r.Vh), 1e-12)
 
 
 def test_float32_sparse_with_long_vectors_reaches_the_default_tol() -> None:
@@ -418,23 +389,6 @@ def test_float32_products_pass_the_adjoint_check(seed: int) -> None:
     A64 = A.double()
     tol = default_tol(torch.float32)
     assert float((A64.mT @ U.double() - Vh.double().mT * S.double()).norm()) <= 2 * tol * float(S)
-
-
-@pytest.mark.parametrize("local", [0, 3])
-@pytest.mark.parametrize("dtype", [F64, torch.complex128])
-def test_gram_schmidt_repeats_a_pass_that_cancelled(local: int, dtype: torch.dtype) -> None:
-    # W lies in span(Q) up to 1e-10 of its norm: one pass would leave the result orthogonal to
-    # Q only to about eps·1e10 of its size; the repeated pass must bring it to eps.
-    from torchsvd._lanczos import _project_out
-
-    gen = torch.Generator().manual_seed(0)
-    Q = torch.linalg.qr(torch.randn(500, 12, generator=gen, dtype=dtype))[0].mT
-    W = torch.randn(4, 12, generator=gen, dtype=dtype) @ Q
-    W = W + 1e-10 * torch.randn(4, 500, generator=gen, dtype=dtype)
-    out, coef = _project_out(Q, W, local=local)
-    leak = (out @ Q.mH).abs().amax(dim=-1) / out.norm(dim=-1)
-    assert float(leak.max()) <= 1e-13
-    torch.testing.assert_close(coef, W @ Q.mH, atol=1e-14, rtol=0)
 
 
 # --- complex A ------------------------------------------------------------------------------
@@ -598,3 +552,213 @@ def test_complex_sparse_and_mismatched_v0_are_rejected() -> None:
         svds(A.to_sparse(), 2)
     with pytest.raises(TypeError, match="v0"):
         svds(A.real.contiguous(), 2, v0=torch.randn(2, 20, dtype=C128))
+
+
+# --- k = min(m, n), k > rank, extreme scales, empty batches, stagnation, torch.func ----------
+
+
+def _full_k_losses(m: int, n: int, dtype: torch.dtype) -> dict[str, Loss]:
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(m, generator=gen, dtype=F64).to(dtype)
+    losses = _losses(m, n, min(m, n), dtype)
+    losses["polar"] = lambda U, S, Vh: ((U @ Vh) * w.conj()[:, None]).real.sum()
+    losses["u1"] = lambda U, S, Vh: ((w.conj() @ U[..., :1]).abs() ** 2).sum()
+    return losses
+
+
+@pytest.mark.parametrize("loss_name", ["polar", "u1", "U", "V", "mixed"])
+@pytest.mark.parametrize(("m", "n"), [(17, 4), (4, 17), (4, 4), (9, 6)])
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_k_equal_to_min_m_n_gradient_matches_dense(
+    loss_name: str, m: int, n: int, dtype: torch.dtype
+) -> None:
+    # The complement on the smaller side is empty: no solve. It used to run CG there on rounding
+    # noise (gradients up to 1e93, or "matmat returned non-finite values").
+    k = min(m, n)
+    A = torch.randn(m, n, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    loss = _full_k_losses(m, n, dtype)[loss_name]
+    if dtype.is_complex and loss_name == "polar":
+        pytest.skip("Re⟨w, U Vᴴ⟩ is phase invariant but covered by 'mixed'")
+    got = _grad(lambda X: svds(X, k, tol=1e-13), A, loss)
+    want = _grad(_dense_topk(k), A, loss)
+    assert bool(torch.isfinite(got).all())
+    # (Projectors onto the whole space are constant: their gradient is rounding, hence max(·, 1).)
+    assert float((got - want).norm()) <= 1e-8 * max(float(want.norm()), 1.0)
+
+
+def test_k_equal_to_min_m_n_batched_matches_central_differences() -> None:
+    A = torch.randn(2, 7, 4, generator=torch.Generator().manual_seed(1), dtype=F64)
+    loss = _full_k_losses(7, 4, F64)["polar"]
+    got = _grad(lambda X: svds(X, 4, tol=1e-13), A, loss)
+    num = torchsvd.testing.numerical_gradient(lambda X: loss(*svds(X, 4, tol=1e-13)), A)
+    assert _rel(got, num) <= 1e-7
+
+
+@pytest.mark.parametrize(("m", "n"), [(12, 7), (7, 12), (150, 100), (100, 150)])
+def test_k_above_the_rank_gradient_is_exact_for_the_resolved_part(m: int, n: int) -> None:
+    # rank 3 < k = 5: σ_4 = σ_5 = 0, their vectors are any basis of the null spaces. A loss of
+    # the resolved triplets (and of S) has a gradient, equal to the dense one and to central
+    # differences; a loss of the free null vectors warns.
+    A = matrix_with_singular_values([3.0, 2.0, 1.0], m, n, seed=0)
+    gen = torch.Generator().manual_seed(2)
+    Wm = torch.randn(m, m, generator=gen, dtype=F64)
+    Wn = torch.randn(n, n, generator=gen, dtype=F64)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        top_u, top_v = _projector(U[..., :3]), _projector(Vh[..., :3, :].mT)
+        return (top_u * Wm).sum() + (top_v * Wn).sum() + (S * S).sum()
+
+    got = _grad(lambda X: svds(X, 5, tol=1e-13), A, loss)
+    want = _grad(_robust_topk(5), A, loss)
+    assert _rel(got, want) <= 1e-8
+    if m * n < 200:
+        num = torchsvd.testing.numerical_gradient(lambda X: loss(*svds(X, 5, tol=1e-13)), A)
+        assert _rel(got, num) <= 1e-6
+    with pytest.warns(DegenerateGradientWarning, match="rank < k"):
+        g = _grad(lambda X: svds(X, 5, tol=1e-13), A, lambda U, S, Vh: (U[..., 0, 3:] ** 2).sum())
+    assert bool(torch.isfinite(g).all())
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e155, 1e160, 1e300])
+@pytest.mark.parametrize("kind", ["dense", "operator"])
+def test_extreme_scales_float64(scale: float, kind: str) -> None:
+    # On the Krylov path: σ was off by a factor 5 at 1e-170, 6e-5 at 1e155, and from 1e160 up
+    # it raised ConvergenceError (Gram matrices of rows of size σ under- or overflowed).
+    A = matrix_with_singular_values(_spectrum("small_gap", 150), 200, 150, seed=0)
+    loss = _losses(200, 150, 3)["mixed"]
+    base_U, base_S, _ = svds(A, 3, tol=1e-12)
+    B = (A * scale).requires_grad_()
+    op: torch.Tensor | LinearOperator = B
+    if kind == "operator":
+        op = LinearOperator(B.shape, lambda X: B @ X, lambda Y: B.mT @ Y, params=(B,))
+    U, S, Vh = svds(op, 3, tol=1e-12)
+    torch.testing.assert_close(S / scale, base_S, rtol=1e-12, atol=0)
+    torch.testing.assert_close(_projector(U), _projector(base_U), atol=1e-9, rtol=0)
+    # The loss of (U, S / scale, Vh) has gradient (1 / scale) times that at scale 1.
+    loss(U, S / scale, Vh).backward()
+    assert B.grad is not None
+    want = _grad(lambda X: svds(X, 3, tol=1e-12), A, loss)
+    assert _rel(B.grad * scale, want) <= 1e-8
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e170, 1e300])
+def test_extreme_scales_sparse(scale: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    D = torch.randn(300, 200, generator=gen, dtype=F64) * (
+        torch.rand(300, 200, generator=gen) < 0.1
+    )
+    S = svds((D * scale).to_sparse_csr(), 3, tol=1e-12)[1]
+    torch.testing.assert_close(S / scale, torch.linalg.svdvals(D)[:3], rtol=1e-11, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30])
+def test_extreme_scales_float32(scale: float) -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 150), 200, 150, seed=1)
+    S = svds((A * scale).float(), 3)[1]
+    torch.testing.assert_close(S.double() / scale, torch.linalg.svdvals(A)[:3], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 3), (0, 200, 150), (2, 0, 6, 5)])
+def test_empty_batch(shape: tuple[int, ...]) -> None:
+    A = torch.randn(shape, dtype=F64, requires_grad=True)
+    U, S, Vh = svds(A, 2)
+    *batch, m, n = shape
+    assert U.shape == (*batch, m, 2) and S.shape == (*batch, 2) and Vh.shape == (*batch, 2, n)
+    (U.sum() + S.sum() + Vh.sum()).backward()
+    assert A.grad is not None and A.grad.shape == A.shape
+    assert torchsvd.spectral_norm(A).shape == tuple(batch)
+
+
+def test_meta_tensors_propagate_shapes() -> None:
+    A = torch.empty(2, 50, 40, device="meta")
+    U, S, Vh = svds(A, 3)
+    assert U.shape == (2, 50, 3) and S.shape == (2, 3) and Vh.shape == (2, 3, 40)
+    assert U.device.type == "meta"
+    assert torchsvd.spectral_norm(A).shape == (2,)
+
+
+def test_bad_v0_message_says_the_expected_shape() -> None:
+    with pytest.raises(ValueError, match=r"p >= 1 rows .* shape \(2, p, 4\), or one row of shape"):
+        svds(torch.randn(2, 6, 4, dtype=F64), 1, v0=torch.ones(2, 3, 7))
+    with pytest.raises(ValueError, match=r"shape \(p, 4\).*got shape \(0, 4\)"):
+        svds(torch.randn(6, 4, dtype=F64), 1, v0=torch.ones(0, 4))
+
+
+def _centred_operator(m: int, n: int) -> tuple[LinearOperator, torch.Tensor]:
+    """A rank-8 float32 matrix on a large mean, centred matrix-free (as PCA does)."""
+    gen = torch.Generator().manual_seed(0)
+    low = torch.randn(m, 8, generator=gen) @ torch.randn(8, n, generator=gen)
+    X = (1000.0 + 0.05 * low + 0.001 * torch.randn(m, n, generator=gen)).float()
+    mu = X.mean(0, keepdim=True)
+    op = LinearOperator(
+        (m, n),
+        lambda V: X @ V - mu @ V,
+        lambda Y: X.mT @ Y - mu.mT @ Y.sum(0, keepdim=True),
+    )
+    return op, (X.double() - X.double().mean(0, keepdim=True))
+
+
+def test_stagnation_stops_early_with_the_reachable_tolerance() -> None:
+    # The rounding of the float32 products (1000 times the centred matrix) floors the residual
+    # above the float32 default tol; the solver used to run all maxiter steps.
+    op, Xc = _centred_operator(5000, 100)
+    with pytest.raises(ConvergenceError, match=r"stagnated .* tol of \S+ was reachable") as info:
+        svds(op, 5, maxiter=1000)
+    err = info.value
+    steps = int(str(err).split("stagnated after ")[1].split()[0])
+    assert steps < 200
+    U, S, Vh = (t.double() for t in err.result)
+    s1 = float(torch.linalg.matrix_norm(Xc, 2))
+    res = (Xc.mT @ U - Vh.mT * S).norm(dim=0) / s1
+    # The iterate carried has the residual ‖Aᴴu − σv‖ the message names (float64 here).
+    assert float(res.max()) <= 1.5 * float(err.residuals.max())
+    assert float(err.residuals.max()) > default_tol(torch.float32)
+
+
+def test_jvp_matches_dense() -> None:
+    A = matrix_with_singular_values(_spectrum("small_gap", 40), 60, 40, seed=0)
+    dA = torch.randn(A.shape, generator=torch.Generator().manual_seed(1), dtype=F64)
+    for m, n, X, dX in ((60, 40, A, dA), (40, 60, A.mT, dA.mT)):
+        loss = _losses(m, n, 3)["mixed"]
+        got = torch.func.jvp(lambda Y, f=loss: f(*svds(Y, 3, tol=1e-13)), (X,), (dX,))[1]
+        want = torch.func.jvp(lambda Y, f=loss: f(*_dense_topk(3)(Y)), (X,), (dX,))[1]
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=0)
+    big = matrix_with_singular_values(_spectrum("small_gap", 150), 200, 150, seed=2)
+    dbig = torch.randn(big.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    loss = _losses(200, 150, 4)["mixed"]
+    got = torch.func.jvp(lambda Y: loss(*svds(Y, 4, tol=1e-13)), (big,), (dbig,))[1]
+    want = torch.func.jvp(lambda Y: loss(*_dense_topk(4)(Y)), (big,), (dbig,))[1]
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=0)
+
+
+def test_vmap_and_the_gradient_through_it() -> None:
+    A = matrix_with_singular_values(_spectrum("small_gap", 40), 60, 40, batch=(3,), seed=4)
+    loss = _losses(60, 40, 3)["mixed"]
+    X = A.clone().requires_grad_()
+    values = torch.func.vmap(lambda Y: loss(*svds(Y, 3, tol=1e-13)))(X)
+    want = torch.stack([loss(*_dense_topk(3)(a)) for a in A])
+    torch.testing.assert_close(values, want, rtol=1e-10, atol=0)
+    values.sum().backward()
+    assert X.grad is not None
+    want_grad = torch.stack([_grad(_dense_topk(3), a, loss) for a in A])
+    assert _rel(X.grad, want_grad) <= 1e-8
+    with pytest.raises(NotImplementedError, match="vmap over grad"):
+        torch.func.vmap(torch.func.grad(lambda Y: loss(*svds(Y, 3))))(A)
+
+
+def test_unsupported_transforms_raise_clear_errors() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 40), 60, 40, seed=0)
+    X = A.clone().requires_grad_()
+    (g,) = torch.autograd.grad(svds(X, 2)[0].sum(), X, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+    def through_operator(c: torch.Tensor) -> torch.Tensor:
+        op = LinearOperator(A.shape, lambda Y: c * (A @ Y), lambda Y: c * (A.mT @ Y), params=(c,))
+        return svds(op, 2)[1]
+
+    with pytest.raises(NotImplementedError, match="dense tensors only"):
+        torch.func.vmap(through_operator)(torch.ones(2, dtype=F64))
+    one = torch.ones((), dtype=F64)
+    with pytest.raises(NotImplementedError, match="dense tensors only"):
+        torch.func.jvp(through_operator, (one,), (one,))

@@ -44,7 +44,6 @@ import torch
 
 from torchsvd._errors import ConvergenceError
 from torchsvd._operators import LinearOperator
-from torchsvd._validate import all_finite
 
 __all__ = ["KrylovResult", "block_lanczos", "default_block_size", "default_max_dim"]
 
@@ -82,34 +81,6 @@ def default_block_size(k: int) -> int:
 def default_max_dim(k: int, block: int) -> int:
     """Largest basis before a thick restart: k + 10 blocks, at least 60 (fewer restarts)."""
     return max(k + 10 * block, 60)
-
-
-def _rows_matmat(op: LinearOperator, X: torch.Tensor, expected: int) -> torch.Tensor:
-    """``(A Xᵀ)ᵀ`` for row blocks ``X`` (..., p, n), with the operator's output checked."""
-    out = op.matmat(X.mT)
-    _check_output(op, out, "matmat", expected, X.shape[-2])
-    return out.mT
-
-
-def _rows_rmatmat(op: LinearOperator, Y: torch.Tensor, expected: int) -> torch.Tensor:
-    """``(Aᴴ Yᵀ)ᵀ`` for row blocks ``Y`` (..., p, m)."""
-    out = op.rmatmat(Y.mT)
-    _check_output(op, out, "rmatmat", expected, Y.shape[-2])
-    return out.mT
-
-
-def _check_output(op: LinearOperator, out: object, name: str, rows: int, cols: int) -> None:
-    want = (*op.batch_shape, rows, cols)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
-            f"{name} of an operator of shape {tuple(op.shape)} returned {got} for a block of "
-            f"{cols} vectors; expected shape {want}"
-        )
-    if out.dtype != op.dtype:
-        raise ValueError(f"{name} returned dtype {out.dtype}; the operator declares {op.dtype}")
-    if not all_finite(out):
-        raise ValueError(f"{name} returned non-finite values (NaN or infinity)")
 
 
 _DGKS = 0.5**0.5  # repeat a Gram–Schmidt pass that kept less than this fraction of a row
@@ -200,28 +171,149 @@ def _orthonormalize(
     return rows
 
 
-def _restart(
-    Uh: torch.Tensor,
-    Vh: torch.Tensor,
-    AV: torch.Tensor,
-    P: torch.Tensor,
-    Qh: torch.Tensor,
-    keep: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bases of the ``keep`` leading Ritz vectors, their stored products ``A V`` and ``B``.
+_STAGNATION_RESTARTS = 30  # restarts without a 10 % fall of the residual: the floor is reached
+_PROGRESS = 0.9
 
-    The kept rows ``P_pᵀ U`` and ``Q_pᵀ V`` lose about eps of orthogonality per restart. In
-    float32 that reached 1e-5 over many restarts and they had to be re-orthonormalized; the
-    solver now works in float64 (`torchsvd._operators.promoted`), where a thousand restarts
-    cost 1e-13, and the QR of two tall blocks per restart (a third of the time on a sparse
-    100000² matrix) is gone. ``B`` is recomputed from the stored products: replacing it by the
-    Ritz values Θ would add the backward error of the small SVD at every restart and drift the
-    Ritz values.
+
+class _Bidiagonalization:
+    """The state of block Golub–Kahan–Lanczos: row bases ``V``, ``U`` and the products behind ``B``.
+
+    Preallocated to ``dmax`` rows (growing by concatenation copied every basis at every step);
+    the live part is ``[:d]``: ``V`` (d×n) and ``U`` (d×m) orthonormal rows, ``AV`` the stored
+    products ``A V`` (as rows), ``B = Uᴴ A V`` (d×d). The newest ``fresh`` rows of ``U`` await
+    their product with ``Aᴴ`` (`residual`).
     """
-    Uk = P[..., :keep].mT @ Uh
-    Vk = Qh[..., :keep, :].conj() @ Vh
-    AVk = Qh[..., :keep, :].conj() @ AV
-    return Uk, Vk, AVk, Uk.conj() @ AVk.mT
+
+    def __init__(self, op: LinearOperator, dmax: int, gen: torch.Generator) -> None:
+        *batch, m, n = op.shape
+        dtype, device = op.dtype, op.device
+        self.op, self.gen = op, gen
+        self._V = torch.empty((*batch, dmax, n), dtype=dtype, device=device)
+        self._U = torch.empty((*batch, dmax, m), dtype=dtype, device=device)
+        self._AV = torch.empty((*batch, dmax, m), dtype=dtype, device=device)
+        self._B = torch.zeros((*batch, dmax, dmax), dtype=dtype, device=device)
+        self.d = self.fresh = 0
+
+    @property
+    def V(self) -> torch.Tensor:
+        return self._V[..., : self.d, :]
+
+    @property
+    def U(self) -> torch.Tensor:
+        return self._U[..., : self.d, :]
+
+    @property
+    def B(self) -> torch.Tensor:
+        return self._B[..., : self.d, : self.d]
+
+    def begin(self, rows: torch.Tensor) -> None:
+        """Start the recurrence afresh from the block ``rows`` (..., w, n)."""
+        w = rows.shape[-2]
+        V, U, AV = self._V[..., :w, :], self._U[..., :w, :], self._AV[..., :w, :]
+        V[...] = _orthonormalize(rows, self._V[..., :0, :], self.gen)
+        AV[...] = self.op.matmat_rows(V)
+        U[...] = _orthonormalize(AV, self._U[..., :0, :], self.gen)
+        self._B[..., :w, :w] = U.conj() @ AV.mT  # B_ij = u_iᴴ A v_j
+        self.d = self.fresh = w
+
+    def residual(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``Aᴴ U_new`` (rows), the same projected off ``V``, and its row norms before that.
+
+        In exact arithmetic ``Aᴴ U_new`` has no component along ``V`` but the newest block (rows
+        paired with ``U_new``), or the kept rows after a thick restart: the newest block goes
+        first (`_project_out`).
+        """
+        Z = self.op.rmatmat_rows(self.U[..., self.d - self.fresh :, :])
+        return Z, _project_out(self.V, Z, local=self.fresh)[0], Z.norm(dim=-1)
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The SVD ``B = P Θ Qᴴ`` of the projected matrix."""
+        return torch.linalg.svd(self.B)
+
+    def vectors(
+        self, P: torch.Tensor, Qh: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of the ``k`` leading Ritz vectors ``(U P_k)ᵀ`` and ``(V Q_k)ᵀ``."""
+        return P[..., :k].mT @ self.U, Qh[..., :k, :].conj() @ self.V
+
+    def restart(self, P: torch.Tensor, Qh: torch.Tensor, keep: int) -> None:
+        """Thick restart: keep the bases of the ``keep`` leading Ritz vectors.
+
+        The kept rows ``P_pᵀ U`` and ``Q_pᵀ V`` lose about eps of orthogonality per restart. In
+        float32 that reached 1e-5 over many restarts and they had to be re-orthonormalized; the
+        solver works in float64 (`LinearOperator.promoted`), where a thousand restarts cost
+        1e-13. ``B`` is recomputed from the stored products: replacing it by the Ritz values Θ
+        would add the backward error of the small SVD at every restart and drift the Ritz
+        values.
+        """
+        Uk, Vk = self.vectors(P, Qh, keep)
+        AVk = Qh[..., :keep, :].conj() @ self._AV[..., : self.d, :]
+        self._U[..., :keep, :], self._V[..., :keep, :], self._AV[..., :keep, :] = Uk, Vk, AVk
+        self._B[..., :keep, :keep] = Uk.conj() @ AVk.mT
+        self.d = keep
+
+    def expand(self, Z: torch.Tensor, z_size: torch.Tensor) -> None:
+        """Append a block: ``V_new`` from ``Z`` (already off ``V``), ``A V_new``, ``U_new``, ``B``.
+
+        ``B = Uᴴ (A V)`` from the stored products, new rows and columns only. Its new columns
+        ``U_oldᴴ A V_new`` are the projection coefficients of ``A V_new`` against ``U`` (whose
+        large part lies along the newest U block, or along all kept rows right after a thick
+        restart, where the repeated pass may then be needed). The block ``U_newᴴ A V_old``
+        vanishes in exact arithmetic; computing it keeps its rounding in ``B``.
+        """
+        d, w = self.d, self.fresh  # w: the block width, b, or k > b after a restart from k
+        U = self.U
+        self._V[..., d : d + w, :] = _orthonormalize(Z, self.V, self.gen, size=z_size)
+        AV_new = self.op.matmat_rows(self._V[..., d : d + w, :])
+        self._AV[..., d : d + w, :] = AV_new
+        W, coef = _project_out(U, AV_new, local=w)
+        self._B[..., :d, d : d + w] = coef.mT
+        self._U[..., d : d + w, :] = _orthonormalize(W, U, self.gen, size=AV_new.norm(dim=-1))
+        new = self._U[..., d : d + w, :].conj()
+        self._B[..., d : d + w, : d + w] = new @ self._AV[..., : d + w, :].mT
+        self.d = d + w
+
+
+class _Accepted:
+    """The triplets accepted so far, per batch element (elements converge at different steps)."""
+
+    def __init__(self, op: LinearOperator, k: int) -> None:
+        *batch, m, n = op.shape
+        dtype, device, real = op.dtype, op.device, op.dtype.to_real()
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.U = torch.zeros((*batch, k, m), dtype=dtype, device=device)
+        self.S = torch.zeros((*batch, k), dtype=real, device=device)
+        self.V = torch.zeros((*batch, k, n), dtype=dtype, device=device)
+        self.next = torch.zeros(batch, dtype=real, device=device)
+        self.res = torch.zeros((*batch, k), dtype=real, device=device)
+
+    def take(
+        self,
+        accept: torch.Tensor,
+        triplet: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        nxt: torch.Tensor,
+        res: torch.Tensor,
+    ) -> None:
+        sel = accept.unsqueeze(-1)
+        self.U = torch.where(sel.unsqueeze(-1), triplet[0], self.U)
+        self.S = torch.where(sel, triplet[1], self.S)
+        self.V = torch.where(sel.unsqueeze(-1), triplet[2], self.V)
+        self.res = torch.where(sel, res, self.res)
+        self.next = torch.where(accept, nxt, self.next)
+        self.done = self.done | accept
+
+    def result(self, steps: int) -> KrylovResult:
+        return KrylovResult(self.U.mT, self.S, self.V.conj(), self.next, self.res, steps)
+
+    def partial(
+        self, triplet: tuple[torch.Tensor, torch.Tensor, torch.Tensor], res: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Ours where there are some, else ``triplet`` (rows, as stored) and its ``res``."""
+        sel = self.done.unsqueeze(-1)
+        U = torch.where(sel.unsqueeze(-1), self.U, triplet[0])
+        S = torch.where(sel, self.S, triplet[1])
+        V = torch.where(sel.unsqueeze(-1), self.V, triplet[2])
+        return (U, S, V), torch.where(sel, self.res, res)
 
 
 def block_lanczos(
@@ -234,13 +326,15 @@ def block_lanczos(
     block: int | None = None,
     max_dim: int | None = None,
     seed: int = 0,
-    product_dtype: torch.dtype | None = None,
 ) -> KrylovResult:
     """Top-k singular triplets of ``op`` to relative residual ``tol`` (module docstring).
 
     Parameters
     ----------
     op : LinearOperator of shape ``(..., m, n)``
+        Its products are rounded to ``op.product_dtype`` (lower than ``op.dtype`` for a
+        promoted float32 operator): the check that ``rmatmat`` is the adjoint of ``matmat``
+        allows for that rounding.
     k : int, 1 <= k <= min(m, n)
     tol : float
         Stop when ``‖Aᴴu_i − σ_i v_i‖ <= tol·σ_1`` for i < k in every batch element.
@@ -250,19 +344,18 @@ def block_lanczos(
         Rows ``Vᴴ`` of a guess (e.g. a previous ``Vh``) that start the first block; the rest is
         random.
     block, max_dim : int, optional
-        Block size and largest basis size (defaults: `default_block_size`, `default_max_dim`).
+        Block size and largest basis size (defaults: ``op.block_size``, else
+        `default_block_size`; `default_max_dim`).
     seed : int
         Seed of the random start and of the replacements of vanishing directions.
-    product_dtype : torch.dtype, optional
-        The precision of the operator's products when it is lower than ``op.dtype`` (a
-        float32 operator solved with float64 bases, `torchsvd._operators.promoted`): the
-        check that ``rmatmat`` is the adjoint of ``matmat`` allows for its rounding.
 
     Raises
     ------
     ConvergenceError
-        Not converged within ``maxiter`` steps; ``.result`` holds the last Ritz triplets and
-        ``.residuals`` their relative residual estimates ``(..., k)``.
+        Not converged within ``maxiter`` steps, or stagnated: the residual fell by less than
+        10 % over the last 30 restarts (the rounding of the products allows no smaller
+        residual; the message names the one reached). ``.result`` holds the last Ritz triplets
+        and ``.residuals`` their relative residual estimates ``(..., k)``.
     ValueError
         The operator returns blocks of the wrong shape or dtype, non-finite values, or its
         ``rmatmat`` is not the adjoint of its ``matmat``.
@@ -270,13 +363,20 @@ def block_lanczos(
     *batch, m, n = op.shape
     dtype, device = op.dtype, op.device
     real = dtype.to_real()  # of singular values and residuals
-    b = default_block_size(k) if block is None else block
-    eps = torch.finfo((dtype if product_dtype is None else product_dtype).to_real()).eps
+    tiny = torch.finfo(real).tiny
+    b = block or op.block_size or default_block_size(k)
+    eps = torch.finfo(op.product_dtype.to_real()).eps
     # Room for k kept vectors and two blocks, so a restart always leaves space for a new block.
     # (max(b, k): the width after a restart from k Ritz vectors.)
     dmax = max(default_max_dim(k, b) if max_dim is None else max_dim, k + 2 * max(b, k))
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
+    accepted = _Accepted(op, k)
+    if accepted.done.numel() == 0:  # an empty batch
+        return accepted.result(0)
+    # The iterate with the smallest true residual so far, per batch element, for the error.
+    closest = _Accepted(op, k)
+    closest_worst = torch.full(batch, torch.inf, dtype=real, device=device)
     if min(m, n) <= dmax:
         # The basis would fill a whole space (and a wide/tall Krylov basis cannot span the row
         # space of A before it does): form A with min(m, n) products and decompose it densely.
@@ -286,92 +386,75 @@ def block_lanczos(
     if v0 is not None:
         p = min(v0.shape[-2], b)
         start[..., :p, :] = v0[..., :p, :].to(dtype).conj()
-    # Preallocated bases (rows), the stored products A V and B = Uᴴ A V; the live part is
-    # [:d]. Growing them by concatenation copied every basis at every step.
-    Vbuf = torch.empty((*batch, dmax, n), dtype=dtype, device=device)
-    Ubuf = torch.empty((*batch, dmax, m), dtype=dtype, device=device)
-    AVbuf = torch.empty((*batch, dmax, m), dtype=dtype, device=device)
-    Bbuf = torch.zeros((*batch, dmax, dmax), dtype=dtype, device=device)
-
-    def begin(rows: torch.Tensor) -> int:
-        """Start the recurrence from the block ``rows`` (..., w, n); returns w."""
-        w = rows.shape[-2]
-        Vbuf[..., :w, :] = _orthonormalize(rows, Vbuf[..., :0, :], gen)
-        AVbuf[..., :w, :] = _rows_matmat(op, Vbuf[..., :w, :], m)
-        Ubuf[..., :w, :] = _orthonormalize(AVbuf[..., :w, :], Ubuf[..., :0, :], gen)
-        Bbuf[..., :w, :w] = Ubuf[..., :w, :].conj() @ AVbuf[..., :w, :].mT  # B_ij = u_iᴴ A v_j
-        return w
-
-    d = fresh = begin(start)  # basis size; the newest `fresh` rows of U await their Aᴴ product
-
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    out_U = torch.zeros((*batch, k, m), dtype=dtype, device=device)
-    out_S = torch.zeros((*batch, k), dtype=real, device=device)
-    out_V = torch.zeros((*batch, k, n), dtype=dtype, device=device)
-    out_next = torch.zeros(batch, dtype=real, device=device)
-    out_res = torch.zeros((*batch, k), dtype=real, device=device)
+    basis = _Bidiagonalization(op, dmax, gen)
+    basis.begin(start)
+    best, restarts = float("inf"), 0  # stagnation: the lowest residual, restarts since it fell
     step = 1
     while True:
-        Uh, Vh, B = Ubuf[..., :d, :], Vbuf[..., :d, :], Bbuf[..., :d, :d]
-        Z = _rows_rmatmat(op, Uh[..., d - fresh :, :], n)
+        AhU, Z, z_size = basis.residual()
         if step == 1:
-            _check_adjoint(Vh.conj() @ Z.mT, B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
-        z_size = Z.norm(dim=-1)
-        # Off V, for the residual estimate and the next block. In exact arithmetic Aᴴ U_new has
-        # no component along V but the newest block (rows paired with U_new), or the kept rows
-        # after a thick restart: the newest block goes first.
-        Z = _project_out(Vh, Z, local=fresh)[0]
-        P, theta, Qh = torch.linalg.svd(B)
-        drifted = torch.zeros_like(done)
-        if d >= k:
+            _check_adjoint(basis.V.conj() @ AhU.mT, basis.B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
+        P, theta, Qh = basis.ritz()
+        drifted = torch.zeros_like(accepted.done)
+        if basis.d < k:
+            if step >= maxiter:
+                raise ConvergenceError(
+                    f"svds did not converge in {maxiter} block steps: the Krylov basis "
+                    f"({basis.d} vectors) is still smaller than k = {k}; raise maxiter.",
+                )
+        else:
             sigma1 = theta[..., :1]
-            last = P[..., d - fresh :, :k]  # (..., fresh, k) rows of the newest U block
+            scale = sigma1.clamp_min(tiny)
+            # The residual estimate: the rows of the newest U block, Z projected off V.
+            last = P[..., basis.d - basis.fresh :, :k]
             estimate = (last.mT @ Z).norm(dim=-1)
-            ok = (estimate <= tol * sigma1).all(dim=-1) & ~done
-            rel = estimate / sigma1.clamp_min(torch.finfo(real).tiny)
+            ok = (estimate <= tol * sigma1).all(dim=-1) & ~accepted.done
+            rel = estimate / scale
+            Sk = theta[..., :k]
             if bool(ok.any()):
-                Uk = P[..., :k].mT @ Uh
-                Vk = Qh[..., :k, :].conj() @ Vh
-                Sk = theta[..., :k]
-                AhU = _rows_rmatmat(op, Uk, n)
-                true = (AhU - Sk.unsqueeze(-1) * Vk).norm(dim=-1)
-                scale = sigma1.clamp_min(torch.finfo(real).tiny)
+                Uk, Vk = basis.vectors(P, Qh, k)
+                true = (op.rmatmat_rows(Uk) - Sk.unsqueeze(-1) * Vk).norm(dim=-1)
                 accept = ok & (true <= tol * sigma1).all(dim=-1)
                 # Off by more than the rounding of the check itself: the recurrence drifted.
                 drifted = ok & (true > 4 * tol * sigma1).any(dim=-1)
                 rel = torch.where(ok.unsqueeze(-1), true / scale, rel)
-                nxt = theta[..., k] if d > k else torch.zeros_like(theta[..., 0])
-                sel = accept.unsqueeze(-1)
-                out_U = torch.where(sel.unsqueeze(-1), Uk, out_U)
-                out_V = torch.where(sel.unsqueeze(-1), Vk, out_V)
-                out_S = torch.where(sel, Sk, out_S)
-                out_res = torch.where(sel, true / scale, out_res)
-                out_next = torch.where(accept, nxt, out_next)
-                done = done | accept
-                if bool(done.all()):
-                    return KrylovResult(out_U.mT, out_S, out_V.conj(), out_next, out_res, step)
-            if step >= maxiter:
-                Uk = P[..., :k].mT @ Uh
-                Vk = Qh[..., :k, :].conj() @ Vh
-                sel = done.unsqueeze(-1)
-                res = torch.where(sel, out_res, rel)
+                nxt = theta[..., k] if basis.d > k else torch.zeros_like(theta[..., 0])
+                accepted.take(accept, (Uk, Sk, Vk), nxt, true / scale)
+                true_worst = (true / scale).amax(dim=-1)
+                closer = ok & (true_worst < closest_worst)
+                closest.take(closer, (Uk, Sk, Vk), nxt, true / scale)
+                closest_worst = torch.where(closer, true_worst, closest_worst)
+                if bool(accepted.done.all()):
+                    return accepted.result(step)
+            worst = float(rel.amax(dim=-1)[~accepted.done].max())
+            if worst < _PROGRESS * best:
+                best, restarts = worst, 0
+            if step >= maxiter or restarts >= _STAGNATION_RESTARTS:
+                Uk, Vk = basis.vectors(P, Qh, k)
+                # The accepted triplets, else the closest checked iterate, else the last one.
+                rows, res = accepted.partial(*closest.partial((Uk, Sk, Vk), rel))
+                if step >= maxiter:
+                    why = (
+                        f"did not converge in {maxiter} block steps (block size {b}): the "
+                        f"largest relative residual is {float(res.max()):.3g}, tol is {tol:.3g}"
+                    )
+                    advice = "raise maxiter or tol"
+                else:
+                    why = (
+                        f"stagnated after {step} block steps: the residual fell by less than "
+                        f"{1 - _PROGRESS:.0%} over the last {restarts} restarts, so the "
+                        "rounding of the operator's products allows no smaller residual; the "
+                        f"iterate in .result has relative residual {float(res.max()):.3g}, tol "
+                        f"is {tol:.3g}"
+                    )
+                    advice = f"a tol of {float(res.max()):.2g} was reachable"
                 raise ConvergenceError(
-                    f"svds did not converge in {maxiter} block steps (block size {b}): the "
-                    f"largest relative residual is {float(res.max()):.3g}, tol is {tol:.3g}. "
-                    "The last iterate is in .result (U, S, Vh); raise maxiter or tol, or "
+                    f"svds {why}. The iterate is in .result (U, S, Vh); {advice}, or "
                     "warm-start with v0=.result[2].",
                     residuals=res,
-                    result=(
-                        torch.where(sel.unsqueeze(-1), out_U, Uk).mT,
-                        torch.where(sel, out_S, theta[..., :k]),
-                        torch.where(sel.unsqueeze(-1), out_V, Vk).conj(),
-                    ),
+                    result=(rows[0].mT, rows[1], rows[2].conj()),
                 )
-        elif step >= maxiter:
-            raise ConvergenceError(
-                f"svds did not converge in {maxiter} block steps: the Krylov basis ({d} vectors) "
-                f"is still smaller than k = {k}; raise maxiter.",
-            )
+        step += 1
         if bool(drifted.any()):
             # The estimate says converged, the true residual is far from it: rounding has broken
             # the recurrence (seen with float32 bases on vectors of length 10⁵: the estimate fell
@@ -383,54 +466,36 @@ def block_lanczos(
             fill = torch.randn(
                 (*batch, max(b - k, 0), n), generator=gen, dtype=dtype, device=device
             )
-            d = fresh = begin(torch.cat([Vk, fill], dim=-2))
-            step += 1
+            basis.begin(torch.cat([Vk, fill], dim=-2))
+            restarts += 1
             continue
-        if d + fresh > dmax:  # the next block has `fresh` rows too
+        if basis.d + basis.fresh > dmax:  # the next block has `fresh` rows too
             # Thick restart: keep the leading Ritz vectors; Z stays orthogonal to them.
-            keep = max(k, min(d - fresh, (dmax + k) // 2))
-            kept = _restart(Uh, Vh, AVbuf[..., :d, :], P, Qh, keep)
-            Ubuf[..., :keep, :], Vbuf[..., :keep, :], AVbuf[..., :keep, :] = kept[:3]
-            Bbuf[..., :keep, :keep] = kept[3]
-            d = keep
-            Uh, Vh = Ubuf[..., :d, :], Vbuf[..., :d, :]
-        w = fresh  # the block width: b, or k > b after a restart from k Ritz vectors
-        Vbuf[..., d : d + w, :] = _orthonormalize(Z, Vh, gen, size=z_size)
-        AV_new = _rows_matmat(op, Vbuf[..., d : d + w, :], m)
-        AVbuf[..., d : d + w, :] = AV_new
-        step += 1
-        # B = Uᴴ (A V) from the stored products, new rows and columns only. Its new columns
-        # U_oldᴴ A V_new are the projection coefficients of A V_new against U (whose large
-        # part lies along the newest U block, or along all kept rows right after a thick
-        # restart, where the repeated pass may then be needed). The block U_newᴴ A V_old
-        # vanishes in exact arithmetic; computing it keeps its rounding in B.
-        W, coef = _project_out(Uh, AV_new, local=fresh)
-        Bbuf[..., :d, d : d + w] = coef.mT
-        Ubuf[..., d : d + w, :] = _orthonormalize(W, Uh, gen, size=AV_new.norm(dim=-1))
-        Bbuf[..., d : d + w, : d + w] = Ubuf[..., d : d + w, :].conj() @ AVbuf[..., : d + w, :].mT
-        d += w
+            basis.restart(P, Qh, max(k, min(basis.d - basis.fresh, (dmax + k) // 2)))
+            restarts += 1
+        basis.expand(Z, z_size)
 
 
 def _dense(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> KrylovResult:
-    """Small problems: ``A`` from ``min(m, n)`` products, then ``torch.linalg.svd``."""
+    """Small problems: ``A`` from ``min(m, n)`` products, then ``torch.linalg.svd``.
+
+    ``A`` is built with the product on the smaller side (``Aᴴ`` when m > n, then the factors are
+    swapped); the other product is checked on one random vector. (With a vector of ones, an
+    rmatmat that returns Aᵀ Y instead of Aᴴ Y passed whenever the imaginary parts of A summed to
+    zero along rows, a Hermitian tight-binding ring say, and the singular vectors came out
+    conjugated.)
+    """
     *batch, m, n = op.shape
+    if m > n:
+        r = _dense(op.H, k, eps, gen)
+        return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0)
     dtype, device = op.dtype, op.device
-    # Build A with the product on the smaller side; check the other product on one vector.
-    # The other product is checked on a random vector: with a vector of ones, an rmatmat that
-    # returns Aᵀ Y instead of Aᴴ Y passed whenever the imaginary parts of A summed to zero along
-    # rows (a Hermitian tight-binding ring, say) and the singular vectors came out conjugated.
-    if m <= n:
-        # Row i of the product is Aᴴ e_i, the conjugate of row i of A.
-        Ah = _rows_rmatmat(op, torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m), n)
-        A = Ah.conj()
-        x = torch.randn((*batch, 1, n), generator=gen, dtype=dtype, device=device)
-        _check_adjoint(_rows_matmat(op, x, m), x @ A.mT, eps)
-    else:
-        A = _rows_matmat(op, torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n), m).mT
-        y = torch.randn((*batch, 1, m), generator=gen, dtype=dtype, device=device)
-        _check_adjoint(_rows_rmatmat(op, y, n), y @ A.conj(), eps)
+    # Row i of the product is Aᴴ e_i, the conjugate of row i of A.
+    A = op.rmatmat_rows(torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m)).conj()
+    x = torch.randn((*batch, 1, n), generator=gen, dtype=dtype, device=device)
+    _check_adjoint(op.matmat_rows(x), x @ A.mT, eps)
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
-    residuals = (A.mH @ U[..., :k] - Vh[..., :k, :].mH * S[..., None, :k]).norm(dim=-2)
+    residuals = (A @ Vh[..., :k, :].mH - U[..., :k] * S[..., None, :k]).norm(dim=-2)
     residuals = residuals / S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
     nxt = S[..., k] if k < S.shape[-1] else torch.zeros_like(S[..., 0])
     return KrylovResult(U[..., :k], S[..., :k], Vh[..., :k, :], nxt, residuals, 0)

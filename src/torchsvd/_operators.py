@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from torchsvd._validate import all_finite, check_matrix, compute_dtype
+from torchsvd._validate import all_finite, check_int, check_matrix, compute_dtype
 
-__all__ = ["LinearOperator", "aslinearoperator", "promoted"]
+__all__ = ["LinearOperator", "aslinearoperator"]
 
 _REAL = (torch.float32, torch.float64)
 _SUPPORTED = (*_REAL, torch.complex64, torch.complex128)
+_HIGHER = {torch.float32: torch.float64, torch.complex64: torch.complex128}
 
 
 class LinearOperator:
@@ -53,6 +54,10 @@ class LinearOperator:
         them through one extra differentiated call ``matmat(R)`` with ``2k`` columns
         (``rmatmat`` is never differentiated). Tensors captured by ``matmat`` but not listed here
         get no gradient.
+    block_size : int, optional
+        How many vectors the solver should multiply at once, when the operator knows better
+        than the solver's default (which suits dense matrices): a sparse matrix, whose products
+        are cheap next to orthogonalizing long vectors, prefers 4.
 
     Examples
     --------
@@ -88,6 +93,7 @@ class LinearOperator:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         params: Sequence[torch.Tensor] = (),
+        block_size: int | None = None,
     ) -> None:
         shape = tuple(shape)
         if len(shape) < 2 or not all(isinstance(s, int) and s >= 0 for s in shape):
@@ -118,11 +124,102 @@ class LinearOperator:
         self.dtype = dtype
         self.device = torch.device(device)
         self.params = params
+        if block_size is not None:
+            check_int(block_size, "block_size", minimum=1)
+        self.block_size = block_size
+        # The precision the products are rounded to: lower than `dtype` for a promoted view.
+        self.product_dtype = dtype
 
     @property
     def batch_shape(self) -> torch.Size:
         """The leading (batch) dimensions of `shape`."""
         return self.shape[:-2]
+
+    @property
+    def H(self) -> LinearOperator:
+        """The adjoint ``Aᴴ``, shape ``(..., n, m)``: a view whose products are ours, swapped.
+
+        Its `param_grads` turn a cotangent ``L Rᴴ`` of ``Aᴴ`` into that of ``A``, ``R Lᴴ``.
+        """
+        return _Adjoint(self)
+
+    def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
+        """``(A Xᵀ)ᵀ`` for a block of row vectors ``X`` ``(..., p, n)``: row i is ``A x_i``.
+
+        The output of `matmat` is checked: shape, dtype, and finiteness.
+
+        Raises
+        ------
+        ValueError
+            `matmat` returned a block of the wrong shape or dtype, or non-finite values.
+        """
+        out = self.matmat(X.mT)
+        self._check(out, "matmat", self.shape[-2], X.shape[-2])
+        return out.mT
+
+    def rmatmat_rows(self, Y: torch.Tensor) -> torch.Tensor:
+        """``(Aᴴ Yᵀ)ᵀ`` for row vectors ``Y`` ``(..., p, m)``, checked as `matmat_rows`."""
+        out = self.rmatmat(Y.mT)
+        self._check(out, "rmatmat", self.shape[-1], Y.shape[-2])
+        return out.mT
+
+    def _check(self, out: object, name: str, rows: int, cols: int) -> None:
+        want = (*self.batch_shape, rows, cols)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"{name} of an operator of shape {tuple(self.shape)} returned {got} for a block "
+                f"of {cols} vectors; expected shape {want}"
+            )
+        if out.dtype != self.product_dtype:
+            raise ValueError(
+                f"{name} returned dtype {out.dtype}; the operator declares {self.product_dtype}"
+            )
+        if not all_finite(out):
+            raise ValueError(f"{name} returned non-finite values (NaN or infinity)")
+
+    def promoted(self) -> LinearOperator:
+        """A float32 (complex64) operator seen in float64 (complex128): bases and inner products.
+
+        Each block is rounded to float32 for the product (which stays a float32 product: the
+        cost of the operator is unchanged) and the result is returned in float64. Why: in
+        float32 the inner products behind orthogonalization and projection err by about eps·√N
+        on vectors of length N; at N = 10⁵ (a sparse 100000² matrix) that is 3e-5, the Ritz
+        vectors lost orthogonality by as much, and the residual stalled there, above the
+        default tolerance 6.5e-6. With float64 bases only the rounding of the products
+        themselves remains. float64 and complex128 operators are returned unchanged.
+        """
+        if self.dtype not in _HIGHER:
+            return self
+        return _Promoted(self)
+
+    def scaled(self, scale: torch.Tensor) -> LinearOperator:
+        """The operator times ``scale`` ``(...,)`` (one factor per batch element): a view.
+
+        Its products are ours times the factor; its `param_grads` take the cotangent of the
+        scaled operator and return the gradients of our parameters.
+        """
+        return _Scaled(self, scale)
+
+    def _with_params(self, params: Sequence[torch.Tensor]) -> LinearOperator:
+        """The same operator built on ``params`` (the unwrapped tensors under torch.func)."""
+        return self
+
+    def _magnitude(self) -> torch.Tensor:
+        """The size of the operator, per batch element ``(...,)``: ``‖A x‖`` for a random unit x.
+
+        Only its order of magnitude is used (to scale extreme operators into a safe range).
+        """
+        gen = torch.Generator(device=self.device).manual_seed(1)
+        x = torch.randn(
+            (*self.batch_shape, 1, self.shape[-1]),
+            generator=gen,
+            dtype=self.dtype,
+            device=self.device,
+        )
+        x = x / x.norm(dim=-1, keepdim=True)
+        # The largest entry, not the norm: a norm squares, and 1e-170² underflows to zero.
+        return torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
 
     def __repr__(self) -> str:
         return (
@@ -160,6 +257,17 @@ class _DenseOperator(LinearOperator):
         self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
     ) -> tuple[torch.Tensor | None, ...]:
         return (left @ right.mH if needs[0] else None,)
+
+    def _with_params(self, params: Sequence[torch.Tensor]) -> LinearOperator:
+        return self if params[0] is self.matrix else _DenseOperator(params[0])
+
+    def scaled(self, scale: torch.Tensor) -> LinearOperator:
+        # Scale the matrix once, so that the products themselves never under- or overflow.
+        factor = scale.to(device=self.device, dtype=self.dtype.to_real())[..., None, None]
+        return _Scaled(self, scale, _dense_products(self.matrix.detach() * factor))
+
+    def _magnitude(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.matrix.detach(), float("inf"), dim=(-2, -1))
 
 
 Product = Callable[[torch.Tensor], torch.Tensor]
@@ -242,7 +350,19 @@ class _SparseOperator(LinearOperator):
             dtype=A.dtype,
             device=A.device,
             params=(A,),
+            # A sparse product costs little next to orthogonalizing against a basis of long
+            # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took
+            # 2.7 s instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros
+            # (docs/topk.md).
+            block_size=4,
         )
+        self._values = Ad.values()
+
+    def _magnitude(self) -> torch.Tensor:
+        values = self._values
+        if values.numel() == 0:
+            return torch.zeros((), dtype=values.dtype, device=values.device)
+        return values.abs().amax()
 
     def param_grads(
         self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
@@ -264,37 +384,114 @@ class _SparseOperator(LinearOperator):
         return (grad,)
 
 
-def promoted(op: LinearOperator) -> LinearOperator:
-    """A float32 (complex64) operator seen in float64 (complex128): bases and inner products.
+class _Adjoint(LinearOperator):
+    """``Aᴴ`` of a base operator ``A``; its products are the base's, checked as the base's."""
 
-    Each block is rounded to float32 for the product (which stays a float32 product: the cost
-    of the operator is unchanged) and the result is returned in float64. Why: in float32 the
-    inner products behind orthogonalization and projection err by about eps·√N on vectors of
-    length N; at N = 10⁵ (a sparse 100000² matrix) that is 3e-5, the Ritz vectors lost
-    orthogonality by as much, and the residual stalled there, above the default tolerance
-    6.5e-6. With float64 bases only the rounding of the products themselves remains. float64
-    and complex128 operators are returned unchanged.
+    def __init__(self, base: LinearOperator) -> None:
+        shape = (*base.batch_shape, base.shape[-1], base.shape[-2])
+        super().__init__(
+            shape,
+            base.rmatmat,
+            base.matmat,
+            dtype=base.dtype,
+            device=base.device,
+            params=base.params,
+            block_size=base.block_size,
+        )
+        self.product_dtype = base.product_dtype
+        self.base = base
+
+    @property
+    def H(self) -> LinearOperator:
+        return self.base
+
+    def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base.rmatmat_rows(X)
+
+    def rmatmat_rows(self, Y: torch.Tensor) -> torch.Tensor:
+        return self.base.matmat_rows(Y)
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        # (L Rᴴ)ᴴ = R Lᴴ: the cotangent of A is the adjoint of that of Aᴴ.
+        return self.base.param_grads(right, left, needs)
+
+
+class _Promoted(LinearOperator):
+    """A float32 (complex64) base seen in float64 (complex128), see `LinearOperator.promoted`."""
+
+    def __init__(self, base: LinearOperator) -> None:
+        low, high = base.dtype, _HIGHER[base.dtype]
+        super().__init__(
+            base.shape,
+            lambda X: base.matmat(X.to(low)).to(high),
+            lambda Y: base.rmatmat(Y.to(low)).to(high),
+            dtype=high,
+            device=base.device,
+            params=base.params,
+            block_size=base.block_size,
+        )
+        self.product_dtype = base.product_dtype
+        self.base = base
+
+    def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base.matmat_rows(X.to(self.base.dtype)).to(self.dtype)
+
+    def rmatmat_rows(self, Y: torch.Tensor) -> torch.Tensor:
+        return self.base.rmatmat_rows(Y.to(self.base.dtype)).to(self.dtype)
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        low = self.base.dtype
+        return self.base.param_grads(left.to(low), right.to(low), needs)
+
+
+class _Scaled(LinearOperator):
+    """``c A`` for a base ``A`` and one factor ``c`` per batch element (`LinearOperator.scaled`).
+
+    ``products``: the products of ``c A`` when the base can form them directly (a dense matrix
+    scaled once); otherwise the base's products are scaled.
     """
-    high = {torch.float32: torch.float64, torch.complex64: torch.complex128}.get(op.dtype)
-    if high is None:
-        return op
-    low = op.dtype
 
-    def call(
-        name: str, fn: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor
-    ) -> torch.Tensor:
-        out = fn(X.to(low))
-        if isinstance(out, torch.Tensor) and out.dtype != low:
-            raise ValueError(f"{name} returned dtype {out.dtype}; the operator declares {low}")
-        return out.to(high) if isinstance(out, torch.Tensor) else out
+    def __init__(
+        self,
+        base: LinearOperator,
+        scale: torch.Tensor,
+        products: tuple[Product, Product] | None = None,
+    ) -> None:
+        factor = scale.to(device=base.device, dtype=base.dtype.to_real())[..., None, None]
+        self._factor = factor
+        self._own = products is not None
+        if products is None:
+            products = (lambda X: base.matmat(X) * factor, lambda Y: base.rmatmat(Y) * factor)
+        super().__init__(
+            base.shape,
+            *products,
+            dtype=base.dtype,
+            device=base.device,
+            params=base.params,
+            block_size=base.block_size,
+        )
+        self.product_dtype = base.product_dtype
+        self.base = base
 
-    return LinearOperator(
-        op.shape,
-        lambda X: call("matmat", op.matmat, X),
-        lambda Y: call("rmatmat", op.rmatmat, Y),
-        dtype=high,
-        device=op.device,
-    )
+    def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
+        if self._own:
+            return super().matmat_rows(X)
+        return self.base.matmat_rows(X) * self._factor
+
+    def rmatmat_rows(self, Y: torch.Tensor) -> torch.Tensor:
+        if self._own:
+            return super().rmatmat_rows(Y)
+        return self.base.rmatmat_rows(Y) * self._factor
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        # ⟨Ā, c A(θ)⟩ = ⟨c Ā, A(θ)⟩ for a real factor c.
+        return self.base.param_grads(left * self._factor.to(left.dtype.to_real()), right, needs)
 
 
 def aslinearoperator(A: object) -> LinearOperator:
@@ -329,6 +526,6 @@ def aslinearoperator(A: object) -> LinearOperator:
         return _SparseOperator(A)
     if A.layout != torch.strided:
         raise TypeError(f"A has unsupported layout {A.layout}; expected strided, sparse_coo, csr")
-    check_matrix(A)
+    check_matrix(A, check_finite=A.device.type != "meta")  # meta tensors have no values
     dtype = compute_dtype(A.dtype)
     return _DenseOperator(A.to(dtype))

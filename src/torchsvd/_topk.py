@@ -45,25 +45,25 @@ is issued when their complement cotangent is not zero. A loss of S alone needs n
 References
 ----------
 .. [1] R. Scholz, "Derivative of the first order SVD", 2023 (implicit differentiation of the top
-       singular triplet; seed ``000`` of this project).
+       singular triplet).
 .. [2] J. Townsend, "Differentiating the singular value decomposition", 2016.
 .. [3] J. Haegeman et al., KrylovKit.jl ``svdsolve`` reverse rule (projected linear systems).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from torchsvd._cg import projected_shifted_cg
+from torchsvd._cg import CGResult, projected_shifted_cg
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
-from torchsvd._lanczos import _rows_matmat, _rows_rmatmat, block_lanczos
-from torchsvd._operators import LinearOperator, _SparseOperator, aslinearoperator, promoted
+from torchsvd._lanczos import block_lanczos
+from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
-from torchsvd._validate import all_finite
+from torchsvd._validate import all_finite, rank_rtol
 
 __all__ = ["default_tol", "spectral_norm", "svds"]
 
@@ -82,6 +82,103 @@ def default_maxiter(m: int, n: int) -> int:
     return max(1000, min(m, n))
 
 
+def _masked_reciprocals(
+    S: torch.Tensor, tie_rtol: float, zero_rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D_ij = 1/(σ_j − σ_i), zero at ties, and E_ij = 1/(σ_j + σ_i), zero for two zeros."""
+    top = S[..., :1].unsqueeze(-1)
+    diff = S.unsqueeze(-2) - S.unsqueeze(-1)
+    total = S.unsqueeze(-2) + S.unsqueeze(-1)
+    D = torch.where(diff.abs() > tie_rtol * top, diff, torch.inf).reciprocal()
+    E = torch.where(total > zero_rtol * top, total, torch.inf).reciprocal()
+    return D, E
+
+
+def _solvable(
+    S: torch.Tensor,
+    next_sigma: torch.Tensor,
+    shape: tuple[int, int],
+    tie_rtol: float,
+    zero_rtol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns whose complement system is positive definite, and the zero singular values.
+
+    A zero σ_i (≤ zero_rtol·σ_1, the numerical-rank threshold) has singular vectors that are any
+    orthonormal basis of the null spaces: no derivative. A nonzero one needs a gap to σ_{k+1};
+    at k = min(m, n) there is no σ_{k+1}, and the complement is the null space of A or Aᴴ.
+    """
+    k = S.shape[-1]
+    zero = S <= zero_rtol * S[..., :1]
+    if k == min(shape):
+        return ~zero, zero
+    return (S - next_sigma.unsqueeze(-1) > tie_rtol * S[..., :1]) & ~zero, zero
+
+
+def _complement(
+    op: LinearOperator,
+    Ur: torch.Tensor,
+    Vr: torch.Tensor,
+    S: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    solvable: torch.Tensor,
+    *,
+    tol: float,
+    maxiter: int,
+) -> tuple[torch.Tensor, torch.Tensor, CGResult | None]:
+    """Rows of ``z_i = (σ_i² − AAᴴ)⁻¹ (σ_i a_i + A b_i)`` and ``w_i = (Aᴴ z_i + b_i) / σ_i``.
+
+    ``a`` ⟂ U (rows, m-space), ``b`` ⟂ V (n-space). The backward calls it with the complement
+    cotangents (``a = P_U ū``, ``b = P_V v̄``: z, w build Ā), the forward-mode rule with the
+    complement tangents (``a = P_U dA v``, ``b = P_V dAᴴ u``: z, w are du⊥, dv⊥). The solve runs
+    in the smaller space: for m > n the same formulas hold for Aᴴ with the roles of (U, a) and
+    (V, b) exchanged. When k fills that space its complement is empty (A's range lies in
+    span(U)): then x = 0 without a solve. Columns that are not ``solvable`` are zero.
+    """
+    m, n = op.shape[-2], op.shape[-1]
+    if m > n:
+        w, z, sol = _complement(op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter)
+        return z, w, sol
+    safe_s = torch.where(solvable, S, torch.ones_like(S)).unsqueeze(-1)
+    keep = solvable.unsqueeze(-1)
+    sol = None
+    if S.shape[-1] < m:
+        rhs = S.unsqueeze(-1) * a + op.matmat_rows(b)
+
+        def gram(P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            AhP = op.rmatmat_rows(P)
+            return op.matmat_rows(AhP), AhP
+
+        sol = projected_shifted_cg(
+            gram, S * S, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
+        )
+        z, Ahz = sol.x, sol.aux
+    else:
+        z, Ahz = torch.zeros_like(a), torch.zeros_like(b)
+    w = (Ahz + b) / safe_s
+    return torch.where(keep, z, 0.0), torch.where(keep, w, 0.0), sol
+
+
+def _check_solve(sol: CGResult | None, solvable: torch.Tensor, tol: float, maxiter: int) -> None:
+    if sol is None:
+        return
+    if bool(sol.indefinite.any()):
+        warnings.warn(
+            "svds backward: the complement system is not positive definite, so σ_k is "
+            "(numerically) not separated from σ_{k+1}; the affected gradient terms are dropped.",
+            DegenerateGradientWarning,
+            stacklevel=5,
+        )
+    failed = solvable & ~sol.converged & ~sol.indefinite
+    if bool(failed.any()):
+        raise ConvergenceError(
+            f"svds backward: CG did not reach relative residual {tol:.3g} in {maxiter} steps "
+            f"(largest {float(sol.residuals.amax()):.3g}); the gap σ_k − σ_(k+1) is small. "
+            "Raise maxiter or tol.",
+            residuals=sol.residuals,
+        )
+
+
 def _topk_cotangent(
     op: LinearOperator,
     U: torch.Tensor,
@@ -94,7 +191,8 @@ def _topk_cotangent(
     *,
     tol: float,
     maxiter: int,
-    rtol: float,
+    tie_rtol: float,
+    zero_rtol: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors ``(L, R)`` of ``Ā = L Rᴴ`` (module docstring), ``(..., m, 2k)``, ``(..., n, 2k)``.
 
@@ -108,25 +206,42 @@ def _topk_cotangent(
         gU = None
     if gVh is not None and not bool(gVh.any()):
         gVh = None
+    solvable, zero = _solvable(S, next_sigma, (m, n), tie_rtol, zero_rtol)
     UhgU = U.mH @ gU if gU is not None else None  # Uᴴ Ū
     VhgV = Vh @ gVh.mH if gVh is not None else None  # Vᴴ V̄, with V̄ = gVhᴴ
-    # The k×k bracket is the reduced-SVD rule of the block: svd_backward with U = V = I_k
-    # and the cotangents seen in those bases.
+    # The k×k bracket is the reduced-SVD rule of the block: svd_backward with U = V = I_k and
+    # the cotangents seen in those bases. Zero singular values are passed as exact zeros, so
+    # that the block's rule treats them as zeros whatever its own threshold.
     eye = torch.eye(k, dtype=U.dtype, device=U.device).expand(*S.shape[:-1], k, k)
-    inner = svd_backward(eye, S, eye, UhgU, gS, VhgV.mH if VhgV is not None else None, rtol)
+    S_block = torch.where(zero, 0.0, S)
+    inner = svd_backward(
+        eye, S_block, eye, UhgU, gS, VhgV.mH if VhgV is not None else None, tie_rtol
+    )
     right = inner.conj() @ Vr  # rows of V innerᴴ
     if gU is None and gVh is None:
         return U, right.mT
 
-    zero_m = torch.zeros_like(Ur)
-    zero_n = torch.zeros_like(Vr)
     # Rows of the complement parts (I − UUᴴ) Ū and (I − VVᴴ) V̄.
-    ubar = gU.mT - UhgU.mT @ Ur if gU is not None and UhgU is not None else zero_m
-    vbar = gVh.conj() - VhgV.mT @ Vr if gVh is not None and VhgV is not None else zero_n
-    gap = S - next_sigma.unsqueeze(-1)
-    solvable = gap > rtol * S[..., :1]
-    scale = ubar.norm(dim=-1) + vbar.norm(dim=-1)
-    if bool((~solvable & (scale > rtol * scale.amax(dim=-1, keepdim=True))).any()):
+    ubar = gU.mT - UhgU.mT @ Ur if gU is not None and UhgU is not None else torch.zeros_like(Ur)
+    vbar = (
+        gVh.conj() - VhgV.mT @ Vr if gVh is not None and VhgV is not None else torch.zeros_like(Vr)
+    )
+    size = ubar.norm(dim=-1) + vbar.norm(dim=-1)
+    cotangent = sum(
+        float(g.norm(dim=-2).amax())
+        for g in (gU, gVh.mH if gVh is not None else None)
+        if g is not None and g.numel()
+    )
+    clear = size > 10 * tie_rtol * cotangent  # a complement cotangent above rounding
+    if bool((zero & clear).any()):
+        warnings.warn(
+            "svds backward: A has rank < k, and the loss depends on the singular vectors of its "
+            "zero singular values, which are any orthonormal basis of the null spaces; their "
+            "complement terms are dropped (as torchsvd.svd does for zero singular values).",
+            DegenerateGradientWarning,
+            stacklevel=4,
+        )
+    if bool((~solvable & ~zero & clear).any()):
         warnings.warn(
             "svds backward: σ_k = σ_{k+1} (no gap after the k-th singular value), so the top-k "
             "singular vectors are not differentiable; the components of the gradient that "
@@ -134,52 +249,8 @@ def _topk_cotangent(
             DegenerateGradientWarning,
             stacklevel=4,
         )
-    shifts = S * S
-    safe_s = torch.where(solvable, S, torch.ones_like(S)).unsqueeze(-1)
-    if m <= n:
-        # z = (σ² − AAᴴ)⁻¹ (σ ū⊥ + A v̄⊥),  w = (Aᴴ z + v̄⊥) / σ.
-        rhs = S.unsqueeze(-1) * ubar + _rows_matmat(op, vbar, m)
-
-        def gram(P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            AhP = _rows_rmatmat(op, P, n)
-            return _rows_matmat(op, AhP, m), AhP
-
-        sol = projected_shifted_cg(
-            gram, shifts, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
-        )
-        z = sol.x
-        w = (sol.aux + vbar) / safe_s
-    else:
-        # w = (σ² − AᴴA)⁻¹ (σ v̄⊥ + Aᴴ ū⊥),  z = (A w + ū⊥) / σ.
-        rhs = S.unsqueeze(-1) * vbar + _rows_rmatmat(op, ubar, n)
-
-        def gram(P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            AP = _rows_matmat(op, P, m)
-            return _rows_rmatmat(op, AP, n), AP
-
-        sol = projected_shifted_cg(
-            gram, shifts, rhs, Vr, Ur, active=solvable, tol=tol, maxiter=maxiter
-        )
-        w = sol.x
-        z = (sol.aux + ubar) / safe_s
-    keep = solvable.unsqueeze(-1)
-    z = torch.where(keep, z, zero_m)
-    w = torch.where(keep, w, zero_n)
-    if bool(sol.indefinite.any()):
-        warnings.warn(
-            "svds backward: the complement system is not positive definite, so σ_k is "
-            "(numerically) not separated from σ_{k+1}; the affected gradient terms are dropped.",
-            DegenerateGradientWarning,
-            stacklevel=4,
-        )
-    failed = solvable & ~sol.converged & ~sol.indefinite
-    if bool(failed.any()):
-        raise ConvergenceError(
-            f"svds backward: CG did not reach relative residual {tol:.3g} in {maxiter} steps "
-            f"(largest {float(sol.residuals.amax()):.3g}); the gap σ_k − σ_(k+1) is small. "
-            "Raise maxiter or tol.",
-            residuals=sol.residuals,
-        )
+    z, w, sol = _complement(op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter)
+    _check_solve(sol, solvable, tol, maxiter)
     L = torch.cat([Ur, z], dim=-2).mT
     R = torch.cat([right + w, Vr], dim=-2).mT
     return L, R
@@ -188,6 +259,54 @@ def _topk_cotangent(
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` in ``dtype``, or in its real counterpart when ``t`` is real (singular values)."""
     return t.to(dtype if t.is_complex() else dtype.to_real())
+
+
+def _safe_scale(op: LinearOperator) -> torch.Tensor | None:
+    """A power of two per batch element that brings an extreme operator to size about 1.
+
+    None when every batch element is within 2^±(emax/4) of 1 (emax: the exponent range of the
+    products' dtype): there the squares the solver forms (Gram matrices, ‖·‖²) neither under-
+    nor overflow and scaling is not needed. Powers of two scale exactly.
+    """
+    size = op._magnitude().to(op.dtype.to_real())
+    limit = 2.0 ** (int(math.log2(torch.finfo(op.product_dtype.to_real()).max)) // 4)
+    if not bool(((size > 0) & ((size < 1 / limit) | (size > limit))).any()):
+        return None
+    # At most 2^(emax−2) (a subnormal matrix of float32 would ask for more than float32 holds).
+    emax = int(math.log2(torch.finfo(op.product_dtype.to_real()).max)) - 1
+    exponent = torch.frexp(size).exponent.clamp(-emax, emax)
+    return torch.where(size > 0, torch.ldexp(torch.ones_like(size), -exponent), 1.0)
+
+
+def _applied(scale: torch.Tensor) -> torch.Tensor | None:
+    """The saved scale, or None where the forward did not scale (all ones): no scaled view."""
+    return None if bool((scale == 1).all()) else scale
+
+
+def _working(op: LinearOperator, scale: torch.Tensor | None) -> LinearOperator:
+    """The operator the solvers see: scaled by ``scale`` if given, with float64 bases."""
+    return (op if scale is None else op.scaled(scale)).promoted()
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """Passes a gradient through; differentiating it again raises a clear error."""
+
+    @staticmethod
+    def forward(grad: torch.Tensor, *cotangents: torch.Tensor) -> torch.Tensor:
+        return grad.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise RuntimeError(
+            "svds does not support double backward (a gradient of its gradient): the implicit "
+            "backward solves a linear system whose own derivative is not implemented. "
+            "Supported: backward, torch.func.grad/vjp, forward mode (jvp) and vmap for dense A; "
+            "see docs/topk.md."
+        )
 
 
 class _SVDS(torch.autograd.Function):
@@ -199,72 +318,191 @@ class _SVDS(torch.autograd.Function):
         maxiter: int,
         v0: torch.Tensor | None,
         *params: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # float64 bases for a float32 operator (`promoted`); results in the operator's dtype.
-        # A sparse product costs little next to orthogonalizing against a basis of long
-        # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took 2.7 s
-        # instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros (docs/topk.md).
-        block = 4 if isinstance(op, _SparseOperator) else None
-        dtype = op.dtype
-        try:
-            res = block_lanczos(
-                promoted(op), k, tol=tol, maxiter=maxiter, v0=v0, block=block, product_dtype=dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(U, S, Vh, σ_{k+1} estimate, scale)``, the last two non-differentiable."""
+        op = op._with_params(params)  # under torch.func the params arrive unwrapped
+        *batch, m, n = op.shape
+        dtype, device = op.dtype, op.device
+        real = dtype.to_real()
+        if device.type == "meta" or math.prod(batch) == 0:
+            # Shapes only (meta tensors have no values; an empty batch has no matrices).
+            return (
+                torch.zeros((*batch, m, k), dtype=dtype, device=device),
+                torch.zeros((*batch, k), dtype=real, device=device),
+                torch.zeros((*batch, k, n), dtype=dtype, device=device),
+                torch.zeros(batch, dtype=real, device=device),
+                torch.ones(batch, dtype=real, device=device),
             )
+        scale = _safe_scale(op)
+        unit = torch.ones(batch, dtype=real, device=device) if scale is None else scale
+        try:
+            res = block_lanczos(_working(op, scale), k, tol=tol, maxiter=maxiter, v0=v0)
         except ConvergenceError as err:
             if isinstance(err.result, tuple):  # the partial result in the input's precision
-                err.result = tuple(_cast(t, dtype) for t in err.result)
+                U, S, Vh = err.result
+                err.result = (_cast(U, dtype), _cast(S / unit[..., None], dtype), _cast(Vh, dtype))
                 if isinstance(err.residuals, torch.Tensor):
                     err.residuals = _cast(err.residuals, dtype)
             raise
         return (
             _cast(res.U, dtype),
-            _cast(res.S, dtype),
+            _cast(res.S / unit[..., None], dtype),
             _cast(res.Vh, dtype),
-            _cast(res.next_sigma, dtype),
+            _cast(res.next_sigma / unit, dtype),
+            unit,
         )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        op, _, tol, maxiter, _, *_ = inputs
-        U, S, Vh, next_sigma = output
-        ctx.mark_non_differentiable(next_sigma)
-        ctx.op, ctx.tol, ctx.maxiter = op, tol, maxiter
-        ctx.save_for_backward(U, S, Vh, next_sigma)
+        op, _, tol, maxiter, _, *params = inputs
+        U, S, Vh, next_sigma, scale = output
+        ctx.mark_non_differentiable(next_sigma, scale)
+        ctx.op, ctx.tol, ctx.maxiter = op._with_params(params), tol, maxiter
+        ctx.save_for_backward(U, S, Vh, next_sigma, scale)
+        ctx.save_for_forward(U, S, Vh, next_sigma, scale)
 
     @staticmethod
-    @once_differentiable
     def backward(
         ctx: Any,
         gU: torch.Tensor | None,
         gS: torch.Tensor | None,
         gVh: torch.Tensor | None,
-        _: torch.Tensor | None,
+        *_: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
-        op = promoted(ctx.op)  # the CG solve in float64 too, for the same reason
-
-        def up(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else _cast(t, op.dtype)
-
-        U, S, Vh, next_sigma = (_cast(t, op.dtype) for t in ctx.saved_tensors)
-        rtol = default_rtol(ctx.op.dtype)
-        L, R = _topk_cotangent(
-            op,
-            U,
-            S,
-            Vh,
-            next_sigma,
-            up(gU),
-            up(gS),
-            up(gVh),
-            tol=ctx.tol,
-            maxiter=ctx.maxiter,
-            rtol=rtol,
-        )
-        # Detached: the saved outputs carry this node as grad_fn, and param_grads differentiates
-        # with grad mode on; Ā must enter it as a constant.
-        L, R = L.detach().to(ctx.op.dtype), R.detach().to(ctx.op.dtype)
-        grads = ctx.op.param_grads(L, R, ctx.needs_input_grad[5:])
+        needs = ctx.needs_input_grad[5:]
+        incoming = [g for g in (gU, gS, gVh) if g is not None and g.requires_grad]
+        try:
+            with torch.no_grad():
+                grads = _backward(ctx, gU, gS, gVh, needs)
+        except RuntimeError as err:
+            if not str(err).startswith("vmap:"):
+                raise
+            # The backward's iteration is data-dependent: vmap cannot trace it.
+            raise NotImplementedError(
+                "svds: the backward cannot run under torch.func.vmap (vmap over grad, e.g. "
+                "per-sample gradients); vmap the forward instead (the gradient of a vmapped "
+                "svds works) or loop. See docs/topk.md (torch.func)."
+            ) from err
+        if torch.is_grad_enabled() and any(needs):  # create_graph: guard the second derivative
+            # The saved U ties the guard to A, so that a second derivative reaches it.
+            ties = (*incoming, ctx.saved_tensors[0])
+            grads = tuple(None if g is None else _NoDoubleBackward.apply(g, *ties) for g in grads)
         return (None, None, None, None, None, *grads)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> tuple[torch.Tensor | None, ...]:
+        return _jvp(ctx, tangents[5:])
+
+    @staticmethod
+    def vmap(
+        info: Any,
+        in_dims: tuple[int | None, ...],
+        op: LinearOperator,
+        k: int,
+        tol: float,
+        maxiter: int,
+        v0: torch.Tensor | None,
+        *params: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        # The vmapped dimension becomes a batch dimension of a dense A (svds is batched).
+        if not isinstance(op, _DenseOperator):
+            raise NotImplementedError(_TRANSFORMS)
+        A = _batch_first(params[0], in_dims[5], info.batch_size)
+        rows = None if v0 is None else _batch_first(v0, in_dims[4], info.batch_size)
+        out = _SVDS.apply(_DenseOperator(A), k, tol, maxiter, rows, A)
+        return out, (0, 0, 0, 0, 0)
+
+
+_TRANSFORMS = (
+    "svds supports torch.func.vmap and forward-mode AD (torch.func.jvp, torch.autograd."
+    "forward_ad) for dense tensors only, not for sparse tensors or LinearOperators; "
+    "see docs/topk.md (torch.func)."
+)
+
+
+def _batch_first(t: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
+    if dim is None:
+        return t.expand(size, *t.shape)
+    return t.movedim(dim, 0)
+
+
+def _backward(
+    ctx: Any,
+    gU: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    gVh: torch.Tensor | None,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, ...]:
+    U, S, Vh, next_sigma, scale = ctx.saved_tensors
+    m, n = U.shape[-2], Vh.shape[-1]
+    if U.device.type == "meta" or U.numel() == 0:
+        L = torch.zeros((*U.shape[:-1], 2 * S.shape[-1]), dtype=U.dtype, device=U.device)
+        R = torch.zeros((*Vh.shape[:-2], n, 2 * S.shape[-1]), dtype=U.dtype, device=U.device)
+        return ctx.op.param_grads(L, R, needs)
+    # The solve runs on the scaled operator c A (singular values c σ, the same vectors, S̄ / c);
+    # its cotangent maps back to A's through the scaled view's param_grads.
+    work = _working(ctx.op, _applied(scale))
+    c = _cast(scale, work.dtype).unsqueeze(-1)
+
+    def up(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else _cast(t, work.dtype)
+
+    U, S, Vh, next_sigma = (_cast(t, work.dtype) for t in (U, S, Vh, next_sigma))
+    gS_work = None if gS is None else _cast(gS, work.dtype) / c
+    L, R = _topk_cotangent(
+        work,
+        U,
+        S * c,
+        Vh,
+        next_sigma * c.squeeze(-1),
+        up(gU),
+        gS_work,
+        up(gVh),
+        tol=ctx.tol,
+        maxiter=ctx.maxiter,
+        tie_rtol=default_rtol(ctx.op.dtype),
+        zero_rtol=rank_rtol(m, n, ctx.op.dtype),
+    )
+    return work.param_grads(L, R, needs)
+
+
+def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]:
+    """Forward-mode rule (dense A): the k×k block of the SVD's rule, and the complement solve.
+
+    dP = Uᴴ dA V; dσ_i = Re dP_ii; inside the block Ω_U = Uᴴ dU, Ω_V = Vᴴ dV are
+    ½ ((dP + dPᴴ) ∘ D ± (dP − dPᴴ) ∘ E) (``torchsvd._svd``); the complement parts solve the
+    same projected systems as the backward (`_complement`) with a = P_U dA v_i, b = P_V dAᴴ u_i.
+    """
+    if not isinstance(ctx.op, _DenseOperator):
+        raise NotImplementedError(_TRANSFORMS)
+    U, S, Vh, next_sigma, scale = ctx.saved_tensors
+    dA = tangents[0]
+    if dA is None:
+        return (torch.zeros_like(U), torch.zeros_like(S), torch.zeros_like(Vh), None, None)
+    m, n = U.shape[-2], Vh.shape[-1]
+    dtype = ctx.op.dtype
+    work = _working(_DenseOperator(ctx.op.matrix.detach()), _applied(scale))
+    c = _cast(scale, work.dtype).unsqueeze(-1)
+    U, S, Vh, next_sigma = (_cast(t, work.dtype) for t in (U, S, Vh, next_sigma))
+    S, next_sigma = S * c, next_sigma * c.squeeze(-1)
+    dA = _cast(dA, work.dtype) * c.unsqueeze(-1)
+    tie_rtol, zero_rtol = default_rtol(dtype), rank_rtol(m, n, dtype)
+    V = Vh.mH
+    dAV, dAhU = dA @ V, dA.mH @ U
+    dP = U.mH @ dAV
+    D, E = _masked_reciprocals(S, tie_rtol, zero_rtol)
+    sym, skew = (dP + dP.mH) * D, (dP - dP.mH) * E
+    omega_u, omega_v = 0.5 * (sym + skew), 0.5 * (sym - skew)
+    dS = dP.diagonal(dim1=-2, dim2=-1).real
+    solvable, _ = _solvable(S, next_sigma, (m, n), tie_rtol, zero_rtol)
+    Ur, Vr = U.mT, Vh.conj()
+    a = (dAV - U @ dP).mT  # rows of P_U dA v_i
+    b = (dAhU - V @ dP.mH).mT  # rows of P_V dAᴴ u_i
+    du, dv, sol = _complement(work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter)
+    _check_solve(sol, solvable, ctx.tol, ctx.maxiter)
+    dU = U @ omega_u + du.mT
+    dVh = (V @ omega_v + dv.mT).mH
+    return (_cast(dU, dtype), _cast(dS / c, dtype), _cast(dVh, dtype), None, None)
 
 
 def _check_options(
@@ -295,10 +533,17 @@ def _check_v0(v0: object, op: LinearOperator) -> torch.Tensor | None:
         raise TypeError(f"v0 must be a tensor (a previous Vh), got {type(v0).__name__}")
     n = op.shape[-1]
     rows = v0.unsqueeze(-2) if v0.ndim == len(op.batch_shape) + 1 else v0
-    if rows.ndim != len(op.shape) or rows.shape[-1] != n or rows.shape[:-2] != op.batch_shape:
+    if (
+        rows.ndim != len(op.shape)
+        or rows.shape[-1] != n
+        or rows.shape[:-2] != op.batch_shape
+        or rows.shape[-2] == 0
+    ):
+        batch = "".join(f"{b}, " for b in op.batch_shape)
         raise ValueError(
-            f"v0 must have shape (..., p, n) or (..., n) = {(*op.batch_shape, 'p', n)} for an "
-            f"operator of shape {tuple(op.shape)} (a previous Vh), got {tuple(v0.shape)}"
+            f"v0 must be p >= 1 rows of a guess of Vh, of shape ({batch}p, {n}), or one row of "
+            f"shape ({batch}{n}), for an operator of shape {tuple(op.shape)}; got shape "
+            f"{tuple(v0.shape)}"
         )
     if v0.is_complex() and not op.dtype.is_complex:
         raise TypeError(f"v0 is complex ({v0.dtype}) but A is real ({op.dtype})")
@@ -351,8 +596,12 @@ def svds(
     Raises
     ------
     ConvergenceError
-        Not converged within ``maxiter`` block steps. ``err.residuals`` ``(..., k)`` holds the
-        relative residuals reached and ``err.result`` the last iterate ``(U, S, Vh)`` (detached).
+        Not converged within ``maxiter`` block steps, or stagnated earlier: the residual stopped
+        falling above ``tol`` because the rounding of the products allows no smaller one (the
+        message names the residual that was reached; in float32 the default ``tol`` is not
+        always reachable, e.g. for a matrix-free centred operator whose mean dominates).
+        ``err.residuals`` ``(..., k)`` holds the relative residuals reached and ``err.result``
+        the iterate that reached them ``(U, S, Vh)`` (detached).
         To keep it, catch the error; to get a differentiable result, call again with a larger
         ``tol`` or ``maxiter`` and ``v0=err.result[2]``. The backward raises it too when CG
         stalls (tiny gap σ_k − σ_{k+1}).
@@ -374,8 +623,18 @@ def svds(
     -----
     Cost: the forward is a few dozen block products for matrices with decaying spectra; a loss
     of ``S`` alone costs one more product in the backward (Ā = U diag(S̄) Vᴴ); a loss of ``U`` or
-    ``Vh`` adds one CG solve with two block products per step. ``torch.func`` transforms and
-    double backward are not supported (the iteration count depends on the data).
+    ``Vh`` adds one CG solve with two block products per step.
+
+    Rank and scale: singular values at or below ``max(m, n)·eps·σ_1`` are zeros, as in
+    `torchsvd.svd`; ``k`` may exceed the rank (the extra triplets have ``σ = 0`` and vectors
+    that are any orthonormal basis of the null spaces; a loss that depends on them warns).
+    A matrix far from size 1 (any finite float64 scale, 1e-300 to 1e300) is scaled internally by
+    a power of two, which is exact. An empty batch returns empty results; meta tensors give
+    outputs of the right shapes.
+
+    ``torch.func``: ``grad``/``vjp``, ``jvp`` (forward mode, the same projected solve as the
+    backward) and ``vmap`` work for dense ``A``; vmap over the backward (per-sample gradients)
+    and double backward raise a clear error (``docs/topk.md``).
 
     Precision: a float32 ``A`` is multiplied in float32, but the Krylov bases, the CG vectors
     and their inner products are float64 (float32 inner products of long vectors err by
@@ -414,7 +673,7 @@ def svds(
     m, n = op.shape[-2], op.shape[-1]
     tol_final = default_tol(op.dtype) if tol_value is None else tol_value
     iters = default_maxiter(m, n) if maxiter_value is None else maxiter_value
-    U, S, Vh, _ = _SVDS.apply(op, k, tol_final, iters, rows, *op.params)
+    U, S, Vh, _, _ = _SVDS.apply(op, k, tol_final, iters, rows, *op.params)
     if isinstance(A, torch.Tensor) and A.dtype != op.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh

@@ -1,0 +1,66 @@
+"""projected_shifted_cg: shifted Gram systems on the complement of a subspace, batched."""
+
+from __future__ import annotations
+
+import torch
+
+from _helpers import F64
+from torchsvd._cg import projected_shifted_cg
+from torchsvd.testing import matrix_with_singular_values
+
+
+def _setup(k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.5, 0.25], dtype=F64)
+    A = matrix_with_singular_values(s, 30, 20, seed=0)
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    return A, U[:, :k].mT, Vh[:k].conj(), S[:k]
+
+
+def _gram(A: torch.Tensor):  # type: ignore[no-untyped-def]
+    def gram(P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        AhP = P @ A.conj()  # rows of Aᴴ p
+        return AhP @ A.mT, AhP
+
+    return gram
+
+
+def test_solution_matches_a_dense_solve_on_the_complement() -> None:
+    A, Q, Q_aux, S = _setup(2)
+    rhs = torch.randn(2, 30, generator=torch.Generator().manual_seed(1), dtype=F64)
+    active = torch.ones(2, dtype=torch.bool)
+    sol = projected_shifted_cg(
+        _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-14, maxiter=200
+    )
+    assert bool(sol.converged.all()) and not bool(sol.indefinite.any())
+    P = torch.eye(30, dtype=F64) - Q.mT @ Q
+    for i in range(2):
+        M = P @ (S[i] ** 2 * torch.eye(30, dtype=F64) - A @ A.mT) @ P
+        want = torch.linalg.lstsq(M, P @ rhs[i]).solution
+        want = P @ want
+        torch.testing.assert_close(sol.x[i], want, atol=1e-10, rtol=0)
+        torch.testing.assert_close(sol.aux[i], A.mT @ sol.x[i], atol=1e-10, rtol=0)
+    assert float((sol.x @ Q.mT).abs().max()) <= 1e-13  # on the complement
+
+
+def test_inactive_columns_are_zero_and_indefinite_ones_flagged() -> None:
+    A, Q, Q_aux, S = _setup(2)
+    rhs = torch.randn(2, 30, generator=torch.Generator().manual_seed(2), dtype=F64)
+    active = torch.tensor([True, False])
+    sol = projected_shifted_cg(
+        _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-12, maxiter=200
+    )
+    assert bool(sol.converged[0]) and not bool(sol.converged[1])
+    assert torch.equal(sol.x[1], torch.zeros(30, dtype=F64))
+    # A shift below σ_3²: the operator is indefinite on the complement.
+    shifts = torch.tensor([1.0, 1.0], dtype=F64)
+    bad = projected_shifted_cg(
+        _gram(A),
+        shifts,
+        rhs,
+        Q,
+        Q_aux,
+        active=torch.ones(2, dtype=torch.bool),
+        tol=1e-12,
+        maxiter=200,
+    )
+    assert bool(bad.indefinite.all())

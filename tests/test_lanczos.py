@@ -1,0 +1,106 @@
+"""block_lanczos: the Krylov basis and its invariants, restarts, drift, Gram–Schmidt, stagnation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _helpers import C128, F64, projector
+from torchsvd import ConvergenceError, LinearOperator
+from torchsvd._lanczos import _Bidiagonalization, _project_out, block_lanczos
+from torchsvd._operators import aslinearoperator
+from torchsvd.testing import matrix_with_singular_values, spectrum
+
+
+def _check_forward(
+    A: torch.Tensor, k: int, U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, tol: float
+) -> None:
+    Ur, Sr, _ = torch.linalg.svd(A, full_matrices=False)
+    s1 = Sr[..., :1]
+    r1 = (A @ Vh.mT - U * S.unsqueeze(-2)).norm(dim=-2)
+    r2 = (A.mT @ U - Vh.mT * S.unsqueeze(-2)).norm(dim=-2)
+    assert bool((r1 <= tol * s1 * 1.01).all()) and bool((r2 <= tol * s1 * 1.01).all())
+    torch.testing.assert_close(S, Sr[..., :k], atol=1e-10, rtol=0)
+    torch.testing.assert_close(projector(U), projector(Ur[..., :k]), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize(("m", "n", "batch"), [(150, 100, ()), (90, 140, (2,))])
+def test_thick_restarts(m: int, n: int, batch: tuple[int, ...]) -> None:
+    # A small basis forces many restarts on a slowly converging (Gaussian) spectrum.
+    s = spectrum("gaussian", min(m, n), seed=3)
+    A = matrix_with_singular_values(s, m, n, batch=batch, seed=4)
+    op = aslinearoperator(A)
+    r = block_lanczos(op, 3, tol=1e-12, maxiter=2000, block=4, max_dim=14)
+    assert r.steps > 10
+    _check_forward(A, 3, r.U, r.S, r.Vh, 1e-12)
+
+
+def test_recovers_when_the_recurrence_drifts() -> None:
+    # rmatmat errs by 1e-9 (relative) on its first calls only, below the adjoint check: the
+    # Krylov recurrence then carries that error, the estimate still falls below tol, and only
+    # the true residual (computed with the exact product) shows it. svds must restart and meet
+    # tol, not stop early or run out of iterations.
+    A = matrix_with_singular_values(spectrum("decaying", 200), 300, 200, seed=7)
+    E = 1e-9 * matrix_with_singular_values(torch.ones(200), 300, 200, seed=8)
+    calls = [0]
+
+    def rmatmat(Y: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return (A + E).mT @ Y if calls[0] <= 4 else A.mT @ Y
+
+    op = LinearOperator(A.shape, lambda X: A @ X, rmatmat, dtype=F64)
+    r = block_lanczos(op, 3, tol=1e-12, maxiter=500, block=4, max_dim=24)
+    _check_forward(A, 3, r.U, r.S, r.Vh, 1e-12)
+
+
+@pytest.mark.parametrize("local", [0, 3])
+@pytest.mark.parametrize("dtype", [F64, torch.complex128])
+def test_gram_schmidt_repeats_a_pass_that_cancelled(local: int, dtype: torch.dtype) -> None:
+    # W lies in span(Q) up to 1e-10 of its norm: one pass would leave the result orthogonal to
+    # Q only to about eps·1e10 of its size; the repeated pass must bring it to eps.
+    gen = torch.Generator().manual_seed(0)
+    Q = torch.linalg.qr(torch.randn(500, 12, generator=gen, dtype=dtype))[0].mT
+    W = torch.randn(4, 12, generator=gen, dtype=dtype) @ Q
+    W = W + 1e-10 * torch.randn(4, 500, generator=gen, dtype=dtype)
+    out, coef = _project_out(Q, W, local=local)
+    leak = (out @ Q.mH).abs().amax(dim=-1) / out.norm(dim=-1)
+    assert float(leak.max()) <= 1e-13
+    torch.testing.assert_close(coef, W @ Q.mH, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_basis_keeps_the_krylov_relation_through_restarts(dtype: torch.dtype) -> None:
+    # A V = U B exactly (the stored products), U and V orthonormal, after expansions and a
+    # thick restart.
+    A = matrix_with_singular_values(spectrum("gaussian", 120, seed=0), 150, 120, dtype=dtype)
+    op = aslinearoperator(A)
+    gen = torch.Generator().manual_seed(0)
+    basis = _Bidiagonalization(op, 40, gen)
+    basis.begin(torch.randn(4, 120, generator=gen, dtype=dtype))
+    for step in range(8):
+        _, Z, size = basis.residual()
+        if step == 5:
+            P, _, Qh = basis.ritz()
+            basis.restart(P, Qh, 10)
+        basis.expand(Z, size)
+        V, U, B = basis.V, basis.U, basis.B
+        torch.testing.assert_close(A @ V.mT, U.mT @ B, atol=1e-12, rtol=0)
+        eye = torch.eye(basis.d, dtype=dtype)
+        torch.testing.assert_close(V.conj() @ V.mT, eye, atol=1e-12, rtol=0)
+        torch.testing.assert_close(U.conj() @ U.mT, eye, atol=1e-12, rtol=0)
+
+
+def test_stagnation_is_detected_on_a_noisy_operator() -> None:
+    # Products with relative noise 1e-9: the residual cannot fall below about that, so
+    # tol = 1e-13 stagnates; the error comes long before maxiter and names what was reached.
+    A = matrix_with_singular_values(spectrum("decaying", 150), 200, 150, seed=1)
+    gen = torch.Generator().manual_seed(2)
+
+    def noisy(out: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(out.shape, generator=gen, dtype=F64)
+        return out + 1e-9 * out.norm() * noise / noise.norm()
+
+    op = LinearOperator(A.shape, lambda X: noisy(A @ X), lambda Y: noisy(A.mT @ Y), dtype=F64)
+    with pytest.raises(ConvergenceError, match="stagnated") as info:
+        block_lanczos(op, 3, tol=1e-13, maxiter=5000)
+    assert 1e-13 < float(info.value.residuals.max()) < 1e-6
