@@ -39,9 +39,8 @@ def _worker(args: tuple[int, int]) -> tuple[collections.Counter[Any], dict[Any, 
     """Evaluate ``quota`` distinct cases drawn by hypothesis from ``seed``."""
     quota, seed = args
     import torch
-    from hypothesis import given
+    from hypothesis import given, settings
     from hypothesis import seed as hseed
-    from hypothesis import settings
 
     import _properties as P
 
@@ -127,11 +126,17 @@ def _table(counts: collections.Counter[Any], classes: tuple[str, ...]) -> str:
     head = ["function", "cases", *classes]
     rows = []
     for f in [*funcs, "total"]:
-        sel = {c: sum(v for (g, k), v in counts.items() if k == c and (f == "total" or g == f))
-               for c in classes}
+        sel = {
+            c: sum(v for (g, k), v in counts.items() if k == c and (f == "total" or g == f))
+            for c in classes
+        }
         rows.append([f, str(sum(sel.values()))] + [str(sel[c]) for c in classes])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        cells = enumerate(zip(r, widths, strict=True))
+        return "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in cells)
+
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
