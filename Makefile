@@ -23,6 +23,10 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -n 2 -p no:cacheprovider src tests
 
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_run.py --cases 10000 --workers 2
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_svd.py
 
