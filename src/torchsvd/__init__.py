@@ -5,6 +5,7 @@ from torchsvd import testing as testing
 from torchsvd._errors import ConvergenceError as ConvergenceError
 from torchsvd._errors import DegenerateGradientWarning as DegenerateGradientWarning
 from torchsvd._operators import LinearOperator as LinearOperator
+from torchsvd._pca import pca as pca
 from torchsvd._spectral import clip_singular_values as clip_singular_values
 from torchsvd._spectral import polar as polar
 from torchsvd._spectral import svd_apply as svd_apply
@@ -30,6 +31,7 @@ __all__ = [
     "nn",
     "null_space",
     "orth",
+    "pca",
     "polar",
     "spectral_norm",
     "svd",

@@ -28,26 +28,23 @@ References
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from torchsvd._svd import svd
-from torchsvd._validate import check_matrix, compute_dtype
+from torchsvd._validate import check_int, check_matrix, check_real, compute_dtype, rank_rtol
 
 __all__ = ["low_rank", "null_space", "orth"]
 
 
 def _rtol_value(rtol: float | None, m: int, n: int, dtype: torch.dtype) -> float:
-    """The relative tolerance: ``max(m, n)·eps`` of the (real) compute dtype unless given."""
+    """The rank tolerance relative to σ_max: ``max(m, n)·eps`` of the compute dtype unless given.
+
+    A tolerance of 1 or more would call every singular value zero, and a NaN would compare
+    False everywhere: both are rejected rather than returning a silently empty basis.
+    """
     if rtol is None:
-        real = dtype.to_real() if dtype.is_complex else dtype
-        return max(m, n) * float(torch.finfo(real).eps)
-    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not math.isfinite(rtol):
-        raise ValueError(f"rtol must be a finite float >= 0, got {rtol!r}")
-    if rtol < 0:
-        raise ValueError(f"rtol must be a finite float >= 0, got {rtol!r}")
-    return float(rtol)
+        return rank_rtol(m, n, dtype)
+    return check_real(rtol, "rtol", low=0.0, high=1.0, high_open=True)
 
 
 def _common_rank(S: torch.Tensor, rtol: float, name: str) -> int:
@@ -80,7 +77,7 @@ def null_space(A: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
     A : Tensor of shape ``(..., m, n)``
         float32/float64/complex64/complex128 (half precision is computed in float32).
     rtol : float, optional
-        Relative tolerance; default ``max(m, n)·eps(dtype)``, as numpy/scipy and
+        Relative tolerance in [0, 1); default ``max(m, n)·eps(dtype)``, as numpy/scipy and
         :func:`torch.linalg.matrix_rank`.
 
     Returns
@@ -92,7 +89,7 @@ def null_space(A: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
     ------
     ValueError
         The numerical rank differs between the matrices of a batch (the bases would have
-        different sizes), or ``rtol`` is negative or not finite.
+        different sizes), or ``rtol`` is not a finite float in [0, 1).
 
     Notes
     -----
@@ -102,7 +99,7 @@ def null_space(A: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
 
     Examples
     --------
-    The 2×3 matrix of seed 001 has rank 2; its null space is spanned by (2, −2, −1)/3.
+    A 2×3 matrix of rank 2; its null space is spanned by (2, −2, −1)/3.
 
     >>> import torch, torchsvd
     >>> A = torch.tensor([[3.0, 2.0, 2.0], [2.0, 3.0, -2.0]], dtype=torch.float64)
@@ -134,7 +131,7 @@ def orth(A: torch.Tensor, *, rtol: float | None = None) -> torch.Tensor:
     ----------
     A : Tensor of shape ``(..., m, n)``
     rtol : float, optional
-        Relative tolerance; default ``max(m, n)·eps(dtype)``.
+        Relative tolerance in [0, 1); default ``max(m, n)·eps(dtype)``.
 
     Returns
     -------
@@ -212,12 +209,7 @@ def low_rank(A: torch.Tensor, k: int) -> torch.Tensor:
     """
     check_matrix(A)
     kmax = min(A.shape[-2], A.shape[-1])
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if not 0 <= k <= kmax:
-        raise ValueError(
-            f"k must satisfy 0 <= k <= min(m, n) = {kmax} for A of shape {tuple(A.shape)}, got {k}"
-        )
+    check_int(k, "k", minimum=0, maximum=kmax, what=f"min(m, n) for A of shape {tuple(A.shape)}")
     if k == 0:
         # A * 0 rather than zeros_like: stays attached to the graph (zero gradient) like k > 0.
         return A * 0
