@@ -49,7 +49,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "fuzz",
-    max_examples=2000,
+    max_examples=500,
     derandomize=False,
     deadline=None,
     database=None,
