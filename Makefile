@@ -31,6 +31,10 @@ typecheck: $(DEV_STAMP)
 test: lint typecheck
 	$(BIN)/pytest -n 2 -p no:cacheprovider src tests
 
+.PHONY: fuzz
+fuzz: $(DEV_STAMP)
+	$(BIN)/python tests/fuzz_run.py --cases 10000 --workers 2
+
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench_svd.py
 
