@@ -463,7 +463,9 @@ def _backward(
         tie_rtol=default_rtol(ctx.op.dtype),
         zero_rtol=rank_rtol(m, n, ctx.op.dtype),
     )
-    return work.param_grads(L, R, needs)
+    # Detached: the saved outputs carry this node as grad_fn, and param_grads differentiates
+    # with grad mode on; Ā must enter it as a constant (else autograd runs this backward again).
+    return work.param_grads(L.detach(), R.detach(), needs)
 
 
 def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]:
