@@ -7,8 +7,10 @@ naive autograd reference at separated spectra, and the warning promises. ``HYPOT
 selects ``ci`` (the default: 25 derandomized examples per test) or ``fuzz``; ``make fuzz`` runs
 the same cases at scale (``tests/fuzz_run.py``).
 
-Known failures are marked ``xfail(strict=True)`` with the bug they show: a fix makes them pass,
-which fails the strict mark until it is removed.
+The regions where earlier versions returned silent wrong answers (resolved small σ, null-space
+bases, second derivatives at ties and zeros, f(0) = ±inf, non-elementwise f, svds at k = min(m, n),
+at extreme scales and on empty batches, low_rank above the numerical rank) have property tests of
+their own and one minimal regression case each.
 """
 
 from __future__ import annotations
@@ -33,26 +35,6 @@ def _assert_pass(case: Case) -> None:
     assert out.cls == "pass", (
         f"{out.cls}: {out.detail}\n  replay: python tests/fuzz_run.py --replay '{case.to_json()}'"
     )
-
-
-def _xfail(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-BUG_SVD_SMALL = "svd backward: resolved σ below √eps·σ_max (above the rank level) treated as zero"
-BUG_SVD_WARN = "svd backward: no warning for a loss that depends on the null-space basis"
-BUG_HVP = "second derivatives wrong at ties and at zero singular values (svdvals, svd_apply)"
-BUG_INF = "svd_apply: f(0) = ±inf at a singular matrix gives NaN (zeros are dropped as inf·0)"
-BUG_ELEMENTWISE = "svd_apply: non-elementwise f accepted (the probe adds 1: blind to scale, to f "
-BUG_ELEMENTWISE += "reading only even-indexed values, to zeros)"
-BUG_SVDS_KMIN = "svds backward: k = min(m, n) (empty complement) fails or warns spuriously"
-BUG_SVDS_SCALE = "svds at extreme scales (1e-170, 1e160): wrong gradient or ValueError"
-BUG_SVDS_EMPTY = "svds: empty batch raises RuntimeError (amax of an empty tensor)"
-BUG_LOW_RANK = "low_rank(A, min(m, n)) = A at a rank-deficient tall A: wrong gradient"
-BUG_LOW_RANK_WARN = (
-    "low_rank at σ_r = σ_(r+1) = 0: not differentiable, no warning (the docstring promises one "
-    "only for σ_r = σ_(r+1) > 0; promise unclear)"
-)
 
 
 # ------------------------------------------------------------------ properties that hold today
@@ -100,52 +82,46 @@ def test_low_rank_full_rank(case: Case) -> None:
     _assert_pass(case)
 
 
-# ----------------------------------------------------------- properties that fail on today's main
+# ------------------------------------ regions where earlier versions returned wrong answers
 
 
-@_xfail(f"{BUG_SVD_SMALL}; {BUG_SVD_WARN}")
 @settings(P.profile(), max_examples=P.profile().max_examples * 4)
 @given(P.cases(funcs=("svd",), mods=("zeros", "small", "numzero", "zero_matrix")))
 def test_svd_singular_and_small(case: Case) -> None:
     _assert_pass(case)
 
 
-@_xfail(BUG_HVP)
 @P.profile()
 @given(P.cases(funcs=("svdvals_hvp", "svd_apply_hvp"), empty=False))
 def test_second_derivatives(case: Case) -> None:
     _assert_pass(case)
 
 
-@_xfail(BUG_INF)
 @P.profile()
 @given(P.cases(funcs=("svd_apply",), fnames=P.INF_AT_0, mods=("zeros", "zero_matrix")))
 def test_svd_apply_infinite_at_zero(case: Case) -> None:
     _assert_pass(case)
 
 
-@_xfail(BUG_ELEMENTWISE)
 @P.profile()
 @given(P.cases(funcs=("svd_apply",), fnames=P.NON_ELEMENTWISE, empty=False))
 def test_svd_apply_rejects_non_elementwise(case: Case) -> None:
     _assert_pass(case)
 
 
-@_xfail(f"{BUG_SVDS_KMIN}; {BUG_SVDS_SCALE}; {BUG_SVDS_EMPTY}")
 @P.profile()
 @given(P.cases(funcs=("svds",)))
 def test_svds(case: Case) -> None:
     _assert_pass(case)
 
 
-@_xfail(f"{BUG_LOW_RANK}; {BUG_LOW_RANK_WARN}")
 @P.profile()
 @given(P.cases(funcs=("low_rank",)))
 def test_low_rank(case: Case) -> None:
     _assert_pass(case)
 
 
-# ------------------------------------------------------------- minimal examples, one per bug
+# ------------------------------------------------ minimal examples, one per earlier bug class
 
 
 def _case(**kw: Any) -> Case:
@@ -165,10 +141,6 @@ def _case(**kw: Any) -> Case:
     return Case(**base)
 
 
-def _bug(reason: str, **kw: Any) -> Any:
-    return pytest.param(_case(**kw), marks=_xfail(reason))
-
-
 GUARDS = {
     "polar-at-orthogonal": _case(rel=(1.0, 1.0, 1.0)),
     "polar-resolved-small-square": _case(rel=(1.0, 0.5, 1e-11)),
@@ -183,45 +155,36 @@ GUARDS = {
 }
 
 BUGS = {
-    "resolved-small-range-projector": _bug(
-        BUG_SVD_SMALL, m=5, loss="projU", r=3, rel=(1.0, 0.5, 1e-11)
+    "resolved-small-range-projector": _case(m=5, loss="projU", r=3, rel=(1.0, 0.5, 1e-11)),
+    "resolved-small-polar-tall": _case(m=4, rel=(1.0, 0.7, 2.4e-13)),
+    "resolved-small-svd_apply-hvp": _case(
+        func="svd_apply_hvp", loss="lin", fname="cube", m=2, rel=(1.0, 1e-12)
     ),
-    "resolved-small-polar-tall": _bug(BUG_SVD_SMALL, m=4, rel=(1.0, 0.7, 2.4e-13)),
-    "resolved-small-svd_apply-hvp": _bug(
-        BUG_SVD_SMALL, func="svd_apply_hvp", loss="lin", fname="cube", m=2, rel=(1.0, 1e-12)
+    "null-space-polar-1x1": _case(m=1, n=1, rel=(0.0,)),
+    "null-space-polar": _case(rel=(1.0, 0.5, 0.0)),
+    "null-space-range-projector": _case(m=5, loss="projU", r=3, rel=(1, 0.5, 0)),
+    "null-space-overlap": _case(m=5, loss="overlap", r=3, rel=(1.0, 0.5, 0.0)),
+    "svdvals-hvp-identity": _case(func="svdvals_hvp", loss="fS", rel=(1.0, 1.0, 1.0)),
+    "svdvals-hvp-zero-wide": _case(func="svdvals_hvp", loss="fS", m=1, n=2, rel=(0.0,)),
+    "svd_apply-hvp-identity": _case(
+        func="svd_apply_hvp", loss="lin", fname="cube", rel=(1.0, 1.0, 1.0)
     ),
-    "null-space-polar-1x1": _bug(BUG_SVD_WARN, m=1, n=1, rel=(0.0,)),
-    "null-space-polar": _bug(BUG_SVD_WARN, rel=(1.0, 0.5, 0.0)),
-    "null-space-range-projector": _bug(BUG_SVD_WARN, m=5, loss="projU", r=3, rel=(1, 0.5, 0)),
-    "null-space-overlap": _bug(BUG_SVD_WARN, m=5, loss="overlap", r=3, rel=(1.0, 0.5, 0.0)),
-    "svdvals-hvp-identity": _bug(BUG_HVP, func="svdvals_hvp", loss="fS", rel=(1.0, 1.0, 1.0)),
-    "svdvals-hvp-zero-wide": _bug(BUG_HVP, func="svdvals_hvp", loss="fS", m=1, n=2, rel=(0.0,)),
-    "svd_apply-hvp-identity": _bug(
-        BUG_HVP, func="svd_apply_hvp", loss="lin", fname="cube", rel=(1.0, 1.0, 1.0)
+    "svd_apply-hvp-singular": _case(
+        func="svd_apply_hvp", loss="lin", fname="atan", m=2, n=2, rel=(1.0, 0.0)
     ),
-    "svd_apply-hvp-singular": _bug(
-        BUG_HVP, func="svd_apply_hvp", loss="lin", fname="atan", m=2, n=2, rel=(1.0, 0.0)
+    "svd_apply-log-singular": _case(func="svd_apply", loss="lin", fname="log", rel=(1.0, 0.5, 0.0)),
+    "svd_apply-inv-singular": _case(func="svd_apply", loss="lin", fname="inv", rel=(1.0, 0.5, 0.0)),
+    "non-elementwise-first": _case(func="svd_apply", fname="nonelem_first"),
+    "non-elementwise-max-large-scale": _case(func="svd_apply", fname="nonelem_max", scale_exp=10),
+    "non-elementwise-cumsum-k2": _case(
+        func="svd_apply", fname="nonelem_cumsum", m=2, n=2, rel=(1.0, 0.5)
     ),
-    "svd_apply-log-singular": _bug(
-        BUG_INF, func="svd_apply", loss="lin", fname="log", rel=(1.0, 0.5, 0.0)
+    "non-elementwise-flip-odd-k": _case(func="svd_apply", fname="nonelem_flip"),
+    "svds-k-equals-min": _case(func="svds", loss="projU", m=4, r=3),
+    "svds-k-equals-min-square": _case(
+        func="svds", loss="overlap", m=2, n=2, r=2, rel=(1.0, 0.001), seed=230
     ),
-    "svd_apply-inv-singular": _bug(
-        BUG_INF, func="svd_apply", loss="lin", fname="inv", rel=(1.0, 0.5, 0.0)
-    ),
-    "non-elementwise-first": _bug(BUG_ELEMENTWISE, func="svd_apply", fname="nonelem_first"),
-    "non-elementwise-max-large-scale": _bug(
-        BUG_ELEMENTWISE, func="svd_apply", fname="nonelem_max", scale_exp=10
-    ),
-    "non-elementwise-cumsum-k2": _bug(
-        BUG_ELEMENTWISE, func="svd_apply", fname="nonelem_cumsum", m=2, n=2, rel=(1.0, 0.5)
-    ),
-    "non-elementwise-flip-odd-k": _bug(BUG_ELEMENTWISE, func="svd_apply", fname="nonelem_flip"),
-    "svds-k-equals-min": _bug(BUG_SVDS_KMIN, func="svds", loss="projU", m=4, r=3),
-    "svds-k-equals-min-square": _bug(
-        BUG_SVDS_KMIN, func="svds", loss="overlap", m=2, n=2, r=2, rel=(1.0, 0.001), seed=230
-    ),
-    "svds-scale-1e-170": _bug(
-        BUG_SVDS_SCALE,
+    "svds-scale-1e-170": _case(
         func="svds",
         loss="projU",
         m=5,
@@ -230,8 +193,7 @@ BUGS = {
         rel=(1, 0.5, 0.25, 0.125),
         scale_exp=-170,
     ),
-    "svds-scale-1e160": _bug(
-        BUG_SVDS_SCALE,
+    "svds-scale-1e160": _case(
         func="svds",
         loss="projU",
         m=5,
@@ -240,13 +202,11 @@ BUGS = {
         rel=(1, 0.5, 0.25, 0.125),
         scale_exp=160,
     ),
-    "svds-empty-batch": _bug(BUG_SVDS_EMPTY, func="svds", loss="fS", r=1, batch=(0,)),
-    "low_rank-full-rank-deficient-tall": _bug(
-        BUG_LOW_RANK, func="low_rank", loss="lin", m=3, n=2, r=2, rel=(1.0, 0.0)
+    "svds-empty-batch": _case(func="svds", loss="fS", r=1, batch=(0,)),
+    "low_rank-full-rank-deficient-tall": _case(
+        func="low_rank", loss="lin", m=3, n=2, r=2, rel=(1.0, 0.0)
     ),
-    "low_rank-zero-tie": _bug(
-        BUG_LOW_RANK_WARN, func="low_rank", loss="lin", m=4, n=4, r=3, rel=(1, 1, 0, 0)
-    ),
+    "low_rank-zero-tie": _case(func="low_rank", loss="lin", m=4, n=4, r=3, rel=(1, 1, 0, 0)),
 }
 
 
@@ -256,11 +216,10 @@ def test_guard(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", list(BUGS.values()), ids=list(BUGS))
-def test_known_bug(case: Case) -> None:
+def test_regression(case: Case) -> None:
     _assert_pass(case)
 
 
-@_xfail(BUG_HVP)
 def test_svdvals_hessian_of_sum_of_squares_at_identity() -> None:
     # Σσ² = ‖A‖_F², so its Hessian is 2·I everywhere, at I(3) too, where all σ are tied.
     A = torch.eye(3, dtype=F64, requires_grad=True)

@@ -458,17 +458,23 @@ def test_polar_at_full_rank_does_not_warn() -> None:
         (U @ Vh).real.sum().backward()
 
 
-def test_single_zero_of_real_square_matrix_is_documented_silent() -> None:
-    """The documented blind spot: at one zero σ of a real square matrix the free choice is a
-    discrete sign, which no cotangent reveals; U @ Vh does not warn there (polar does)."""
+def test_single_zero_of_real_square_matrix_warns_for_the_pair_sign() -> None:
+    """At one zero σ of a real square matrix u_i and v_i flip sign independently: U @ Vh (a loss
+    of u_i v_iᵀ) has no derivative and warns, as polar does; the null-space projectors u_i u_iᵀ
+    and v_i v_iᵀ are smooth there and do not warn."""
     A0 = matrix_with_singular_values(torch.tensor([2.0, 1.0, 0.0], dtype=F64), 3, 3, seed=77)
     A = A0.clone().requires_grad_()
     U, _, Vh = torchsvd.svd(A)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="numerically zero"):
         (U @ Vh).sum().backward()
     with pytest.warns(torchsvd.DegenerateGradientWarning):
         torchsvd.polar(A0)
+    W = weights((3, 3), F64, seed=78)
+    U, _, Vh = torchsvd.svd(A0.clone().requires_grad_())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = (W * (U[:, 2:] @ U[:, 2:].mT)).sum() + (W.mT * (Vh[2:].mT @ Vh[2:])).sum()
+        loss.backward()
 
 
 # --------------------------------------------------------------------------- second derivatives

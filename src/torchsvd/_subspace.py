@@ -28,10 +28,20 @@ References
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._svd import svd
-from torchsvd._validate import check_int, check_matrix, check_real, compute_dtype, rank_rtol
+from torchsvd._validate import (
+    check_int,
+    check_matrix,
+    check_real,
+    compute_dtype,
+    is_transformed,
+    rank_rtol,
+)
 
 __all__ = ["low_rank", "null_space", "orth"]
 
@@ -188,7 +198,9 @@ def low_rank(A: torch.Tensor, k: int) -> torch.Tensor:
     and differentiable through :func:`torchsvd.svd`, exactly so at ties inside the kept or the
     discarded block. A_k is unique, and differentiable, where σ_k > σ_{k+1}; at
     σ_k = σ_{k+1} > 0 any choice inside the tie is a best approximation and the backward warns
-    with :class:`~torchsvd.DegenerateGradientWarning`. Storing A_k takes k(m + n + 1) numbers
+    with :class:`~torchsvd.DegenerateGradientWarning`. So does the forward when k exceeds the
+    numerical rank (σ_k = σ_{k+1} = 0: A_k = A, but not differentiably); at k = min(m, n) the
+    result is A itself, with the identity as derivative. Storing A_k takes k(m + n + 1) numbers
     instead of mn.
 
     Examples
@@ -213,10 +225,27 @@ def low_rank(A: torch.Tensor, k: int) -> torch.Tensor:
     if k == 0:
         # A * 0 rather than zeros_like: stays attached to the graph (zero gradient) like k > 0.
         return A * 0
+    if k == kmax:
+        # A itself, at every rank: its derivative is the identity (through U_k U_kᴴ A it would
+        # depend on the free basis of the null space of a rank-deficient A).
+        return A.clone()
     # A_k = U_k U_kᴴ A rather than U_k Σ_k V_kᴴ: the same matrix, but a function of the projector
     # U_k U_kᴴ only, which does not change under rotations inside a tie within the kept (or the
     # discarded) block. The SVD backward is exact for such a loss; for U_k Σ_k V_kᴴ at a tie
     # inside the block the derivative would need f′ (see ``torchsvd.svd``, Notes).
-    U, _, _ = svd(A)
+    U, S, _ = svd(A)
+    if A.requires_grad and S.numel() and not is_transformed(S):
+        # σ_k = σ_{k+1} = 0 (k above the numerical rank): A_k = A here, but near A the best
+        # rank-k approximation drops a direction chosen by the perturbation, so A ↦ A_k has no
+        # derivative; the SVD backward sees two zeros, not a tie, and cannot tell.
+        zero = S[..., k - 1] <= rank_rtol(A.shape[-2], A.shape[-1], S.dtype) * S[..., 0]
+        if bool(zero.any()):
+            warnings.warn(
+                f"low_rank: k = {k} exceeds the numerical rank of A, so σ_k = σ_(k+1) = 0 and the "
+                "best rank-k approximation (A itself) has no derivative there; the gradient "
+                "returned is that of the projection onto the non-zero part.",
+                DegenerateGradientWarning,
+                stacklevel=2,
+            )
     Uk = U[..., :k]
     return Uk @ (Uk.mH @ A)

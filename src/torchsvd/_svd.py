@@ -61,10 +61,11 @@ the cotangents, per matrix of the batch):
   indices, as for any loss of U diag(S) Vh alone. A loss that adds other terms of U, S or Vh to
   a reconstruction breaks that identity and is not recognised.
 
-The one free choice with no first-order signal is the sign of u_i alone at a single zero σ_i of
-a real square matrix (a discrete choice): U Vᴴ jumps there, but its cotangents equal those of
-losses that are smooth there (e.g. (u_iᵀx)²(v_iᵀy)² and c·(u_iᵀx)(v_iᵀy) have the same cotangents
-for a suitable c), so no test on them can tell. `torchsvd.polar` knows f and warns there.
+At a single zero σ_i of a real square matrix the free choice is discrete: u_i and v_i flip sign
+independently and U Vᴴ jumps. No cotangent test decides it exactly ((u_iᵀx)²(v_iᵀy)², smooth
+there, and c·(u_iᵀx)(v_iᵀy), which flips, have the same cotangents for a suitable c); the backward
+warns on the signature of a loss of u_i v_iᴴ, Re(u_iᴴŪ_i) = Re(v_iᴴV̄_i) ≠ 0, which catches U @ Vh
+and spares the null-space projectors u_i u_iᴴ and v_i v_iᴴ (``docs/math.md`` says what it misses).
 
 The checks run on the values themselves, also under ``torch.func`` transforms (the flags are
 computed with tensor operations and read on the unwrapped tensors); they are skipped under
@@ -232,6 +233,13 @@ def _gauge_flags(
     for out in (out_u, out_v):
         if out is not None:
             null_any = null_any | ((out.norm(dim=-2) > limit[..., None]) & zero).any(-1)
+    if G is not None and H is not None:
+        # The pair (u_i, v_i) of a zero σ_i enters as u_i v_iᴴ (as in U @ Vh), whose sign is free
+        # (u_i and v_i flip independently there): Re(u_iᴴŪ_i) = Re(v_iᴴV̄_i) ≠ 0 is its trace. A
+        # loss of u_i u_iᴴ or v_i v_iᴴ alone (smooth projectors) gives unequal values.
+        g_ii, h_ii = G.diagonal(dim1=-2, dim2=-1).real, H.diagonal(dim1=-2, dim2=-1).real
+        pair = ((g_ii - h_ii).abs() <= limit[..., None]) & (g_ii.abs() > limit[..., None])
+        null_any = null_any | (pair & zero).any(-1)
     if JK.is_complex():
         im_j = J.diagonal(dim1=-2, dim2=-1).imag.abs()
         im_k = K.diagonal(dim1=-2, dim2=-1).imag.abs()
@@ -489,7 +497,8 @@ def _tie_structure(
     close = (S.unsqueeze(-1) - S.unsqueeze(-2)).abs() <= (tie_rtol * top).unsqueeze(-1)
     tied = close & ~eye & ~zi & ~zj
     link = (S[..., :-1] - S[..., 1:] <= tie_rtol * top) & ~zero[..., 1:]  # i tied to i + 1
-    start = ~torch.cat([torch.zeros_like(link[..., :1]), link], dim=-1)
+    # (Not link[..., :1] for the leading False: with k = 1, link is empty and so would be that.)
+    start = ~torch.cat([torch.zeros_like(zero[..., :1]), link], dim=-1)
     index = torch.arange(k, device=S.device).expand_as(S)
     first = torch.cummax(torch.where(start, index, 0), dim=-1).values
     return zero, tied, zi & zj & ~eye, first
@@ -721,10 +730,10 @@ def svd(
     truncation to the numerical rank. Use :func:`torchsvd.low_rank` for truncations and
     :func:`torchsvd.svd_apply` for ``U diag(f(S)) Vh``. A warning is issued for a loss of
     ``U diag(S) Vh`` alone at a tie; other such losses are not recognised. For a real square
-    matrix with a single zero singular value the sign of its left singular vector is free and
-    ``U @ Vh`` jumps there, with no warning (nothing in the cotangents reveals it):
-    :func:`torchsvd.polar` warns there. Under ``torch.compile`` the checks that issue these
-    warnings are skipped.
+    matrix with a single zero singular value the signs of its singular vectors are free and
+    ``U @ Vh`` jumps there; the warning is issued for losses of ``u_i v_iᵀ`` such as ``U @ Vh``
+    (a heuristic: ``docs/math.md``); :func:`torchsvd.polar` always warns there. Under
+    ``torch.compile`` the checks that issue these warnings are skipped.
 
     Examples
     --------
