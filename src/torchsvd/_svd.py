@@ -206,6 +206,7 @@ def _gauge_flags(
     out_u: torch.Tensor | None,
     out_v: torch.Tensor | None,
     scale: torch.Tensor,
+    noise: float | None = None,
 ) -> torch.Tensor:
     """The warnings due, as an integer tensor of bits (module docstring, "Warnings").
 
@@ -213,7 +214,7 @@ def _gauge_flags(
     (I − UUᴴ)Ū and (I − VVᴴ)V̄ (or None), ``scale`` (...,) the size of the cotangents.
     """
     k = S.shape[-1]
-    limit = 10 * eps(S.dtype) ** 0.5 * scale
+    limit = 10 * (eps(S.dtype) if noise is None else noise) ** 0.5 * scale
     lim2 = limit[..., None, None]
     eye = torch.eye(k, dtype=torch.bool, device=S.device)
     zi, zj = zero.unsqueeze(-1), zero.unsqueeze(-2)
@@ -279,8 +280,13 @@ def _warn_gauge(
     out_u: torch.Tensor | None,
     out_v: torch.Tensor | None,
     cotangents: tuple[torch.Tensor | None, ...],
+    noise: float | None = None,
 ) -> None:
-    """Issue the warnings of the module docstring that apply to these cotangents."""
+    """Issue the warnings of the module docstring that apply to these cotangents.
+
+    ``noise``: the relative rounding of the cotangents when it exceeds eps of S's dtype (float32
+    products seen in float64 bases); the thresholds scale with its square root.
+    """
     if S.numel() == 0 or not _values_known(S):
         return
     with torch.no_grad():
@@ -304,7 +310,7 @@ def _warn_gauge(
         for g in cotangents:
             if g is not None:
                 scale = scale + g.abs().amax(dim=(-2, -1)).to(S.dtype)
-        bits = _read_flags(_gauge_flags(S, separated, zero, G, H, gS, out_u, out_v, scale))
+        bits = _read_flags(_gauge_flags(S, separated, zero, G, H, gS, out_u, out_v, scale, noise))
     for bit, message in _MESSAGES.items():
         if bits & bit:
             warnings.warn(message, DegenerateGradientWarning, stacklevel=4)
@@ -321,12 +327,15 @@ def svd_backward(
     broadening: float = 0.0,
     *,
     zero_rtol: float | None = None,
+    noise: float | None = None,
 ) -> torch.Tensor:
     """Reverse rule of the reduced SVD (see the module docstring), masked at ties and zeros.
 
     Shapes: ``U`` (..., m, k), ``S`` (..., k), ``Vh`` (..., k, n); cotangents alike or None.
     ``tie_rtol`` is the tie tolerance relative to σ_max; ``zero_rtol`` the numerical-rank
-    tolerance, default max(m, n)·eps. Warns (`DegenerateGradientWarning`) where the loss
+    tolerance, default max(m, n)·eps; ``noise`` the rounding level of the cotangents when it is
+    above eps of the dtype (it scales the warning thresholds). Warns
+    (`DegenerateGradientWarning`) where the loss
     depends on a free choice. Differentiable itself (double backward).
     """
     m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
@@ -342,7 +351,7 @@ def svd_backward(
     out_u = gU - U @ G if m > k and gU is not None and G is not None else None
     out_v = gVh.mH - V @ H if n > k and gVh is not None and H is not None else None
     zero = S <= zero_rtol * S[..., :1]
-    _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh))
+    _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh), noise)
     zero_kk = torch.zeros((*S.shape[:-1], k, k), dtype=U.dtype, device=U.device)
     J = G - G.mH if G is not None else zero_kk
     K = H - H.mH if H is not None else zero_kk

@@ -63,7 +63,7 @@ from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._lanczos import block_lanczos
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
-from torchsvd._validate import all_finite, rank_rtol
+from torchsvd._validate import all_finite, eps, rank_rtol
 
 __all__ = ["default_tol", "spectral_norm", "svds"]
 
@@ -214,8 +214,17 @@ def _topk_cotangent(
     # that the block's rule treats them as zeros whatever its own threshold.
     eye = torch.eye(k, dtype=U.dtype, device=U.device).expand(*S.shape[:-1], k, k)
     S_block = torch.where(zero, 0.0, S)
+    # The cotangents carry the rounding of the operator's own products (float32 ones for a
+    # float32 operator seen in float64 bases): the warnings' thresholds follow that precision.
     inner = svd_backward(
-        eye, S_block, eye, UhgU, gS, VhgV.mH if VhgV is not None else None, tie_rtol
+        eye,
+        S_block,
+        eye,
+        UhgU,
+        gS,
+        VhgV.mH if VhgV is not None else None,
+        tie_rtol,
+        noise=eps(op.product_dtype),
     )
     right = inner.conj() @ Vr  # rows of V innerᴴ
     if gU is None and gVh is None:
