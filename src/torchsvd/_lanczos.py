@@ -71,9 +71,8 @@ def default_block_size(k: int) -> int:
 
     At least 2 since a single vector cannot see a repeated singular value; a multiple of 4
     since MKL's skinny GEMM is slow for odd widths (3 columns cost more than 4); at least 8
-    since a GEMM of 8 columns cost no more than one of 4 (4.4 vs 5.4 ms, 4000² float32, two
-    threads) and, on the 4000² Gaussian matrix with k = 1, the wider block converged in 38
-    block steps instead of 51: 0.46 s instead of 0.65 s (docs/topk.md).
+    since a GEMM of 8 columns costs about as much as one of 4 and the wider block needs fewer
+    block steps (measurements in docs/topk.md).
     """
     return min(max(-(-(k + 2) // 4) * 4, 8), 32)
 
@@ -122,8 +121,8 @@ def _orthonormal_rows(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthonormal rows spanning the rows of ``W`` (..., p, N), and ``|diag R|`` of ``W = Rᵀ Q``.
 
     Cholesky QR twice (CholQR2: two Gram matrices and triangular solves, GEMM-speed) when ``W``
-    is well conditioned, Householder QR otherwise. On tall blocks (N = 10⁵, p = 12) LAPACK's
-    Householder QR took 16 ms and CholQR2 a fraction of that; CholQR2 is as accurate while
+    is well conditioned, Householder QR otherwise. On tall blocks CholQR2 is several times faster
+    than LAPACK's Householder QR (docs/topk.md), and as accurate while
     cond(W)·√eps is small, which the ratio of the first Cholesky diagonal checks.
     """
     L, info = torch.linalg.cholesky_ex(W @ W.mH)

@@ -282,21 +282,19 @@ def _dense_products(A: torch.Tensor) -> tuple[Product, Product]:
     would be copied).
 
     On a CPU with several threads, MKL runs a GEMM with so few columns on one thread, which
-    streams ``A`` at a fraction of the memory bandwidth (a 4000² float32 GEMV: 2.2–2.7 ms, one
-    or two threads alike, on a 2-core AMD EPYC). So a large 2-D ``A`` is cut into as many
-    blocks as there are threads — rows for ``A X``, columns for ``Aᴴ Y``, both views, no copy
-    and no reduction — and multiplied by one batched product, which ATen spreads over the
-    threads, one single-threaded GEMM each: 1.1–1.2 ms for the same GEMV, 3.2 ms instead of
-    4.6–5.3 ms for a block of 8 (docs/topk.md). The rows or columns left over by the division
-    take one small product more.
+    streams ``A`` at a fraction of the memory bandwidth, whatever the thread count. So a large
+    2-D ``A`` is cut into as many blocks as there are threads — rows for ``A X``, columns for
+    ``Aᴴ Y``, both views, no copy and no reduction — and multiplied by one batched product,
+    which ATen spreads over the threads, one single-threaded GEMM each, about twice as fast
+    (measured in docs/topk.md). The rows or columns left over by the division take one small
+    product more.
     """
     plain = (lambda X: (X.mT @ A.mT).mT, lambda Y: (Y.mH @ A).mH)
     parts = torch.get_num_threads()
     if A.device.type != "cpu" or A.ndim != 2 or parts < 2 or not A.is_contiguous():
         return plain
     m, n = A.shape
-    # Below about 400² the threads cost more than they bring (300×200, 8 columns: 16 µs cut,
-    # 13 µs whole; 600×400: 37 µs against 41 µs).
+    # Below about 400² the threads cost more than they bring (docs/topk.md).
     if m * n < 2**17 or min(m, n) < 64 * parts:
         return plain
     r, c = m // parts, n // parts
@@ -351,9 +349,7 @@ class _SparseOperator(LinearOperator):
             device=A.device,
             params=(A,),
             # A sparse product costs little next to orthogonalizing against a basis of long
-            # vectors: a block of 4 (the dense default is k + 2 rounded up, at least 8) took
-            # 2.7 s instead of 5.6 s for k = 10 on a 100000² matrix with 10⁶ non-zeros
-            # (docs/topk.md).
+            # vectors, so a narrower block than the dense default pays (docs/topk.md).
             block_size=4,
         )
         self._values = Ad.values()

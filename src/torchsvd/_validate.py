@@ -35,8 +35,8 @@ def all_finite(t: torch.Tensor) -> bool:
     """True when ``t`` has no NaN or infinite entry.
 
     A finite sum proves it (NaN and ±inf propagate through a sum) in one read of ``t``, without
-    the boolean tensor ``isfinite`` allocates (31 ms against 1 ms for a 4000² float32 matrix,
-    which is a tenth of a whole `svds` call). Only a sum that overflows or is not finite needs
+    the boolean tensor ``isfinite`` allocates, which costs a sizeable part of a whole `svds` call
+    on a large matrix (docs/performance.md). Only a sum that overflows or is not finite needs
     the element-wise check.
     """
     t = t.detach()
