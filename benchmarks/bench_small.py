@@ -13,14 +13,12 @@ loss at a tie (orthogonal inputs, all σ equal) against float64 central differen
 
 from __future__ import annotations
 
-import argparse
-import platform
 from collections.abc import Callable
 
 import torch
 
 import torchsvd
-from _timing import time_pair
+from _timing import device_args, machine_line, print_pair_table, time_pair
 from torchsvd import _small
 from torchsvd._svd import default_rtol
 from torchsvd.testing import numerical_gradient, random_unitary
@@ -146,32 +144,11 @@ def _rotation_times(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small batches, to check the script")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    repeats = args.repeats or (3 if args.quick else 11)
+    args = device_args(__doc__, full_repeats=11)
+    device, repeats = torch.device(args.device), args.repeats
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    print(
-        f"torch {torch.__version__}, torchsvd {torchsvd.__version__}, python "
-        f"{platform.python_version()}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, device {device}, float32, median of {repeats}"
-    )
-    print()
-    print(
-        "| shape | torch fwd (s) | torchsvd fwd (s) | ratio | torch fwd+bwd (s) "
-        "| torchsvd fwd+bwd (s) | ratio |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for shape in shapes:
-        fr, fo, br, bo = _time(shape, repeats, device)
-        name = "×".join(map(str, shape))
-        print(
-            f"| {name} | {fr:.4g} | {fo:.4g} | {fr / fo:.2f}× | {br:.4g} | {bo:.4g} "
-            f"| {br / bo:.2f}× |"
-        )
+    rows = [("×".join(map(str, shape)), _time(shape, repeats, device)) for shape in shapes]
+    print_pair_table(rows, machine_line(device, repeats))
     print()
     print("ratio: torch time / torchsvd time (> 1: torchsvd is faster)")
     print()

@@ -9,14 +9,12 @@ The loss uses U, S and Vh through gauge-invariant terms, so both backward passes
 
 from __future__ import annotations
 
-import argparse
-import platform
 from collections.abc import Callable
 
 import torch
 
 import torchsvd
-from _timing import time_pair
+from _timing import device_args, machine_line, time_pair
 
 SHAPES = [(512, 512), (1024, 256), (256, 1024), (1000, 8, 8), (100000, 3, 3)]
 QUICK_SHAPES = [(64, 64), (96, 32), (32, 96), (100, 8, 8), (1000, 3, 3)]
@@ -62,19 +60,10 @@ def bench_shape(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    repeats = args.repeats or (3 if args.quick else 15)
+    args = device_args(__doc__, full_repeats=15)
+    device, repeats = torch.device(args.device), args.repeats
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    print(
-        f"torch {torch.__version__}, torchsvd {torchsvd.__version__}, python "
-        f"{platform.python_version()}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, device {device}, float32, median of {repeats}"
-    )
+    print(machine_line(device, repeats))
     print()
     print(
         "| shape | torch fwd (s) | torchsvd fwd (s) | ratio | torch fwd+bwd (s) "
