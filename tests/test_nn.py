@@ -8,9 +8,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
 import torchsvd
+from _helpers import C128, F64
 from torchsvd.testing import matrix_with_singular_values, spectrum
-
-F64 = torch.float64
 
 
 def _linear(m: int, n: int, seed: int = 0) -> nn.Linear:
@@ -165,7 +164,6 @@ def test_small_update_is_refined_by_power_steps_without_lanczos(
 def test_complex_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     # A complex layer, as PyTorch's parametrization allows. The stored v must be v itself (not
     # the row vᴴ of Vh), and the power steps must use Wᴴ, not Wᵀ.
-    C128 = torch.complex128
     layer = nn.Linear(9, 12, dtype=C128)
     with torch.no_grad():
         s = 3.0 * spectrum("decaying", 9)

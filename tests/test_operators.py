@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import torchsvd
+from _helpers import F64, rel
 from torchsvd import LinearOperator, svds
 from torchsvd._operators import aslinearoperator
 from torchsvd.testing import matrix_with_singular_values, spectrum
-
-F64 = torch.float64
 
 
 def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
@@ -18,10 +17,6 @@ def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     x = torch.randn(U.shape[-2], generator=gen, dtype=F64)
     y = torch.randn(Vh.shape[-1], generator=gen, dtype=F64)
     return S.sum() + ((x @ U) ** 2).sum() + ((Vh @ y) ** 2).sum()
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 @pytest.mark.parametrize(("m", "n", "r"), [(160, 120, 30), (120, 160, 30), (30, 20, 8)])
@@ -54,7 +49,7 @@ def test_parameter_gradients_match_dense(m: int, n: int, r: int) -> None:
     U, S, Vh = torchsvd.svd(dense(W1, W2, d))
     _loss(U[:, :3], S[:3], Vh[:3]).backward()
     for g, p in zip(got, (W1, W2, d), strict=True):
-        assert p.grad is not None and _rel(g, p.grad) <= 1e-8
+        assert p.grad is not None and rel(g, p.grad) <= 1e-8
 
 
 def test_batched_operator_and_non_leaf_parameter() -> None:
@@ -85,7 +80,7 @@ def test_sparse_gradient_has_the_pattern(layout: torch.layout, m: int, n: int) -
     _loss(U2[:, :3], S2[:3], Vh2[:3]).backward()
     assert Ad.grad is not None
     torch.testing.assert_close(S.detach(), S2[:3].detach(), atol=1e-10, rtol=0)
-    assert _rel(A.grad.to_dense(), Ad.grad * mask) <= 1e-8
+    assert rel(A.grad.to_dense(), Ad.grad * mask) <= 1e-8
 
 
 def test_adapters() -> None:

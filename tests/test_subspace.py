@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 
 import torchsvd
+from _helpers import projector
 from torchsvd.testing import matrix_with_singular_values
 
 # Seed 001: A = U Σ Vᵀ by hand, σ = 5, 3.
@@ -30,10 +31,6 @@ SEED003_ABS_V = [
     [0.652648, 0.126068, 0.747098],
     [0.481418, 0.692415, 0.537398],
 ]
-
-
-def _projector(Q: torch.Tensor) -> torch.Tensor:
-    return Q @ Q.mH
 
 
 def _cases() -> list[tuple[str, torch.Tensor]]:
@@ -63,8 +60,8 @@ def test_null_space_and_orth_match_scipy(name: str, A: torch.Tensor) -> None:
     assert N.shape == N_ref.shape and Q.shape == Q_ref.shape
     assert N.dtype == A.dtype and Q.dtype == A.dtype
     # Bases are defined up to rotation: compare the projectors, and check orthonormality.
-    torch.testing.assert_close(_projector(N), _projector(N_ref), atol=1e-12, rtol=0)
-    torch.testing.assert_close(_projector(Q), _projector(Q_ref), atol=1e-12, rtol=0)
+    torch.testing.assert_close(projector(N), projector(N_ref), atol=1e-12, rtol=0)
+    torch.testing.assert_close(projector(Q), projector(Q_ref), atol=1e-12, rtol=0)
     eye_n = torch.eye(N.shape[-1], dtype=A.dtype)
     torch.testing.assert_close(N.mH @ N, eye_n, atol=1e-12, rtol=0)
     scale = max(float(torch.linalg.matrix_norm(A, ord=2)), 1e-300)
@@ -83,7 +80,7 @@ def test_rtol_matches_scipy_rcond() -> None:
         assert N.shape[-1] == ref.shape[1] == 4 - rank
         assert Q.shape[-1] == rank
         torch.testing.assert_close(
-            _projector(N), _projector(torch.from_numpy(ref)), atol=1e-10, rtol=0
+            projector(N), projector(torch.from_numpy(ref)), atol=1e-10, rtol=0
         )
 
 
@@ -94,7 +91,7 @@ def test_batched_when_ranks_agree() -> None:
     assert N.shape == (2, 3, 3, 1) and Q.shape == (2, 3, 4, 2)
     for idx in np.ndindex(2, 3):
         ref = torch.from_numpy(scipy.linalg.null_space(A[idx].numpy()))
-        torch.testing.assert_close(_projector(N[idx]), _projector(ref), atol=1e-12, rtol=0)
+        torch.testing.assert_close(projector(N[idx]), projector(ref), atol=1e-12, rtol=0)
 
 
 def test_batched_rank_mismatch_is_a_clear_error() -> None:
@@ -211,8 +208,8 @@ def test_subspace_projector_gradients() -> None:
     # so the projectors are smooth (the bases themselves are not unique).
     tall = matrix_with_singular_values([3.0, 1.0], 4, 2, seed=16).requires_grad_()
     wide = matrix_with_singular_values([3.0, 1.0], 2, 4, seed=17).requires_grad_()
-    assert torch.autograd.gradcheck(lambda X: _projector(torchsvd.orth(X)), (tall,))
-    assert torch.autograd.gradcheck(lambda X: _projector(torchsvd.null_space(X)), (wide,))
+    assert torch.autograd.gradcheck(lambda X: projector(torchsvd.orth(X)), (tall,))
+    assert torch.autograd.gradcheck(lambda X: projector(torchsvd.null_space(X)), (wide,))
 
 
 def test_seed001_worked_example() -> None:
@@ -229,7 +226,7 @@ def test_seed001_worked_example() -> None:
     torch.testing.assert_close(Vh.mT * signs, V_seed)
     torch.testing.assert_close(U * signs[:2], U_seed)
     N = torchsvd.null_space(A)
-    torch.testing.assert_close(_projector(N), _projector(V_seed[:, 2:]))
+    torch.testing.assert_close(projector(N), projector(V_seed[:, 2:]))
     torch.testing.assert_close(torchsvd.orth(A) @ torchsvd.orth(A).mT, torch.eye(2, dtype=A.dtype))
     torch.testing.assert_close(
         torchsvd.low_rank(A, 1), torch.tensor([[2.5, 2.5, 0.0], [2.5, 2.5, 0.0]], dtype=A.dtype)

@@ -12,28 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchsvd
-from _helpers import inner, rel, weights
+from _helpers import C128, F64, inner, rel, weights
 from torchsvd.testing import matrix_with_singular_values, numerical_gradient, spectrum
 
-F64, C128 = torch.float64, torch.complex128
 SHAPES = [(5, 5), (6, 3), (3, 6), (2, 4, 3)]  # square, tall, wide, batched
-
-
-def _weights(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(shape, generator=gen, dtype=torch.float64)
-    if not dtype.is_complex:
-        return w.to(dtype)
-    return torch.complex(w, torch.randn(shape, generator=gen, dtype=torch.float64)).to(dtype)
 
 
 def _invariant_loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     """A loss of U, S and Vh that does not depend on the sign/phase of singular vectors."""
     m, n = U.shape[-2], Vh.shape[-1]
     k = S.shape[-1]
-    Wu = _weights((m, m), U.dtype, 1)
-    Wv = _weights((n, n), U.dtype, 2)
-    Wp = _weights((m, n), U.dtype, 3)
+    Wu = weights((m, m), U.dtype, 1)
+    Wv = weights((n, n), U.dtype, 2)
+    Wp = weights((m, n), U.dtype, 3)
     top = max(k - 1, 1)  # a projector onto a leading block, not the whole range
     Pu = U[..., :top] @ U[..., :top].mH
     Pv = Vh[..., :top, :].mH @ Vh[..., :top, :]
@@ -111,7 +102,7 @@ def test_gradient_equals_torch_at_separated_spectrum(
 def test_polar_factor_at_orthogonal_matrix(dtype: torch.dtype) -> None:
     """All singular values tied: PyTorch's gradient is NaN, ours matches differences."""
     Q = matrix_with_singular_values(torch.ones(4, dtype=F64), 4, 4, dtype=dtype, seed=7)
-    W = _weights((4, 4), dtype, 8)
+    W = weights((4, 4), dtype, 8)
 
     def loss(X: torch.Tensor) -> torch.Tensor:
         U, _, Vh = torchsvd.svd(X)
@@ -144,7 +135,7 @@ def test_projector_with_tie_inside_block(shape: tuple[int, int]) -> None:
     m, n = shape
     s = torch.tensor([2.0, 2.0, 1.0, 0.5], dtype=F64)
     A0 = matrix_with_singular_values(s, m, n, seed=11)
-    W = _weights((m, m), F64, 12)
+    W = weights((m, m), F64, 12)
 
     def loss(X: torch.Tensor) -> torch.Tensor:
         U, _, _ = torchsvd.svd(X)
@@ -159,7 +150,7 @@ def test_projector_with_tie_inside_block(shape: tuple[int, int]) -> None:
 def test_extreme_scales(scale: float) -> None:
     """σ² would overflow/underflow: gradients must stay finite and scale as 1/scale."""
     A0 = _separated((4, 3), F64, seed=5)
-    W = _weights((4, 3), F64, 6)
+    W = weights((4, 3), F64, 6)
 
     def loss(X: torch.Tensor) -> torch.Tensor:
         U, _, Vh = torchsvd.svd(X)
@@ -176,7 +167,7 @@ def test_extreme_scales(scale: float) -> None:
 def test_rank_deficient_range_projector() -> None:
     s = torch.tensor([3.0, 1.0, 0.0, 0.0], dtype=F64)
     A0 = matrix_with_singular_values(s, 7, 4, seed=13)
-    W = _weights((7, 7), F64, 14)
+    W = weights((7, 7), F64, 14)
 
     def loss(X: torch.Tensor) -> torch.Tensor:
         U, _, _ = torchsvd.svd(X)
@@ -204,8 +195,8 @@ def test_full_matrices_complement_cotangent(shape: tuple[int, int], dtype: torch
     """Extra columns enter through their subspace (projector): exact, where torch drops them."""
     m, n = shape
     A0 = _separated(shape, dtype, seed=15)
-    Wu = _weights((m, m), dtype, 16)
-    Wv = _weights((n, n), dtype, 17)
+    Wu = weights((m, m), dtype, 16)
+    Wv = weights((n, n), dtype, 17)
     k = min(m, n)
 
     def loss(X: torch.Tensor) -> torch.Tensor:
@@ -227,9 +218,9 @@ def test_adjoint_identity(dtype: torch.dtype, spec: str, shape: tuple[int, int])
     """⟨vjp(g), dA⟩ = ⟨g, jvp(dA)⟩ for every cotangent, also at ties and zeros."""
     m, n = shape
     A = matrix_with_singular_values(spectrum(spec, min(m, n)), m, n, dtype=dtype, seed=20)
-    dA = _weights((m, n), dtype, 21)
+    dA = weights((m, n), dtype, 21)
     _, tangents = torch.func.jvp(lambda X: torchsvd.svd(X), (A,), (dA,))
-    cots = tuple(_weights(tuple(t.shape), t.dtype, 22 + i) for i, t in enumerate(tangents))
+    cots = tuple(weights(tuple(t.shape), t.dtype, 22 + i) for i, t in enumerate(tangents))
     _, vjp_fn = torch.func.vjp(lambda X: torchsvd.svd(X), A)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torchsvd.DegenerateGradientWarning)
@@ -649,7 +640,7 @@ def test_property_no_nan_and_invariant_losses_match_differences(
     dtype = C128 if complex_ else F64
     s = spectrum(kind, min(m, n), scale=10.0**log_scale)
     A0 = matrix_with_singular_values(s, m, n, dtype=dtype, seed=m * 7 + n)
-    W = _weights((m, n), dtype, 50)
+    W = weights((m, n), dtype, 50)
 
     def loss(X: torch.Tensor) -> torch.Tensor:
         U, S, Vh = torchsvd.svd(X)

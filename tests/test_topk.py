@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchsvd
+from _helpers import C128, F64, projector, rel
 from torchsvd import ConvergenceError, DegenerateGradientWarning, LinearOperator, svds
 from torchsvd._topk import default_tol
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
-F64 = torch.float64
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -34,10 +34,6 @@ def _spectrum(kind: str, r: int) -> torch.Tensor:
     return spectrum(kind, r, seed=5)
 
 
-def _projector(Q: torch.Tensor) -> torch.Tensor:
-    return Q @ Q.mH
-
-
 def _check_forward(A: torch.Tensor, k: int, result: Triplets, tol: float) -> None:
     U, S, Vh = result
     Ur, Sr, Vhr = torch.linalg.svd(A, full_matrices=False)
@@ -47,8 +43,8 @@ def _check_forward(A: torch.Tensor, k: int, result: Triplets, tol: float) -> Non
     assert bool((r1 <= tol * s1 * 1.01).all()) and bool((r2 <= tol * s1 * 1.01).all())
     torch.testing.assert_close(S, Sr[..., :k], atol=1e-10, rtol=0)
     assert bool((S[..., :-1] >= S[..., 1:]).all())
-    torch.testing.assert_close(_projector(U), _projector(Ur[..., :k]), atol=1e-8, rtol=0)
-    torch.testing.assert_close(_projector(Vh.mT), _projector(Vhr[..., :k, :].mT), atol=1e-8, rtol=0)
+    torch.testing.assert_close(projector(U), projector(Ur[..., :k]), atol=1e-8, rtol=0)
+    torch.testing.assert_close(projector(Vh.mT), projector(Vhr[..., :k, :].mT), atol=1e-8, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["decaying", "cluster", "small_gap", "gaussian"])
@@ -131,8 +127,8 @@ def _losses(m: int, n: int, k: int, dtype: torch.dtype = F64) -> dict[str, Loss]
     y = torch.randn(n, generator=gen, dtype=dtype)
     return {
         "S": lambda U, S, Vh: (S * ws).sum() + (S**2).sum(),
-        "U": lambda U, S, Vh: (_projector(U) * Wm.conj()).real.sum(),
-        "V": lambda U, S, Vh: (_projector(Vh.mH) * Wn.conj()).real.sum(),
+        "U": lambda U, S, Vh: (projector(U) * Wm.conj()).real.sum(),
+        "V": lambda U, S, Vh: (projector(Vh.mH) * Wn.conj()).real.sum(),
         "mixed": lambda U, S, Vh: (
             ((U * S.unsqueeze(-2)) @ Vh * Wmn.conj()).real.sum()
             + ((U @ Vh) * Wmn.conj()).real.sum()
@@ -167,10 +163,6 @@ def _robust_topk(k: int) -> Callable[[torch.Tensor], Triplets]:
     return fn
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 @pytest.mark.parametrize("loss_name", ["S", "U", "V", "mixed"])
 @pytest.mark.parametrize(("m", "n", "batch"), [(60, 40, ()), (40, 60, ()), (30, 30, (2,))])
 @pytest.mark.parametrize("k", [1, 3])
@@ -182,7 +174,7 @@ def test_gradient_matches_dense_autograd(
     loss = _losses(m, n, k)[loss_name]
     got = _grad(lambda X: svds(X, k, tol=1e-13), A, loss)
     want = _grad(_dense_topk(k), A, loss)
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
 
 
 @pytest.mark.parametrize("loss_name", ["U", "mixed"])
@@ -192,7 +184,7 @@ def test_gradient_through_the_krylov_forward(loss_name: str, m: int, n: int) -> 
     loss = _losses(m, n, 4)[loss_name]
     got = _grad(lambda X: svds(X, 4, tol=1e-13), A, loss)
     want = _grad(_dense_topk(4), A, loss)
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
 
 
 def test_gradient_with_a_tie_inside_the_block() -> None:
@@ -201,7 +193,7 @@ def test_gradient_with_a_tie_inside_the_block() -> None:
     loss = _losses(30, 20, 3)["U"]
     got = _grad(lambda X: svds(X, 3, tol=1e-13), A, loss)
     want = _grad(_robust_topk(3), A, loss)
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
 
 
 def test_spectral_norm_value_and_gradient() -> None:
@@ -357,7 +349,7 @@ def test_no_gap_after_k_warns_and_stays_finite(m: int, n: int) -> None:
     loss1 = _losses(m, n, 1)["U"]
     got = _grad(lambda X: svds(X, 1, tol=1e-13), A, loss1)
     want = _grad(_robust_topk(1), A, loss1)  # torch.linalg.svd's gradient is NaN: zero σ
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
 
 
 def test_float32_sparse_with_long_vectors_reaches_the_default_tol() -> None:
@@ -395,8 +387,6 @@ def test_float32_products_pass_the_adjoint_check(seed: int) -> None:
 # Complex singular vectors are fixed only up to a phase (u_i, v_i → e^{iφ} u_i, e^{iφ} v_i), so
 # comparisons go through phase-invariant quantities: projectors U Uᴴ, |aᴴu_i|², U Σ Vᴴ.
 
-C128 = torch.complex128
-
 
 @pytest.mark.parametrize(("m", "n"), [(300, 200), (200, 300)])
 @pytest.mark.parametrize("k", [1, 4])
@@ -409,8 +399,8 @@ def test_complex_forward_matches_dense_svd(m: int, n: int, k: int) -> None:
     assert float((A @ Vh.mH - U * S).norm(dim=0).max()) <= 1.01e-12 * s1
     assert float((A.mH @ U - Vh.mH * S).norm(dim=0).max()) <= 1.01e-12 * s1
     torch.testing.assert_close(S, Sr[:k], atol=1e-10, rtol=0)
-    torch.testing.assert_close(_projector(U), _projector(Ur[:, :k]), atol=1e-8, rtol=0)
-    torch.testing.assert_close(_projector(Vh.mH), _projector(Vhr[:k].mH), atol=1e-8, rtol=0)
+    torch.testing.assert_close(projector(U), projector(Ur[:, :k]), atol=1e-8, rtol=0)
+    torch.testing.assert_close(projector(Vh.mH), projector(Vhr[:k].mH), atol=1e-8, rtol=0)
 
 
 def test_complex64_reaches_the_default_tol_batched() -> None:
@@ -437,7 +427,7 @@ def test_complex_gradient_matches_dense_autograd(
     loss = _losses(m, n, 3, C128)[loss_name]
     got = _grad(lambda X: svds(X, 3, tol=1e-13), A, loss)
     want = _grad(_dense_topk(3), A, loss)
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
 
 
 @pytest.mark.parametrize("loss_name", ["U", "V", "mixed"])
@@ -447,7 +437,7 @@ def test_complex_gradient_through_the_krylov_forward(loss_name: str, m: int, n: 
     loss = _losses(m, n, 4, C128)[loss_name]
     got = _grad(lambda X: svds(X, 4, tol=1e-13), A, loss)
     want = _grad(_dense_topk(4), A, loss)
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
 
 
 def test_complex_gradient_matches_central_differences() -> None:
@@ -488,7 +478,7 @@ def test_operator_with_complex_parameters() -> None:
     loss(*_dense_topk(3)(dense)).backward()
     for g, r in zip(got, ref, strict=True):
         assert g is not None and r.grad is not None
-        assert _rel(g, r.grad) <= 1e-8
+        assert rel(g, r.grad) <= 1e-8
 
 
 def test_complex_spectral_norm_gradient_is_u1_v1h() -> None:
@@ -509,7 +499,7 @@ def test_warm_start_from_a_complex_vh() -> None:
     # A previous Vh holds conjugated rows; starting from it must find the same subspace at once.
     _, S2, Vh2 = svds(A + 1e-9 * torch.ones_like(A), 4, tol=1e-10, v0=Vh)
     torch.testing.assert_close(S2, S, atol=1e-8, rtol=0)
-    torch.testing.assert_close(_projector(Vh2.mH), _projector(Vh.mH), atol=1e-7, rtol=0)
+    torch.testing.assert_close(projector(Vh2.mH), projector(Vh.mH), atol=1e-7, rtol=0)
 
 
 def test_phase_dependent_loss_warns() -> None:
@@ -591,7 +581,7 @@ def test_k_equal_to_min_m_n_batched_matches_central_differences() -> None:
     loss = _full_k_losses(7, 4, F64)["polar"]
     got = _grad(lambda X: svds(X, 4, tol=1e-13), A, loss)
     num = torchsvd.testing.numerical_gradient(lambda X: loss(*svds(X, 4, tol=1e-13)), A)
-    assert _rel(got, num) <= 1e-7
+    assert rel(got, num) <= 1e-7
 
 
 @pytest.mark.parametrize(("m", "n"), [(12, 7), (7, 12), (150, 100), (100, 150)])
@@ -605,15 +595,15 @@ def test_k_above_the_rank_gradient_is_exact_for_the_resolved_part(m: int, n: int
     Wn = torch.randn(n, n, generator=gen, dtype=F64)
 
     def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
-        top_u, top_v = _projector(U[..., :3]), _projector(Vh[..., :3, :].mT)
+        top_u, top_v = projector(U[..., :3]), projector(Vh[..., :3, :].mT)
         return (top_u * Wm).sum() + (top_v * Wn).sum() + (S * S).sum()
 
     got = _grad(lambda X: svds(X, 5, tol=1e-13), A, loss)
     want = _grad(_robust_topk(5), A, loss)
-    assert _rel(got, want) <= 1e-8
+    assert rel(got, want) <= 1e-8
     if m * n < 200:
         num = torchsvd.testing.numerical_gradient(lambda X: loss(*svds(X, 5, tol=1e-13)), A)
-        assert _rel(got, num) <= 1e-6
+        assert rel(got, num) <= 1e-6
     with pytest.warns(DegenerateGradientWarning, match="rank < k"):
         g = _grad(lambda X: svds(X, 5, tol=1e-13), A, lambda U, S, Vh: (U[..., 0, 3:] ** 2).sum())
     assert bool(torch.isfinite(g).all())
@@ -633,12 +623,12 @@ def test_extreme_scales_float64(scale: float, kind: str) -> None:
         op = LinearOperator(B.shape, lambda X: B @ X, lambda Y: B.mT @ Y, params=(B,))
     U, S, Vh = svds(op, 3, tol=1e-12)
     torch.testing.assert_close(S / scale, base_S, rtol=1e-12, atol=0)
-    torch.testing.assert_close(_projector(U), _projector(base_U), atol=1e-9, rtol=0)
+    torch.testing.assert_close(projector(U), projector(base_U), atol=1e-9, rtol=0)
     # The loss of (U, S / scale, Vh) has gradient (1 / scale) times that at scale 1.
     loss(U, S / scale, Vh).backward()
     assert B.grad is not None
     want = _grad(lambda X: svds(X, 3, tol=1e-12), A, loss)
-    assert _rel(B.grad * scale, want) <= 1e-8
+    assert rel(B.grad * scale, want) <= 1e-8
 
 
 @pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e170, 1e300])
@@ -741,7 +731,7 @@ def test_vmap_and_the_gradient_through_it() -> None:
     values.sum().backward()
     assert X.grad is not None
     want_grad = torch.stack([_grad(_dense_topk(3), a, loss) for a in A])
-    assert _rel(X.grad, want_grad) <= 1e-8
+    assert rel(X.grad, want_grad) <= 1e-8
     with pytest.raises(NotImplementedError, match="vmap over grad"):
         torch.func.vmap(torch.func.grad(lambda Y: loss(*svds(Y, 3))))(A)
 
