@@ -19,6 +19,7 @@ import torch
 
 import torchsvd
 from _timing import device_args, machine_line, print_pair_table, time_pair
+from bench_svd import _torch_svd, bench_shape
 from torchsvd import _small
 from torchsvd._svd import default_rtol
 from torchsvd.testing import numerical_gradient, random_unitary
@@ -27,11 +28,6 @@ SHAPES = [(100000, 3, 3), (100000, 2, 2), (1000, 8, 8)]
 QUICK_SHAPES = [(2000, 3, 3), (2000, 2, 2), (100, 8, 8)]
 
 Decomposition = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-def _torch_svd(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
-    return U, S, Vh
 
 
 def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -64,32 +60,6 @@ def _tie_gradient_error(svd: Decomposition, n: int) -> float:
     U, _, Vh = svd(A)
     (g,) = torch.autograd.grad(((U @ Vh) * W.float()).sum(), A)
     return float((g.double() - ref).norm() / ref.norm())
-
-
-def _time(shape: tuple[int, ...], repeats: int, device: torch.device) -> list[float]:
-    gen = torch.Generator().manual_seed(0)
-    A = torch.randn(shape, generator=gen).to(device)
-    W = torch.randn(shape, generator=gen).to(device)
-    Ag = A.clone().requires_grad_()
-
-    def forward(svd: Decomposition) -> Callable[[], object]:
-        def run() -> object:
-            with torch.no_grad():
-                return svd(A)
-
-        return run
-
-    def forward_backward(svd: Decomposition) -> Callable[[], object]:
-        def run() -> object:
-            return torch.autograd.grad(_loss(*svd(Ag), W), Ag)
-
-        return run
-
-    fr, fo = time_pair((forward(_torch_svd), forward(torchsvd.svd)), repeats, device)
-    br, bo = time_pair(
-        (forward_backward(_torch_svd), forward_backward(torchsvd.svd)), repeats, device
-    )
-    return [fr, fo, br, bo]
 
 
 def _jax_times(shape: tuple[int, ...], repeats: int) -> tuple[float, float] | None:
@@ -147,7 +117,9 @@ def main() -> None:
     args = device_args(__doc__, full_repeats=11)
     device, repeats = torch.device(args.device), args.repeats
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    rows = [("×".join(map(str, shape)), _time(shape, repeats, device)) for shape in shapes]
+    rows = [
+        ("×".join(map(str, shape)), bench_shape(shape, repeats, device, _loss)) for shape in shapes
+    ]
     print_pair_table(rows, machine_line(device, repeats))
     print()
     print("ratio: torch time / torchsvd time (> 1: torchsvd is faster)")
