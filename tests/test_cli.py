@@ -658,19 +658,6 @@ def test_missing_dependency_names_the_extra() -> None:
     ]
 
 
-def test_the_library_does_not_import_the_command_line_dependencies() -> None:
-    code = (
-        "import sys, torch\n"
-        "before = {m.split('.')[0] for m in sys.modules}\n"  # torch itself may import tqdm
-        "import torchsvd\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} - before & "
-        "{'click', 'matplotlib', 'tqdm', 'scipy', 'PIL', 'sympy', 'torchsvd.cli'}))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
-
-
 def test_info_plot_never_overwrites_the_input(tmp_path: Path) -> None:
     path = tmp_path / "a.png"  # a matrix file cannot be a .png; a .svg plot onto a .svg can't
     np.savetxt(tmp_path / "m.csv", np.eye(2), delimiter=",")
