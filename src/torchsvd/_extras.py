@@ -1,4 +1,4 @@
-"""Entry points of the optional parts of torchsvd, imported only when they are called.
+"""The entry point of the explainer, an optional part of torchsvd imported only when called.
 
 The numerical core needs torch alone. The explainer (sympy) and the command line (numpy, scipy,
 matplotlib, click, tqdm) are extras; calling them without their extra installed raises an
@@ -7,26 +7,12 @@ matplotlib, click, tqdm) are extras; calling them without their extra installed 
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torchsvd.explainer import Explanation
 
-__all__ = ["explain", "require"]
-
-
-def require(module: str, extra: str, feature: str) -> ModuleType:
-    """Import ``module`` (a part of torchsvd that needs an extra), naming the extra if it fails."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        missing = err.name or "a dependency"
-        raise ImportError(
-            f"{feature} needs the optional dependency {missing!r}; install it with "
-            f"pip install 'torchsvd[{extra}]'"
-        ) from err
+__all__ = ["explain"]
 
 
 def explain(A: Any, *, digits: int = 6) -> Explanation:
@@ -43,6 +29,12 @@ def explain(A: Any, *, digits: int = 6) -> Explanation:
     >>> [str(s) for s in e.S]
     ['4', '3']
     """
-    explainer = require("torchsvd.explainer", "explain", "torchsvd.explain")
-    result: Explanation = explainer.explain(A, digits=digits)
-    return result
+    try:
+        from torchsvd.explainer import explain as explain_by_hand
+    except ImportError as err:
+        missing = err.name or "a dependency"
+        raise ImportError(
+            f"torchsvd.explain needs the optional dependency {missing!r}; install it with "
+            "pip install 'torchsvd[explain]'"
+        ) from err
+    return explain_by_hand(A, digits=digits)
