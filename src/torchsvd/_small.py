@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from torchsvd import _svd
-from torchsvd._validate import is_transformed, rank_rtol
+from torchsvd._validate import eps, is_transformed, rank_rtol
 
 __all__ = ["MIN_BATCH", "SWEEPS", "decompose", "eligible", "svd"]
 
@@ -270,6 +270,7 @@ def _warn(
     separated: torch.Tensor,
     zero_rtol: float,
     tall: bool,
+    level: torch.Tensor,
 ) -> None:
     """The general backward's warnings, on views of these column stacks in its layout.
 
@@ -293,6 +294,7 @@ def _warn(
         out_u,
         None,
         cotangents,
+        level=level,
     )
 
 
@@ -319,10 +321,22 @@ def _backward_tall(
     J = M - M.transpose(0, 1)
     Kh = _mm(Vc, gVc) if gVc is not None else zero
     K = Kh - Kh.transpose(0, 1)
+    # Resolved near ties where the loss depends on the basis keep their term, as in the general
+    # backward; the column stacks' norms over dim 1 are the cotangents' column norms.
+    with torch.no_grad():
+        size = torch.zeros_like(S[0])
+        for g in (gUc, gVc):
+            if g is not None:
+                size = size + g.norm(dim=1).amax(0)
+        level = _svd.NUMERATOR_NOISE * eps(S.dtype) * size
+    diff = S.unsqueeze(0) - S.unsqueeze(1)
+    keep = _svd.resolved_near_ties(J + K, diff, separated, zero_rtol * S[:1], level)
+    D = _svd.gap_reciprocal(diff, separated | keep, broadening, S[:1])
+    separated = separated | keep
     if not is_transformed(S):
         # The general check, on views in its (..., k, k) layout; it returns after comparing the
         # k − 1 gaps of S when nothing is tied.
-        _warn(Uc, S, gUc, gVc, gS, M, Kh, separated, zero_rtol, m > k)
+        _warn(Uc, S, gUc, gVc, gS, M, Kh, separated, zero_rtol, m > k, level)
     C = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         C = C + torch.diag_embed(gS.T, dim1=0, dim2=1)

@@ -113,7 +113,17 @@ from torchsvd._validate import (
     real_dtype,
 )
 
-__all__ = ["default_rtol", "gauge_reciprocals", "svd", "svd_backward", "svdvals"]
+__all__ = [
+    "NUMERATOR_NOISE",
+    "default_rtol",
+    "gap_reciprocal",
+    "gauge_reciprocals",
+    "numerator_noise",
+    "resolved_near_ties",
+    "svd",
+    "svd_backward",
+    "svdvals",
+]
 
 
 def default_rtol(dtype: torch.dtype) -> float:
@@ -132,6 +142,58 @@ def _masked_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, x, torch.inf).reciprocal()
 
 
+def gap_reciprocal(
+    diff: torch.Tensor, keep: torch.Tensor, broadening: float, top: torch.Tensor
+) -> torch.Tensor:
+    """D_ij = 1/(σ_j − σ_i) where ``keep``, else 0; with ``broadening`` ε > 0 the Lorentzian
+    d/(d² + (ε·σ_max)²) instead (``top``: σ_max, broadcastable against ``diff``)."""
+    if broadening > 0:
+        # d/(d² + ε²) = 1/(d + ε²/d), scale-aware: ε = broadening·σ_max.
+        d = torch.where(keep, diff, torch.inf)
+        return (d + (broadening * top) ** 2 / d).reciprocal()
+    return _masked_reciprocal(diff, keep)
+
+
+#: Multiple of the rounding level (relative to the cotangents' column norms) above which a
+#: numerator (J + K)_ij counts as non-zero: for losses invariant inside a pair it was measured
+#: at up to 2·eps on random shapes up to 12×9, real and complex.
+NUMERATOR_NOISE = 16.0
+
+
+def numerator_noise(
+    gU: torch.Tensor | None, gVh: torch.Tensor | None, noise: float, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """(...,) the level below which (J + K)_ij is rounding: NUMERATOR_NOISE·noise times the
+    largest column norm of Ū plus that of V̄ (rows of ``gVh``), per matrix; None without
+    cotangents."""
+    with torch.no_grad():
+        size = None
+        for g, dim in ((gU, -2), (gVh, -1)):
+            if g is not None:
+                col = g.norm(dim=dim).amax(-1).to(dtype)
+                size = col if size is None else size + col
+        return None if size is None else NUMERATOR_NOISE * noise * size
+
+
+def resolved_near_ties(
+    JK: torch.Tensor,
+    diff: torch.Tensor,
+    separated: torch.Tensor,
+    floor: torch.Tensor,
+    level: torch.Tensor,
+) -> torch.Tensor:
+    """Pairs inside the tie tolerance whose term (J + K)_ij/(σ_j − σ_i) is kept (bool).
+
+    Those whose gap is resolved (``diff`` = σ_j − σ_i above ``floor``, the numerical-rank level
+    σ_max·max(m, n)·eps) and whose numerator is clearly non-zero (above ``level``, the rounding
+    of `numerator_noise`): the loss depends on the basis inside the pair, which the SVD
+    determines there, and the quotient is its derivative, accurate to about eps·σ_max/gap. All
+    arguments broadcast against ``JK``; the diagonal (diff = 0) is never kept.
+    """
+    with torch.no_grad():
+        return ~separated & (diff.abs() > floor) & (JK.abs() > level)
+
+
 def gauge_reciprocals(
     S: torch.Tensor, tie_rtol: float, broadening: float = 0.0, *, zero_rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,12 +207,7 @@ def gauge_reciprocals(
     diff = S.unsqueeze(-2) - S.unsqueeze(-1)  # (i, j) -> σ_j − σ_i
     total = S.unsqueeze(-2) + S.unsqueeze(-1)
     separated = diff.abs() > (tie_rtol * top).unsqueeze(-1)
-    if broadening > 0:
-        # Lorentzian d/(d² + ε²) = 1/(d + ε²/d), scale-aware: ε = broadening·σ_max.
-        d = torch.where(separated, diff, torch.inf)
-        D = (d + (broadening * top).unsqueeze(-1) ** 2 / d).reciprocal()
-    else:
-        D = _masked_reciprocal(diff, separated)
+    D = gap_reciprocal(diff, separated, broadening, top.unsqueeze(-1))
     zero_tol = zero_rtol * top
     E = _masked_reciprocal(total, total > zero_tol.unsqueeze(-1))
     inv_s = _masked_reciprocal(S, S > zero_tol)
@@ -207,11 +264,13 @@ def _gauge_flags(
     out_v: torch.Tensor | None,
     scale: torch.Tensor,
     noise: float | None = None,
+    level: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The warnings due, as an integer tensor of bits (module docstring, "Warnings").
 
     ``G = UᴴŪ``, ``H = VᴴV̄`` (k×k, or None), ``out_u``, ``out_v`` the out-of-span cotangents
-    (I − UUᴴ)Ū and (I − VVᴴ)V̄ (or None), ``scale`` (...,) the size of the cotangents.
+    (I − UUᴴ)Ū and (I − VVᴴ)V̄ (or None), ``scale`` (...,) the size of the cotangents,
+    ``level`` (...,) the rounding level of the tie numerators (default: the 10·√eps limit).
     """
     k = S.shape[-1]
     limit = 10 * (eps(S.dtype) if noise is None else noise) ** 0.5 * scale
@@ -228,7 +287,8 @@ def _gauge_flags(
     Hz = H if H is not None else zero_m
     J, K = Gz - Gz.mH, Hz - Hz.mH
     JK = J + K
-    flags = ((JK.abs() > lim2) & tied).flatten(-2).any(-1) * _TIE
+    tie_lim = lim2 if level is None else level[..., None, None]
+    flags = ((JK.abs() > tie_lim) & tied).flatten(-2).any(-1) * _TIE
     null = ((J.abs() > lim2) | (K.abs() > lim2)) & both_zero
     null_any = null.flatten(-2).any(-1)
     for out in (out_u, out_v):
@@ -281,11 +341,15 @@ def _warn_gauge(
     out_v: torch.Tensor | None,
     cotangents: tuple[torch.Tensor | None, ...],
     noise: float | None = None,
+    *,
+    level: torch.Tensor | None = None,
 ) -> None:
     """Issue the warnings of the module docstring that apply to these cotangents.
 
     ``noise``: the relative rounding of the cotangents when it exceeds eps of S's dtype (float32
-    products seen in float64 bases); the thresholds scale with its square root.
+    products seen in float64 bases); the thresholds scale with its square root. ``level``
+    (...,): the rounding level of the tie numerators (`numerator_noise`), above which a dropped
+    one warns; ``separated`` must then include the near ties whose terms were kept.
     """
     if S.numel() == 0 or not _values_known(S):
         return
@@ -302,15 +366,17 @@ def _warn_gauge(
             if needs.ndim and not bool(needs.all()):
                 sel = needs.nonzero(as_tuple=True)
                 S, separated, zero = S[sel], separated[sel], zero[sel]
-                G, H, gS, out_u, out_v = (
-                    None if t is None else t[sel] for t in (G, H, gS, out_u, out_v)
+                G, H, gS, out_u, out_v, level = (
+                    None if t is None else t[sel] for t in (G, H, gS, out_u, out_v, level)
                 )
                 cotangents = tuple(None if t is None else t[sel] for t in cotangents)
         scale = torch.zeros(S.shape[:-1], dtype=S.dtype, device=S.device)
         for g in cotangents:
             if g is not None:
                 scale = scale + g.abs().amax(dim=(-2, -1)).to(S.dtype)
-        bits = _read_flags(_gauge_flags(S, separated, zero, G, H, gS, out_u, out_v, scale, noise))
+        bits = _read_flags(
+            _gauge_flags(S, separated, zero, G, H, gS, out_u, out_v, scale, noise, level)
+        )
     for bit, message in _MESSAGES.items():
         if bits & bit:
             warnings.warn(message, DegenerateGradientWarning, stacklevel=4)
@@ -328,13 +394,16 @@ def svd_backward(
     *,
     zero_rtol: float | None = None,
     noise: float | None = None,
+    resolved_rtol: float | None = None,
 ) -> torch.Tensor:
     """Reverse rule of the reduced SVD (see the module docstring), masked at ties and zeros.
 
     Shapes: ``U`` (..., m, k), ``S`` (..., k), ``Vh`` (..., k, n); cotangents alike or None.
     ``tie_rtol`` is the tie tolerance relative to σ_max; ``zero_rtol`` the numerical-rank
     tolerance, default max(m, n)·eps; ``noise`` the rounding level of the cotangents when it is
-    above eps of the dtype (it scales the warning thresholds). Warns
+    above eps of the dtype (it scales the warning thresholds); ``resolved_rtol`` the gap, relative
+    to σ_max, above which a pair inside the tie tolerance counts as resolved (default
+    ``zero_rtol``; pass ``tie_rtol`` where the vectors are not accurate inside a near tie). Warns
     (`DegenerateGradientWarning`) where the loss
     depends on a free choice. Differentiable itself (double backward).
     """
@@ -351,10 +420,20 @@ def svd_backward(
     out_u = gU - U @ G if m > k and gU is not None and G is not None else None
     out_v = gVh.mH - V @ H if n > k and gVh is not None and H is not None else None
     zero = S <= zero_rtol * S[..., :1]
-    _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh), noise)
     zero_kk = torch.zeros((*S.shape[:-1], k, k), dtype=U.dtype, device=U.device)
     J = G - G.mH if G is not None else zero_kk
     K = H - H.mH if H is not None else zero_kk
+    # Near ties whose gap the SVD resolves and where the loss depends on the basis inside the
+    # pair keep their exact term (module docstring, "Ties").
+    level = numerator_noise(gU, gVh, eps(S.dtype) if noise is None else noise, S.dtype)
+    assert level is not None  # gU or gVh is given
+    top = S[..., :1].unsqueeze(-1)
+    diff = S.unsqueeze(-2) - S.unsqueeze(-1)
+    floor = (zero_rtol if resolved_rtol is None else resolved_rtol) * top
+    keep = resolved_near_ties(J + K, diff, separated, floor, level[..., None, None])
+    D = gap_reciprocal(diff, separated | keep, broadening, top)
+    separated = separated | keep
+    _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh), noise, level=level)
     inner = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))

@@ -225,6 +225,8 @@ def _topk_cotangent(
         VhgV.mH if VhgV is not None else None,
         tie_rtol,
         noise=eps(op.product_dtype),
+        # Ritz vectors inside a near tie are not accurate one by one: no near tie is resolved.
+        resolved_rtol=tie_rtol,
     )
     right = inner.conj() @ Vr  # rows of V innerᴴ
     if gU is None and gVh is None:
