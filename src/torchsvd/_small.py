@@ -330,7 +330,8 @@ def _backward_tall(
                 size = size + g.norm(dim=1).amax(0)
         level = _svd.NUMERATOR_NOISE * eps(S.dtype) * size
     diff = S.unsqueeze(0) - S.unsqueeze(1)
-    keep = _svd.resolved_near_ties(J + K, diff, separated, zero_rtol * S[:1], level)
+    floor = _svd.RESOLVED_GAP * zero_rtol * S[:1]
+    keep = _svd.resolved_near_ties(J + K, diff, separated, floor, level)
     D = _svd.gap_reciprocal(diff, separated | keep, broadening, S[:1])
     separated = separated | keep
     if not is_transformed(S):

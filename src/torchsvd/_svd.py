@@ -115,6 +115,7 @@ from torchsvd._validate import (
 
 __all__ = [
     "NUMERATOR_NOISE",
+    "RESOLVED_GAP",
     "default_rtol",
     "gap_reciprocal",
     "gauge_reciprocals",
@@ -154,6 +155,11 @@ def gap_reciprocal(
     return _masked_reciprocal(diff, keep)
 
 
+#: Multiple of the numerical-rank level max(m, n)·eps·σ_max above which a gap counts as resolved:
+#: the computed singular values of an exact tie differ by up to about that level (measured up
+#: to 1.25 times it), so below it the basis inside the pair is rounding.
+RESOLVED_GAP = 100.0
+
 #: Multiple of the rounding level (relative to the cotangents' column norms) above which a
 #: numerator (J + K)_ij counts as non-zero: for losses invariant inside a pair it was measured
 #: at up to 2·eps on random shapes up to 12×9, real and complex.
@@ -184,11 +190,11 @@ def resolved_near_ties(
 ) -> torch.Tensor:
     """Pairs inside the tie tolerance whose term (J + K)_ij/(σ_j − σ_i) is kept (bool).
 
-    Those whose gap is resolved (``diff`` = σ_j − σ_i above ``floor``, the numerical-rank level
-    σ_max·max(m, n)·eps) and whose numerator is clearly non-zero (above ``level``, the rounding
-    of `numerator_noise`): the loss depends on the basis inside the pair, which the SVD
-    determines there, and the quotient is its derivative, accurate to about eps·σ_max/gap. All
-    arguments broadcast against ``JK``; the diagonal (diff = 0) is never kept.
+    Those whose gap is resolved (``diff`` = σ_j − σ_i above ``floor``, `RESOLVED_GAP` times the
+    numerical-rank level max(m, n)·eps·σ_max) and whose numerator is clearly non-zero (above
+    ``level``, the rounding of `numerator_noise`): the loss depends on the basis inside the
+    pair, which the SVD determines there, and the quotient is its derivative, accurate to about
+    eps·σ_max/gap. All arguments broadcast against ``JK``; the diagonal (diff = 0) is never kept.
     """
     with torch.no_grad():
         return ~separated & (diff.abs() > floor) & (JK.abs() > level)
@@ -401,11 +407,11 @@ def svd_backward(
     Shapes: ``U`` (..., m, k), ``S`` (..., k), ``Vh`` (..., k, n); cotangents alike or None.
     ``tie_rtol`` is the tie tolerance relative to σ_max; ``zero_rtol`` the numerical-rank
     tolerance, default max(m, n)·eps; ``noise`` the rounding level of the cotangents when it is
-    above eps of the dtype (it scales the warning thresholds); ``resolved_rtol`` the gap, relative
-    to σ_max, above which a pair inside the tie tolerance counts as resolved (default
-    ``zero_rtol``; pass ``tie_rtol`` where the vectors are not accurate inside a near tie). Warns
-    (`DegenerateGradientWarning`) where the loss
-    depends on a free choice. Differentiable itself (double backward).
+    above eps of the dtype (it scales the warning thresholds); ``resolved_rtol`` the gap,
+    relative to σ_max, above which a pair inside the tie tolerance counts as resolved (default
+    ``RESOLVED_GAP·zero_rtol``; ``tie_rtol`` where the vectors are not accurate one by one inside
+    a near tie). Warns (`DegenerateGradientWarning`) where the loss depends on a free choice.
+    Differentiable itself (double backward).
     """
     m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
     if gU is None and gVh is None:
@@ -429,7 +435,7 @@ def svd_backward(
     assert level is not None  # gU or gVh is given
     top = S[..., :1].unsqueeze(-1)
     diff = S.unsqueeze(-2) - S.unsqueeze(-1)
-    floor = (zero_rtol if resolved_rtol is None else resolved_rtol) * top
+    floor = (RESOLVED_GAP * zero_rtol if resolved_rtol is None else resolved_rtol) * top
     keep = resolved_near_ties(J + K, diff, separated, floor, level[..., None, None])
     D = gap_reciprocal(diff, separated | keep, broadening, top)
     separated = separated | keep
