@@ -207,6 +207,22 @@ BUGS = {
         func="low_rank", loss="lin", m=3, n=2, r=2, rel=(1.0, 0.0)
     ),
     "low_rank-zero-tie": _case(func="low_rank", loss="lin", m=4, n=4, r=3, rel=(1, 1, 0, 0)),
+    "low_rank-resolved-near-tie-of-small-values": _case(
+        func="low_rank", loss="lin", r=2, rel=(1.0, 3.8e-10, 1.9e-10)
+    ),
+    "projector-resolved-near-tie": _case(loss="projU", r=1, rel=(1.0, 1 - 1e-10, 0.5)),
+    "svd_apply-hvp-tiny-resolved": _case(
+        func="svd_apply_hvp", loss="lin", fname="gauss_odd", rel=(1.0, 1e-14, 5e-15)
+    ),
+    "svd_apply-hvp-tiny-resolved-complex": _case(
+        func="svd_apply_hvp", loss="lin", fname="cube", dtype="complex128", rel=(1.0, 1e-7, 1e-14)
+    ),
+    "svd_apply-hvp-tiny-resolved-tall": _case(
+        func="svd_apply_hvp", loss="lin", fname="tanh", m=5, rel=(1.0, 1e-12, 3e-13)
+    ),
+    "non-elementwise-first-k4": _case(
+        func="svd_apply", fname="nonelem_first", m=4, n=4, rel=(1.0, 0.5, 0.25, 0.125)
+    ),
 }
 
 

@@ -727,6 +727,17 @@ def test_non_elementwise_f_is_detected(f: Fn, s: list[float]) -> None:
         torchsvd.svd_apply(A, f)
 
 
+@pytest.mark.parametrize("k", [4, 9])
+@pytest.mark.parametrize("zero", [False, True], ids=["full-rank", "zero-matrix"])
+def test_scaling_by_another_entry_is_detected(k: int, zero: bool) -> None:
+    """f(s) = s·s_j reads entry j: caught for every j, also where every value is 0."""
+    s = torch.linspace(1.0, 0.5, k, dtype=F64) * (not zero)
+    A = matrix_with_singular_values(s, k, k, seed=59)
+    for j in range(k):
+        with pytest.raises(ValueError, match="elementwise"):
+            torchsvd.svd_apply(A, lambda x, j=j: x * x[..., j : j + 1])
+
+
 @pytest.mark.parametrize(
     "f",
     [

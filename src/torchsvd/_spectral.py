@@ -152,6 +152,11 @@ def _second_order_rtol(dtype: torch.dtype) -> float:
     return eps(dtype) ** 0.25
 
 
+#: Where a second divided difference's quotient and its confluent form agree to within this
+#: many times the quotient's rounding error, the confluent form is used (`_second_order`).
+_AGREE = 4.0
+
+
 def _masked_div(num: torch.Tensor, den: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     """num/den, and 0 where the float mask ``drop`` is 1.
 
@@ -592,17 +597,37 @@ def _second_order(
     # First divided differences g[λ_a, λ_c] and the confluent second ones g[λ_a, λ_a, λ_c].
     P = torch.where(same1, 0.5 * (g1.unsqueeze(-1) + g1.unsqueeze(-2)), 0.0)
     P = P + (g.unsqueeze(-1) - g.unsqueeze(-2)) / torch.where(same1, 1, gap) * ~same1
+    e = eps(s.dtype)
+    # Rounding of P: eps·|g|/gap for the quotient, eps^{2/3} relative for the mean slope.
+    g_abs = g.abs().unsqueeze(-1) + g.abs().unsqueeze(-2)
+    P_err = torch.where(same1, e ** (2 / 3) * P.abs(), e * (P.abs() + g_abs / gap.abs()))
     P, gap, same2, near = P[..., :k2, :], gap[..., :k2, :], same2[..., :k2, :], near[..., :k2, :k2]
-    D = torch.where(same2, (2 * g2[..., :k2].unsqueeze(-1) + g2.unsqueeze(-2)) / 6, 0.0)
-    D = D + (g1[..., :k2].unsqueeze(-1) - P) / torch.where(same2, 1, gap) * ~same2
+    P_err = P_err[..., :k2, :]
+    confluent = (2 * g2[..., :k2].unsqueeze(-1) + g2.unsqueeze(-2)) / 6
+    quotient = (g1[..., :k2].unsqueeze(-1) - P) / torch.where(same2, 1, gap)
+    if labels is None:
+        # Points apart relative to themselves but close on the scale on which f varies (tiny σ
+        # next to σ_max for a smooth f): the quotient cancels, with an error of about
+        # eps·(|f′| + |P|)/gap. Where it agrees with the confluent form to within that error,
+        # the confluent form is the more accurate one (module docstring, "Second order").
+        q_err = (e * g1[..., :k2].abs().unsqueeze(-1) + P_err) / gap.abs()
+        same2 = same2 | ((quotient - confluent).abs() <= _AGREE * q_err)
+    D = torch.where(same2, confluent, quotient)
     Pss, Dss, gss = P[..., :k2], D[..., :k2], torch.where(near, 1, gap[..., :k2])
+    Perr_ss = P_err[..., :k2]
 
     def contract(Xh: torch.Tensor, Yh: torch.Tensor) -> torch.Tensor:
         # Σ_c g[λ_a, λ_c, λ_b] X_ac Y_cb. Apart: g[a, c, b] = (g[a, c] − g[c, b])/(λ_a − λ_b);
         # near: ½(g[a, a, c] + g[b, b, c]), accurate to O((λ_a − λ_b)²).
         apart = ((Pss * Xh) @ Yh - Xh @ (Pss * Yh)) / gss
         close = 0.5 * ((Dss * Xh) @ Yh + Xh @ (Dss.mT * Yh))
-        return torch.where(near, close, apart)
+        if labels is not None:
+            return torch.where(near, close, apart)
+        # The quotient's rounding, summed over c, against its difference from the close form.
+        Xa, Ya = Xh.abs().to(Perr_ss.dtype), Yh.abs().to(Perr_ss.dtype)
+        err = ((Perr_ss * Xa) @ Ya + Xa @ (Perr_ss * Ya)) / gss.abs()
+        use_close = near | ((apart - close).abs() <= _AGREE * err)
+        return torch.where(use_close, close, apart)
 
     V = Vh.mH
     XV, YV = X @ V, Y @ V
@@ -612,9 +637,14 @@ def _second_order(
     out: torch.Tensor | None = None
     if rect:
         # g[λ_a, 0, λ_b], the null space as the middle index.
-        R, Dz = P[..., :k2, k2], D[..., k2]
-        Z = torch.where(near, 0.5 * (Dz.unsqueeze(-1) + Dz.unsqueeze(-2)), 0.0)
-        Z = Z + (R.unsqueeze(-1) - R.unsqueeze(-2)) / gss * ~near
+        R, Dz, R_err = P[..., :k2, k2], D[..., k2], P_err[..., :k2, k2]
+        Z_close = 0.5 * (Dz.unsqueeze(-1) + Dz.unsqueeze(-2))
+        Z_apart = (R.unsqueeze(-1) - R.unsqueeze(-2)) / gss
+        z_near = near
+        if labels is None:
+            z_err = (R_err.unsqueeze(-1) + R_err.unsqueeze(-2)) / gss.abs()
+            z_near = near | ((Z_apart - Z_close).abs() <= _AGREE * z_err)
+        Z = torch.where(z_near, Z_close, Z_apart)
         C = XV.mH @ YV - Gx.mH @ Gy  # Vᴴ Xᴴ (I − UUᴴ) Y V
         C = C + C.mH
         M = M + Z * 0.5 * torch.cat([torch.cat([C, -C], -1), torch.cat([-C, C], -1)], -2)
@@ -896,16 +926,17 @@ def _check_elementwise(
         return torch.equal(a, b) or torch.allclose(a, b, rtol=tol, atol=0, equal_nan=True)
 
     kept = same(moved[0::2], out.flatten()[0::2])
-    # Distinct values for the permutation probe: the singular values spread by their rank.
-    spread = flat + torch.arange(flat.numel(), dtype=flat.dtype, device=flat.device) * (
-        1 + flat.abs().max()
-    )
+    # Distinct, non-zero values for the permutation probe: the singular values spread by their
+    # rank (non-zero, so that a map scaling by another entry, x_i·x_j, is not hidden by x_j = 0).
+    count = flat.numel()
+    steps = torch.arange(1, count + 1, dtype=flat.dtype, device=flat.device)
+    spread = flat + steps * (1 + flat.abs().max())
     image = f(spread.view_as(S)).flatten()
-    # A fixed pseudo-random permutation (a shift would commute with maps that have a period).
-    cpu = torch.device("cpu")
-    perm = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0), device=cpu)
-    if bool((perm == torch.arange(flat.numel(), device=cpu)).all()):
-        perm = perm.roll(1)
+    # One cycle through a fixed pseudo-random order (a shift would commute with maps that have
+    # a period): no entry stays in place, so a map that reads another entry x_j sees it change.
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    perm = torch.empty_like(order)
+    perm[order] = order.roll(-1)
     perm = perm.to(flat.device)
     permuted = f(spread[perm].view_as(S)).flatten()
     if not kept or not same(permuted, image[perm]):
