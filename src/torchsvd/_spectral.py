@@ -47,7 +47,14 @@ the second from g[a, c, b] = ½(g[a, a, c] + g[b, b, c]) + O((λ_a − λ_b)²),
 λ_c are close. "Close" is a relative gap ≤ eps^{1/4} (1.2e-4 in float64, 1.9e-2 in float32). For
 an f that varies on the scale of σ the quotients are then accurate to about eps^{2/3}/eps^{1/4} =
 eps^{5/12} relative (the first divided differences carry eps^{2/3}, below) and the confluent forms
-to about (eps^{1/4})² = eps^{1/2}. f″ is derived with ``torch.func.vjp`` of f′ (of ``df`` when
+to about (eps^{1/4})² = eps^{1/2}. Points apart relative to themselves but tiny next to σ_max (σ
+just above the zero level, for an f smooth on the scale of σ_max) make the quotients cancel: their
+rounding error, about eps·(|g′| + |g[λ_a, λ_c]|)/|λ_a − λ_c| (summed with |X|, |Y| in the
+contraction), grows relative to the result as eps·σ_max/σ. It is estimated along with each
+quotient, and the confluent form is used wherever the two agree to within four times it: where
+they differ by more the quotient is the accurate one, and where they do not the confluent form
+errs by at most five times the quotient's error, and by O(gap²) for an f smooth on that scale.
+f″ is derived with ``torch.func.vjp`` of f′ (of ``df`` when
 given); it is 0 for the named functions. The reverse rule needs no other formula: F is the
 gradient of the spectral function Σ_i φ(σ_i) with φ′ = f, so ⟨C, D²F[X, Y]⟩ is symmetric in C, X
 and Y, and the derivative in A of ⟨C, L_A(X)⟩ is D²F(A)[X, C]. Both `_SpectralMap`'s backward and

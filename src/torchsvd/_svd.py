@@ -26,13 +26,21 @@ which is PyTorch's ``svd_backward`` (Townsend 2016; Ionescu et al. 2015) with it
 
 Two different questions decide where a reciprocal is replaced by zero:
 
-- **Ties** (a relative gap): D_ij := 0 where |σ_j − σ_i| ≤ tie_rtol·σ_max (default √eps). A loss
-  that does not depend on the basis chosen inside the pair has (J + K)_ij = 0 there, so dropping
-  the term is exact for it. Near a tie (gap g > 0 below the threshold) the pair is treated as
-  tied: for a loss invariant under rotations inside the pair at every A (U Vᴴ, a projector onto
-  a block holding both, a function of S) (J + K)_ij is zero and nothing is lost; for a loss whose
-  (J + K)_ij only vanishes at g = 0 (a reconstruction), the dropped ½(J + K)_ij/(σ_j − σ_i) tends
-  to a finite limit: an error of the size of the gradient itself, not of the gap.
+- **Ties** (a relative gap): a pair with |σ_j − σ_i| ≤ tie_rtol·σ_max (default √eps) is a near
+  tie. A loss invariant under rotations inside the pair (U Vᴴ, a projector onto a block holding
+  both, a function of S) has (J + K)_ij = 0 there, and the quotient would only divide its
+  rounding by the small gap: the term is dropped (D_ij := 0) wherever the numerator is at its
+  rounding level, 16·eps times the largest column norms of Ū and V̄ (`numerator_noise`). Where
+  the numerator is clearly above it, the loss depends on the basis inside the pair; if the gap
+  is resolved, above 100·max(m, n)·eps·σ_max (a hundred times the rounding of the computed
+  singular values of an exact tie), the SVD determines that basis and the quotient is the
+  derivative: the term is kept (`resolved_near_ties`), accurate to about eps·σ_max/gap relative,
+  the conditioning of the pair's singular vectors. Small singular values far apart relative to
+  themselves (1e-9 and 5e-10 next to σ_max = 1) are such a pair. Below that level (an exact tie,
+  or a gap at rounding level) the basis is rounding: the term is dropped, with a warning if the
+  numerator is clearly non-zero. Beyond tie_rtol·σ_max every term is kept (its rounding error is
+  at most √eps relative). The forward-mode rule sees no cotangent and drops the terms of every
+  pair inside tie_rtol·σ_max: exact for invariant losses only.
 - **Zeros** (numerical rank, as ``torch.linalg.matrix_rank``): σ ≤ max(m, n)·eps·σ_max is zero.
   Σ⁻¹ is replaced by zero there, and E where both values are zero (their vectors rotate
   independently). Every resolved σ keeps its 1/σ and its 1/(σ_i + σ_j), however small.
@@ -43,14 +51,17 @@ reconstruction U diag(f(S)) Vᴴ (f(σ) = σ: U S Vh and its truncations U_k S_k
 quotient, (M + Mᴴ)_ij f′(σ), depends on f′, which the cotangents do not carry: at a tie the
 cotangents of U S Vh are exactly those of U diag(c) Vh with the constant c = S.detach(), whose
 gradient is the masked one. So reconstructions and truncations are differentiated by
-``low_rank`` / ``svd_apply``, and the gradient of U S Vh here is exact only at separated spectra.
+``low_rank`` / ``svd_apply``, and the gradient of U S Vh here is exact only at separated spectra
+and resolved near ties (there the numerator is above its rounding and is kept).
 At a numerically zero σ its cotangents vanish, and the gradient returned is that of the top-r
 truncation (r the numerical rank), not W.
 
 Warnings (`DegenerateGradientWarning`, "clearly non-zero" meaning above 10·√eps times the size of
-the cotangents, per matrix of the batch):
+the cotangents, per matrix of the batch, except for tie numerators, compared with their rounding
+level above):
 
-- a tie where (J + K)_ij is clearly non-zero: the loss depends on the basis inside the tie;
+- a tie (a pair inside tie_rtol·σ_max whose term is dropped) where (J + K)_ij is clearly
+  non-zero: the loss depends on the basis inside the tie;
 - complex: Im(J + K)_ii clearly non-zero at a non-zero σ_i: the loss depends on the phase;
 - a numerically zero σ_i where the out-of-span cotangent (I − UUᴴ)Ū_i or (I − VVᴴ)V̄_i, the
   entries J_ij or K_ij between two zeros (left and right null vectors rotate independently), or
@@ -782,10 +793,13 @@ def svd(
         complement only as a subspace (e.g. its projector), which is the only kind of loss of
         them that has a derivative. (``torch.linalg.svd`` drops them.)
     tie_rtol : float, optional
-        Tie tolerance, in ``[0, 1)``: in the backward pass, two singular values closer than
-        ``tie_rtol·σ_max`` are treated as tied (their 1/(σ_j − σ_i) term is dropped). Default
-        √eps of the dtype (1.5e-8 in float64). Zeros are a separate, fixed test: σ at or below
-        ``max(m, n)·eps·σ_max`` (the numerical rank of ``torch.linalg.matrix_rank``).
+        Tie tolerance, in ``[0, 1)``: in the backward pass, for two singular values closer than
+        ``tie_rtol·σ_max`` the 1/(σ_j − σ_i) term is dropped where its numerator is at rounding
+        level (the loss does not depend on the basis inside the pair), and kept where it is
+        clearly non-zero and the gap is resolved (above ``100·max(m, n)·eps·σ_max``); the
+        forward-mode rule drops it. Default √eps of the dtype (1.5e-8 in float64). Zeros are a
+        separate, fixed test: σ at or below ``max(m, n)·eps·σ_max`` (the numerical rank of
+        ``torch.linalg.matrix_rank``).
     broadening : float
         Opt-in Lorentzian broadening ε ≥ 0: the reciprocal gap 1/d of separated singular values
         is replaced by d/(d² + (ε·σ_max)²), which bounds it near ties at the price of a bias
@@ -817,12 +831,14 @@ def svd(
     The gradient is exact for losses that are invariant under the free choices of the SVD and
     are not reconstructions: projectors onto blocks that do not split a tie or include null
     vectors, ``U @ Vh`` at full rank, functions of ``S`` alone, ``|u_iᴴ x|²`` of a separated
-    ``σ_i`` — at every resolved σ, however small. It is *not* exact for reconstructions
-    ``U diag(f(S)) Vh`` (``f(σ) = σ`` included, and truncations ``U_k S_k Vh_k``) at ties,
-    where their gradient depends on f′, which no SVD backward sees, nor at numerically zero
-    singular values, where their cotangents vanish and the gradient returned is that of the
-    truncation to the numerical rank. Use :func:`torchsvd.low_rank` for truncations and
-    :func:`torchsvd.svd_apply` for ``U diag(f(S)) Vh``. A warning is issued for a loss of
+    ``σ_i`` — at every resolved σ, however small — and for losses that depend on the basis
+    inside a near tie whose gap is resolved (accurate to about eps·σ_max/gap). It is *not*
+    exact for reconstructions ``U diag(f(S)) Vh`` (``f(σ) = σ`` included, and truncations
+    ``U_k S_k Vh_k``) at unresolved ties, where their gradient depends on f′, which no SVD
+    backward sees, nor at numerically zero singular values, where their cotangents vanish and
+    the gradient returned is that of the truncation to the numerical rank. Use
+    :func:`torchsvd.low_rank` for truncations and :func:`torchsvd.svd_apply` for
+    ``U diag(f(S)) Vh``. A warning is issued for a loss of
     ``U diag(S) Vh`` alone at a tie; other such losses are not recognised. For a real square
     matrix with a single zero singular value the signs of its singular vectors are free and
     ``U @ Vh`` jumps there; the warning is issued for losses of ``u_i v_iᵀ`` such as ``U @ Vh``
