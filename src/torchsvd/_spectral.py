@@ -1099,9 +1099,10 @@ def svd_apply(
     (``sqrt`` at a zero singular value has no finite derivative and gives inf/NaN gradients).
     The forward-mode rule uses the same (self-adjoint) map. Second derivatives (double
     backward, forward over reverse, ``torch.func.hessian``) are exact at ties too, with second
-    divided differences of f (near ties, relative gap ≤ eps^{1/4}, their confluent forms with
-    f″); third derivatives are not supported. At a numerically zero singular value the second
-    derivative assumes f″(0) = 0 (F has none otherwise, and a warning says so).
+    divided differences of f (near ties, relative gap ≤ eps^{1/4}, and wherever the quotients
+    cancel, their confluent forms with f″); third derivatives are not supported. At a
+    numerically zero singular value the second derivative assumes f″(0) = 0 (F has none
+    otherwise, and a warning says so).
 
     Examples
     --------
