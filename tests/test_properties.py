@@ -220,6 +220,12 @@ BUGS = {
     "svd_apply-hvp-tiny-resolved-tall": _case(
         func="svd_apply_hvp", loss="lin", fname="tanh", m=5, rel=(1.0, 1e-12, 3e-13)
     ),
+    "range-projector-complex-resolved-small": _case(
+        loss="projU", m=3, n=5, r=3, dtype="complex128", rel=(1.0, 1e-6, 1e-12), seed=3
+    ),
+    "svds-range-projector-complex-resolved-small": _case(
+        func="svds", loss="projU", m=3, n=5, r=3, dtype="complex128", rel=(1.0, 1e-6, 1e-12), seed=3
+    ),
     "non-elementwise-first-k4": _case(
         func="svd_apply", fname="nonelem_first", m=4, n=4, rel=(1.0, 0.5, 0.25, 0.125)
     ),

@@ -338,6 +338,8 @@ def _backward_tall(
         # The general check, on views in its (..., k, k) layout; it returns after comparing the
         # k − 1 gaps of S when nothing is tied.
         _warn(Uc, S, gUc, gVc, gS, M, Kh, separated, zero_rtol, m > k, level)
+    total = S.unsqueeze(0) + S.unsqueeze(1)
+    E = _svd.quiet_small_sums(J - K, E, total, tie_rtol * S[:1], level)
     C = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         C = C + torch.diag_embed(gS.T, dim1=0, dim2=1)

@@ -131,6 +131,7 @@ __all__ = [
     "gap_reciprocal",
     "gauge_reciprocals",
     "numerator_noise",
+    "quiet_small_sums",
     "resolved_near_ties",
     "svd",
     "svd_backward",
@@ -209,6 +210,26 @@ def resolved_near_ties(
     """
     with torch.no_grad():
         return ~separated & (diff.abs() > floor) & (JK.abs() > level)
+
+
+def quiet_small_sums(
+    JmK: torch.Tensor,
+    E: torch.Tensor,
+    total: torch.Tensor,
+    small: torch.Tensor,
+    level: torch.Tensor,
+) -> torch.Tensor:
+    """E with the entries zeroed whose numerator (J − K)_ij is at its rounding level (``level``,
+    broadcastable) and whose σ_i + σ_j (``total``) is at most ``small`` (tie_rtol·σ_max).
+
+    Such a numerator is exactly zero for a loss that does not depend on the relative phase or
+    rotation of the pair (the projector onto all of range(U), say), and 1/(σ_i + σ_j) of a
+    resolved small σ would only amplify its rounding; a genuine numerator that small
+    contributes no more than that rounding either way.
+    """
+    with torch.no_grad():
+        quiet = (total <= small) & (JmK.abs() <= level)
+    return torch.where(quiet, 0.0, E)
 
 
 def gauge_reciprocals(
@@ -451,6 +472,8 @@ def svd_backward(
     D = gap_reciprocal(diff, separated | keep, broadening, top)
     separated = separated | keep
     _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh), noise, level=level)
+    total = S.unsqueeze(-2) + S.unsqueeze(-1)
+    E = quiet_small_sums(J - K, E, total, tie_rtol * top, level[..., None, None])
     inner = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))
