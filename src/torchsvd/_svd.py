@@ -43,7 +43,10 @@ Two different questions decide where a reciprocal is replaced by zero:
   pair inside tie_rtol·σ_max: exact for invariant losses only.
 - **Zeros** (numerical rank, as ``torch.linalg.matrix_rank``): σ ≤ max(m, n)·eps·σ_max is zero.
   Σ⁻¹ is replaced by zero there, and E where both values are zero (their vectors rotate
-  independently). Every resolved σ keeps its 1/σ and its 1/(σ_i + σ_j), however small.
+  independently). Every resolved σ keeps its 1/σ and its 1/(σ_i + σ_j), however small; where
+  σ_i + σ_j ≤ tie_rtol·σ_max and the numerator (J − K)_ij is at its rounding level (a loss that
+  does not depend on the pair's relative rotation or phase, such as the projector onto all of
+  range(U)) the E term is dropped (`quiet_small_sums`), which only removes amplified rounding.
 
 What no SVD backward can do. It sees the cotangents (Ū, S̄, V̄), never the loss. For the
 reconstruction U diag(f(S)) Vᴴ (f(σ) = σ: U S Vh and its truncations U_k S_k Vh_k) the numerator
