@@ -9,8 +9,9 @@ the same cases at scale (``tests/fuzz_run.py``).
 
 The regions where earlier versions returned silent wrong answers (resolved small σ, null-space
 bases, second derivatives at ties and zeros, f(0) = ±inf, non-elementwise f, svds at k = min(m, n),
-at extreme scales and on empty batches, low_rank above the numerical rank) have property tests of
-their own and one minimal regression case each.
+at extreme scales and on empty batches, low_rank above the numerical rank, resolved near ties of
+small σ, second derivatives next to the zero threshold) have property tests of their own and one
+minimal regression case each.
 """
 
 from __future__ import annotations
