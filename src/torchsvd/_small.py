@@ -120,12 +120,15 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             Q.mul_(c).addcmul_(P, s)
             P.copy_(new_p)
     norms = torch.linalg.vecdot(X[:, :m], X[:, :m], dim=1)
-    # A sorting network of compare-and-swaps: cheaper than argsort and a gather of X.
+    # A sorting network of compare-and-swaps: cheaper than argsort and a gather of X. The swap
+    # is a lerp with weight 0 or 1, which returns one of its ends exactly (x + 0·(y − x) and
+    # y − (y − x)·0; the entries are bounded, so y − x is finite) and runs many times faster
+    # than `torch.where` with a broadcast boolean mask on the CPU.
     for p, q in _SORT[n]:
-        swap = norms[q] > norms[p]
+        swap = (norms[q] > norms[p]).to(X.dtype)
         P, Q = X[p], X[q]
-        larger = torch.where(swap, Q, P)
-        Q.copy_(torch.where(swap, P, Q))
+        larger = torch.lerp(P, Q, swap)
+        Q.copy_(torch.lerp(Q, P, swap))
         P.copy_(larger)
         larger = torch.maximum(norms[p], norms[q])
         norms[q] = torch.minimum(norms[p], norms[q])
@@ -219,27 +222,187 @@ def _assemble(
     return U, S.T.reshape(*batch, k).contiguous(), Vh
 
 
+def _keep_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """1/x where ``keep`` (a 0/1 float mask), else 0, for x ≥ 0 where not kept.
+
+    keep/(x + 1 − keep): the kept entries are divided by x itself, the others by x + 1 ≥ 1, so
+    that neither this value nor its derivative (−keep/(x + 1 − keep)²) is ever inf or NaN. The
+    same values as `torchsvd._svd.gauge_reciprocals`' masked reciprocals, without
+    `torch.where`, whose boolean-mask kernel is many times slower than arithmetic on the CPU.
+    """
+    return keep / (x + (1 - keep))
+
+
 def _reciprocals(
     S: torch.Tensor, tie_rtol: float, zero_rtol: float, broadening: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """D (k, k, N) = 1/(σ_j − σ_i), E = 1/(σ_j + σ_i), 1/σ (k, N), masked; separated pairs.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """D (k, k, N) = 1/(σ_j − σ_i), E = 1/(σ_j + σ_i), 1/σ (k, N), masked.
 
     As `torchsvd._svd.gauge_reciprocals`, for S of shape (k, N): D is zero at ties
     (|σ_j − σ_i| ≤ tie_rtol·σ_max), E and 1/σ at zeros (≤ zero_rtol·σ_max).
     """
     smax = S[:1]
     diff = S.unsqueeze(0) - S.unsqueeze(1)  # [i, j] = σ_j − σ_i
-    total = S.unsqueeze(0) + S.unsqueeze(1)
-    separated = diff.abs() > tie_rtol * smax
-    d = torch.where(separated, diff, torch.inf)
+    gap = diff.abs()
+    separated = (gap > tie_rtol * smax).to(S.dtype)
     if broadening > 0:
-        D = (d + (broadening * smax) ** 2 / d).reciprocal()
+        # 1/(d + ε²/d) with d = ±gap, and d = ±(gap + 1) at ties (finite, then masked).
+        d = torch.copysign(gap + (1 - separated), diff)
+        D = separated / (d + (broadening * smax) ** 2 / d)
     else:
-        D = d.reciprocal()
+        D = torch.copysign(_keep_reciprocal(gap, separated), diff)
     zero_tol = zero_rtol * smax
-    E = torch.where(total > zero_tol, total, torch.inf).reciprocal()
-    inv_s = torch.where(S > zero_tol, S, torch.inf).reciprocal()
-    return D, E, inv_s, separated
+    total = S.unsqueeze(0) + S.unsqueeze(1)
+    E = _keep_reciprocal(total, (total > zero_tol).to(S.dtype))
+    inv_s = _keep_reciprocal(S, (S > zero_tol).to(S.dtype))
+    return D, E, inv_s
+
+
+def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_r x[r] y[r] for stacks (r, N): one multiply-add per row, no reduction kernel."""
+    out = x[0] * y[0]
+    for r in range(1, x.shape[0]):
+        out = out.addcmul(x[r], y[r])
+    return out
+
+
+def _pair_coefficients(
+    S: torch.Tensor,
+    i: int,
+    j: int,
+    tie_rtol: float,
+    zero_rtol: float,
+    broadening: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """D_ij = 1/(σ_j − σ_i) and E_ij = 1/(σ_i + σ_j), masked, for i < j, and the tie mask.
+
+    The pair's entries of `_reciprocals` as (N,) vectors; σ_i ≥ σ_j (S is sorted), so
+    σ_j − σ_i = −gap.
+    """
+    smax = S[0]
+    gap = S[i] - S[j]
+    separated = (gap > tie_rtol * smax).to(S.dtype)
+    if broadening > 0:
+        d = -(gap + (1 - separated))
+        D = separated / (d + (broadening * smax) ** 2 / d)
+    else:
+        D = -_keep_reciprocal(gap, separated)
+    total = S[i] + S[j]
+    E = _keep_reciprocal(total, (total > zero_rtol * smax).to(S.dtype))
+    return D, E, separated
+
+
+def _warn(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    gUc: torch.Tensor | None,
+    gVc: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    M: list[list[torch.Tensor]] | None,
+    Kh: list[list[torch.Tensor]] | None,
+    neighbours_tied: torch.Tensor | None,
+    tie_rtol: float,
+    zero_rtol: float,
+    tall: bool,
+) -> None:
+    """The general backward's warnings, on the matrices of the batch that may need one.
+
+    `torchsvd._svd._warn_gauge` checks first whether any matrix has neighbouring σ tied or its
+    smallest σ at zero; that test is done here on the (N,) vectors already at hand, and only
+    the matrices it selects (none in the common case) are gathered into its (..., k, k)
+    layout.
+    """
+    zero_last = S[-1] <= zero_rtol * S[0]
+    needs = zero_last if neighbours_tied is None else neighbours_tied | zero_last
+    if not bool(needs.any()):
+        return
+    sel = needs.nonzero().squeeze(-1)
+
+    def pick(X: torch.Tensor | None) -> torch.Tensor | None:
+        # (..., N) -> (n_sel, ...): the batch first, as the general check expects
+        return None if X is None else X[..., sel].movedim(-1, 0)
+
+    def matrix(rows: list[list[torch.Tensor]] | None) -> torch.Tensor | None:
+        return None if rows is None else pick(torch.stack([torch.stack(r) for r in rows]))
+
+    S_b = pick(S)
+    assert S_b is not None
+    diff = S_b.unsqueeze(-2) - S_b.unsqueeze(-1)
+    separated = diff.abs() > (tie_rtol * S_b[..., :1]).unsqueeze(-1)
+    zero = S_b <= zero_rtol * S_b[..., :1]
+    G, H = matrix(M), matrix(Kh)
+    U_b, gU_b, gV_b = (None if X is None else pick(X).transpose(-2, -1) for X in (Uc, gUc, gVc))
+    out_u = None
+    if tall and gU_b is not None and U_b is not None and G is not None:
+        out_u = gU_b - U_b @ G
+    _svd._warn_gauge(S_b, separated, zero, G, H, pick(gS), out_u, None, (gU_b, gV_b))
+
+
+def _backward_tall(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    Vc: torch.Tensor,
+    gUc: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    gVc: torch.Tensor | None,
+    tie_rtol: float,
+    zero_rtol: float,
+    broadening: float,
+) -> torch.Tensor:
+    """Ā as (m, n, N) for m ≥ n = k, from column stacks (see `torchsvd._svd.svd_backward`).
+
+    Ā = [U C + Ū Σ⁻¹] Vᵀ with C = ½ (J + K)∘D + ½ (J − K)∘E + diag(S̄) − (UᵀŪ) Σ⁻¹, where
+    J = UᵀŪ − ŪᵀU, K = VᵀV̄ − V̄ᵀV (the last term and Ū Σ⁻¹ only for m > k). Entry by entry:
+    every k×k quantity is a list of (N,) vectors, and J, K, D are antisymmetric and E
+    symmetric, so C_ij = a + b and C_ji = a − b with a = ½ (J + K)_ij D_ij and
+    b = ½ (J − K)_ij E_ij, for the k(k − 1)/2 pairs i < j only.
+    """
+    k, m, N = Uc.shape
+    M = [[_dot(Uc[i], gUc[j]) for j in range(k)] for i in range(k)] if gUc is not None else None
+    Kh = [[_dot(Vc[i], gVc[j]) for j in range(k)] for i in range(k)] if gVc is not None else None
+    zero = torch.zeros((N,), dtype=S.dtype, device=S.device)
+    C = [[zero] * k for _ in range(k)]
+    if gS is not None:
+        for i in range(k):
+            C[i][i] = gS[i]
+    tied: list[torch.Tensor] = []
+    # With S̄ alone, C = diag(S̄): no pair terms, and nothing to warn about.
+    for i in range(k if M is not None or Kh is not None else 0):
+        for j in range(i + 1, k):
+            D, E, separated = _pair_coefficients(S, i, j, tie_rtol, zero_rtol, broadening)
+            if j == i + 1:
+                tied.append(separated == 0)
+            J = M[i][j] - M[j][i] if M is not None else None
+            K = Kh[i][j] - Kh[j][i] if Kh is not None else None
+            plus = J if K is None else K if J is None else J + K
+            minus = J if K is None else -K if J is None else J - K
+            assert plus is not None and minus is not None
+            a, b = 0.5 * plus * D, 0.5 * minus * E
+            C[i][j], C[j][i] = a + b, a - b
+    if (M is not None or Kh is not None) and not is_transformed(S):
+        neighbours = None
+        for t in tied:
+            neighbours = t if neighbours is None else neighbours | t
+        _warn(Uc, S, gUc, gVc, gS, M, Kh, neighbours, tie_rtol, zero_rtol, m > k)
+    columns = []  # column j of U C (+ Ū_j / σ_j for m > k), (m, N)
+    for j in range(k):
+        col = Uc[0] * C[0][j]
+        for i in range(1, k):
+            col = col.addcmul(Uc[i], C[i][j])
+        columns.append(col)
+    if m > k and gUc is not None and M is not None:
+        inv_s = _keep_reciprocal(S, (S > zero_rtol * S[:1]).to(S.dtype))
+        for j in range(k):
+            # −U (UᵀŪ)_j / σ_j + Ū_j / σ_j: the part of Ū_j outside span(U), over σ_j
+            col = columns[j] + gUc[j] * inv_s[j]
+            for i in range(k):
+                col = col.addcmul(Uc[i], M[i][j] * inv_s[j], value=-1)
+            columns[j] = col
+    # Ā_il = Σ_j (U C)_ij V_lj.
+    out = columns[0][:, None] * Vc[0, None]
+    for j in range(1, k):
+        out = out.addcmul(columns[j][:, None], Vc[j, None])
+    return out
 
 
 def _mm(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -259,87 +422,6 @@ def _combine(C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _warn(
-    Uc: torch.Tensor,
-    S: torch.Tensor,
-    gUc: torch.Tensor | None,
-    gVc: torch.Tensor | None,
-    gS: torch.Tensor | None,
-    G: torch.Tensor,
-    H: torch.Tensor,
-    separated: torch.Tensor,
-    zero_rtol: float,
-    tall: bool,
-) -> None:
-    """The general backward's warnings, on views of these column stacks in its layout.
-
-    `torchsvd._svd._warn_gauge` returns after comparing the k − 1 gaps of S when nothing is
-    tied or zero, so this costs little in the common case.
-    """
-    S_b = S.T
-    zero = S_b <= zero_rtol * S_b[..., :1]
-    out_u = None
-    if tall and gUc is not None:
-        U_b, gU_b = Uc.permute(2, 1, 0), gUc.permute(2, 1, 0)
-        out_u = gU_b - U_b @ G.permute(2, 0, 1)
-    cotangents = tuple(g.permute(2, 1, 0) for g in (gUc, gVc) if g is not None)
-    _svd._warn_gauge(
-        S_b,
-        separated.permute(2, 0, 1),
-        zero,
-        G.permute(2, 0, 1) if gUc is not None else None,
-        H.permute(2, 0, 1) if gVc is not None else None,
-        None if gS is None else gS.T,
-        out_u,
-        None,
-        cotangents,
-    )
-
-
-def _backward_tall(
-    Uc: torch.Tensor,
-    S: torch.Tensor,
-    Vc: torch.Tensor,
-    gUc: torch.Tensor | None,
-    gS: torch.Tensor | None,
-    gVc: torch.Tensor | None,
-    tie_rtol: float,
-    zero_rtol: float,
-    broadening: float,
-) -> torch.Tensor:
-    """Ā as (m, n, N) for m ≥ n = k, from column stacks (see `torchsvd._svd.svd_backward`).
-
-    Ā = [U C + Ū Σ⁻¹] Vᵀ with C = ½ (J + K)∘D + ½ (J − K)∘E + diag(S̄) − (UᵀŪ) Σ⁻¹, where
-    J = UᵀŪ − ŪᵀU, K = VᵀV̄ − V̄ᵀV (the last term and Ū Σ⁻¹ only for m > k).
-    """
-    k, m, N = Uc.shape
-    D, E, inv_s, separated = _reciprocals(S, tie_rtol, zero_rtol, broadening)
-    zero = torch.zeros((k, k, N), dtype=S.dtype, device=S.device)
-    M = _mm(Uc, gUc) if gUc is not None else zero
-    J = M - M.transpose(0, 1)
-    Kh = _mm(Vc, gVc) if gVc is not None else zero
-    K = Kh - Kh.transpose(0, 1)
-    if not is_transformed(S):
-        # The general check, on views in its (..., k, k) layout; it returns after comparing the
-        # k − 1 gaps of S when nothing is tied.
-        _warn(Uc, S, gUc, gVc, gS, M, Kh, separated, zero_rtol, m > k)
-    C = 0.5 * ((J + K) * D + (J - K) * E)
-    if gS is not None:
-        C = C + torch.diag_embed(gS.T, dim1=0, dim2=1)
-    T = None
-    if m > k and gUc is not None:
-        C = C - M * inv_s.unsqueeze(0)
-        T = gUc * inv_s.unsqueeze(1)
-    UC = _combine(C, Uc)
-    if T is not None:
-        UC = UC + T
-    # Ā_il = Σ_j (U C)_ij V_lj.
-    out = UC[0, :, None] * Vc[0, None]
-    for j in range(1, k):
-        out = out.addcmul(UC[j, :, None], Vc[j, None])
-    return out
-
-
 def _jvp_tall(
     Uc: torch.Tensor,
     S: torch.Tensor,
@@ -356,7 +438,7 @@ def _jvp_tall(
     dU = U Ω_U + (dA V − U dP) Σ⁻¹, dV = V Ω_V, dS = diag(dP).
     """
     k, m, _ = Uc.shape
-    D, E, inv_s, _ = _reciprocals(S, tie_rtol, zero_rtol, broadening)
+    D, E, inv_s = _reciprocals(S, tie_rtol, zero_rtol, broadening)
     dAV = _combine(Vc.transpose(0, 1), dA)  # columns of dA V: Σ_l dA[l] V[l, j]
     dP = _mm(Uc, dAV)  # [i, j] = u_iᵀ (dA V)_j
     herm, skew = dP + dP.transpose(0, 1), dP - dP.transpose(0, 1)
