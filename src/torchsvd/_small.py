@@ -139,8 +139,8 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 4: U columns (n, m, N) and S (n, N) from the sorted X of `_jacobi`."""
     N = X.shape[-1]
-    eye = torch.eye(m, dtype=X.dtype, device=X.device).unsqueeze(-1).expand(m, m, N)
     # Y[i] = [row i of B; row i of W], W the accumulated rotations: R = W B, Q = Wᵀ.
+    eye = torch.eye(m, dtype=X.dtype, device=X.device).unsqueeze(-1).expand(m, m, N)
     Y = torch.cat([X[:, :m].transpose(0, 1), eye], dim=1)
     tiny = torch.finfo(X.dtype).tiny
     for j in range(n):
@@ -149,8 +149,8 @@ def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Ten
             r = torch.hypot(x, y)
             # Below the normal range x/r and y/r lose the identity c² + s² = 1: keep the rows
             # (c, s) ≈ (1, 0) there, which leaves an entry below `tiny` in R.
-            zero = r < tiny
-            r.masked_fill_(zero, 1)
+            zero = (r < tiny).to(X.dtype)
+            r.add_(zero)  # r + 1 = 1 there
             c = (x / r).add_(zero)
             s = y / r
             P, Q = Y[j, j:], Y[i, j:]
@@ -169,8 +169,10 @@ def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Ten
     S = S.abs()
     # The columns of B are orthogonal to rounding, so R_jj is |b_j| to rounding, in the sorted
     # order: only rounding at a tie can break it, by ulps of σ_max, and the minimum restores it.
-    S = torch.cummin(S, dim=0).values
-    return Uc, S
+    smallest = [S[0]]
+    for j in range(1, n):
+        smallest.append(torch.minimum(S[j], smallest[-1]))
+    return Uc, torch.stack(smallest)
 
 
 def _decompose_tall(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
