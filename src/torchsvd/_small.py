@@ -59,7 +59,18 @@ import torch
 from torchsvd import _svd
 from torchsvd._validate import is_transformed, rank_rtol
 
-__all__ = ["MIN_BATCH", "SWEEPS", "decompose", "eligible", "svd"]
+__all__ = [
+    "MIN_BATCH",
+    "SWEEPS",
+    "decompose",
+    "det",
+    "eligible",
+    "inner",
+    "rotation_map",
+    "sandwich",
+    "square",
+    "svd",
+]
 
 #: Jacobi sweeps over the three column pairs of a 3-column block, per dtype (module docstring).
 SWEEPS = {torch.float32: 4, torch.float64: 5}
@@ -450,6 +461,116 @@ def _jvp_tall(
     if m > k:
         dU = dU + (dAV - _combine(dP, Uc)) * inv_s.unsqueeze(1)
     return dU, dP.diagonal(dim1=0, dim2=1).T, dV
+
+
+def square(U: torch.Tensor, Vh: torch.Tensor) -> bool:
+    """Whether the small-kernel products below apply: real, n×n with n ≤ 3, a large batch."""
+    n = U.shape[-1]
+    return (
+        U.dtype in SWEEPS
+        and U.shape[-2] == n
+        and Vh.shape[-2:] == (n, n)
+        and n <= 3
+        and U.numel() >= MIN_BATCH * n * n
+    )
+
+
+def _from_columns(Y: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+    """(m, n, N) with [i, l] the entries → contiguous (*batch, m, n)."""
+    m, n, _ = Y.shape
+    return Y.permute(2, 0, 1).reshape(*batch, m, n).contiguous()
+
+
+def sandwich(U: torch.Tensor, C: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+    """U C Vh for n×n U, Vh (``square``) and C given batch-last, (n, n, N) or diagonal (n, N).
+
+    The three-factor product of the spectral functions, entry by entry over the batch: two
+    batched matrix products of 3×3 matrices cost several times more on the CPU.
+    """
+    n = U.shape[-1]
+    if C.dim() == 2:
+        entries = [[C[i] if i == j else None for j in range(n)] for i in range(n)]
+    else:
+        entries = [[C[i, j] for j in range(n)] for i in range(n)]
+    return _sandwich(_cols(U), entries, _cols(Vh.mT), U.shape[:-2])
+
+
+def _sandwich(
+    Uc: torch.Tensor, C: list[list[torch.Tensor | None]], Vc: torch.Tensor, batch: torch.Size
+) -> torch.Tensor:
+    """U C Vᵀ, contiguous (*batch, m, n), from column stacks and the (N,) entries of C (None: 0)."""
+    k = Uc.shape[0]
+    columns = []  # column j of U C
+    for j in range(k):
+        col = None
+        for i in range(k):
+            c = C[i][j]
+            if c is not None:
+                col = Uc[i] * c if col is None else col.addcmul(Uc[i], c)
+        columns.append(torch.zeros_like(Uc[0]) if col is None else col)
+    out = columns[0][:, None] * Vc[0, None]
+    for j in range(1, k):
+        out = out.addcmul(columns[j][:, None], Vc[j, None])
+    return _from_columns(out, batch)
+
+
+def _combine_entries(Xc: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_i Xc[i] weights[i] for a column stack Xc (a, r, N) and (N,) weights: (r, N)."""
+    out = Xc[0] * weights[0]
+    for i in range(1, Xc.shape[0]):
+        out = out.addcmul(Xc[i], weights[i])
+    return out
+
+
+def inner(U: torch.Tensor, X: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+    """Uᵀ X V batch-last, (n, n, N), for n×n U, Vh (``square``) and X of the same shape."""
+    n = U.shape[-1]
+    Uc, Vc, Xc = _cols(U), _cols(Vh.mT), _cols(X)
+    XV = [_combine_entries(Xc, [Vc[j, l] for l in range(n)]) for j in range(n)]
+    return torch.stack([torch.stack([_dot(Uc[i], XV[j]) for j in range(n)]) for i in range(n)])
+
+
+def rotation_map(
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, X: torch.Tensor, rtol: float
+) -> torch.Tensor:
+    """The derivative of the nearest rotation at A = U diag(S) Vh applied to X (``square``).
+
+    S are the signed singular values of `torchsvd.polar(special=True)`. This is the map of
+    the spectral functions for f = 1 (``torchsvd._spectral``): P = 0 and Q_ij = 2/(σ_i + σ_j),
+    0 where |σ_i + σ_j| is at the zero level rtol·|σ_1| (σ at that level counted as 0), so
+    U [½ Q∘(G − Gᵀ)] Vᵀ with G = Uᵀ X V: antisymmetric, k(k − 1)/2 entries.
+    """
+    n = U.shape[-1]
+    Uc, Vc, Xc = _cols(U), _cols(Vh.mT), _cols(X)
+    s = S.reshape(-1, n).T.contiguous()
+    tol = rtol * s[0].abs()
+    s = s * (s.abs() > tol).to(s.dtype)
+    XV = [_combine_entries(Xc, [Vc[j, l] for l in range(n)]) for j in range(n)]
+    C: list[list[torch.Tensor | None]] = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            total = s[i] + s[j]
+            keep = (total.abs() > tol).to(s.dtype)
+            # ½ Q_ij = 1/(σ_i + σ_j) where kept; |total| + 1 − keep ≥ 1 elsewhere (then × 0)
+            half_q = keep / torch.copysign(total.abs() + (1 - keep), total)
+            C[i][j] = (_dot(Uc[i], XV[j]) - _dot(Uc[j], XV[i])) * half_q
+            C[j][i] = -C[i][j]
+    return _sandwich(Uc, C, Vc, U.shape[:-2])
+
+
+def det(M: torch.Tensor) -> torch.Tensor:
+    """Determinants of real (..., n, n), n ≤ 3, by cofactors: a few elementwise products.
+
+    For the orthogonal factors of an SVD (det = ±1 to rounding) its sign is exact, and it
+    avoids the LU factorisation of `torch.linalg.det`, which costs more than the products.
+    """
+    n = M.shape[-1]
+    if n == 1:
+        return M[..., 0, 0]
+    if n == 2:
+        return M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] * M[..., 1, 0]
+    r0, r1, r2 = M[..., 0, :], M[..., 1, :], M[..., 2, :]
+    return (r0 * torch.linalg.cross(r1, r2)).sum(-1)
 
 
 class _SmallSVD(torch.autograd.Function):
