@@ -344,7 +344,7 @@ def _warn(
     separated = diff.abs() > (tie_rtol * S_b[..., :1]).unsqueeze(-1)
     zero = S_b <= zero_rtol * S_b[..., :1]
     G, H = matrix(M), matrix(Kh)
-    U_b, gU_b, gV_b = (None if X is None else pick(X).transpose(-2, -1) for X in (Uc, gUc, gVc))
+    U_b, gU_b, gV_b = (None if X is None else X[..., sel].permute(2, 1, 0) for X in (Uc, gUc, gVc))
     out_u = None
     if tall and gU_b is not None and U_b is not None and G is not None:
         out_u = gU_b - U_b @ G
@@ -526,7 +526,7 @@ def inner(U: torch.Tensor, X: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     """Uᵀ X V batch-last, (n, n, N), for n×n U, Vh (``square``) and X of the same shape."""
     n = U.shape[-1]
     Uc, Vc, Xc = _cols(U), _cols(Vh.mT), _cols(X)
-    XV = [_combine_entries(Xc, [Vc[j, l] for l in range(n)]) for j in range(n)]
+    XV = [_combine_entries(Xc, list(Vc[j])) for j in range(n)]  # columns of X V
     return torch.stack([torch.stack([_dot(Uc[i], XV[j]) for j in range(n)]) for i in range(n)])
 
 
@@ -545,7 +545,7 @@ def rotation_map(
     s = S.reshape(-1, n).T.contiguous()
     tol = rtol * s[0].abs()
     s = s * (s.abs() > tol).to(s.dtype)
-    XV = [_combine_entries(Xc, [Vc[j, l] for l in range(n)]) for j in range(n)]
+    XV = [_combine_entries(Xc, list(Vc[j])) for j in range(n)]  # columns of X V
     C: list[list[torch.Tensor | None]] = [[None] * n for _ in range(n)]
     for i in range(n):
         for j in range(i + 1, n):
@@ -553,8 +553,8 @@ def rotation_map(
             keep = (total.abs() > tol).to(s.dtype)
             # ½ Q_ij = 1/(σ_i + σ_j) where kept; |total| + 1 − keep ≥ 1 elsewhere (then × 0)
             half_q = keep / torch.copysign(total.abs() + (1 - keep), total)
-            C[i][j] = (_dot(Uc[i], XV[j]) - _dot(Uc[j], XV[i])) * half_q
-            C[j][i] = -C[i][j]
+            c = (_dot(Uc[i], XV[j]) - _dot(Uc[j], XV[i])) * half_q
+            C[i][j], C[j][i] = c, -c
     return _sandwich(Uc, C, Vc, U.shape[:-2])
 
 
