@@ -343,7 +343,10 @@ def _warn(
         return None if X is None else X[..., sel].movedim(-1, 0)
 
     def matrix(rows: list[list[torch.Tensor]] | None) -> torch.Tensor | None:
-        return None if rows is None else pick(torch.stack([torch.stack(r) for r in rows]))
+        # entry by entry, then stacked: only the selected matrices are copied
+        if rows is None:
+            return None
+        return torch.stack([torch.stack([e[sel] for e in r], -1) for r in rows], -2)
 
     S_b = pick(S)
     assert S_b is not None
