@@ -47,6 +47,8 @@ References
 .. [4] V. Hari, "On sharp quadratic convergence bounds for the serial Jacobi methods",
        Numer. Math. 60, 1991.
 .. [5] J. Townsend, "Differentiating the singular value decomposition", 2016.
+.. [6] A. W. Paeth, "A fast algorithm for general raster rotation", Graphics Interface 1986
+       (a rotation as three shears).
 """
 
 from __future__ import annotations
