@@ -5,10 +5,12 @@ Usage: python benchmarks/bench_small.py [--quick] [--repeats N] [--device cpu|cu
 Times (medians, each pair of callables alternated by `_timing.time_pair`) of the forward pass and
 of forward+backward of a polar-type loss ((U Vh)·W + ΣS), float32: torch.linalg.svd against
 torchsvd.svd, which takes the small-matrix kernel for these batches, and 1000×8×8 on the general
-path. Peers, when installed (never required): JAX ``jit`` on the CPU, ``roma.special_procrustes``
-against ``torchsvd.polar(special=True)``. Beside the times: reconstruction and orthogonality
-errors in units of eps (worst matrix of the batch), and the error of the float32 gradient of the
-loss at a tie (orthogonal inputs, all σ equal) against float64 central differences.
+path. Peers, when installed (never required), each alternated with torchsvd in the same run:
+JAX ``jit`` on the CPU (``jnp.linalg.svd`` forward, and ``jax.jit(jax.grad(loss))`` of the same
+loss), ``roma.special_procrustes`` against ``torchsvd.polar(special=True)``. Beside the times:
+reconstruction and orthogonality errors in units of eps (worst matrix of the batch), and the
+error of the float32 gradient of the loss at a tie (orthogonal inputs, all σ equal) against
+float64 central differences.
 """
 
 from __future__ import annotations
@@ -62,16 +64,18 @@ def _tie_gradient_error(svd: Decomposition, n: int) -> float:
     return float((g.double() - ref).norm() / ref.norm())
 
 
-def _jax_times(shape: tuple[int, ...], repeats: int) -> tuple[float, float] | None:
-    """JAX jit on the CPU (forward, forward+backward), or None when JAX is not installed."""
+def _jax_times(shape: tuple[int, ...], repeats: int) -> tuple[float, float, float, float] | None:
+    """JAX jit on the CPU against torchsvd.svd, alternated: (JAX fwd, torchsvd fwd, JAX
+    fwd+bwd, torchsvd fwd+bwd), the same loss and data; None when JAX is not installed."""
     try:
         import jax
         import jax.numpy as jnp
     except ImportError:
         return None
     gen = torch.Generator().manual_seed(0)
-    A = jnp.asarray(torch.randn(shape, generator=gen).numpy())
-    W = jnp.asarray(torch.randn(shape, generator=gen).numpy())
+    A_t, W_t = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    A, W = jnp.asarray(A_t.numpy()), jnp.asarray(W_t.numpy())
+    Ag = A_t.clone().requires_grad_()
 
     def loss(X: jax.Array) -> jax.Array:
         U, S, Vh = jnp.linalg.svd(X, full_matrices=False)
@@ -79,18 +83,25 @@ def _jax_times(shape: tuple[int, ...], repeats: int) -> tuple[float, float] | No
 
     fwd = jax.jit(lambda X: jnp.linalg.svd(X, full_matrices=False))
     fb = jax.jit(jax.grad(loss))
+
+    def ours_fwd() -> object:
+        with torch.no_grad():
+            return torchsvd.svd(A_t)
+
+    def ours_fb() -> object:
+        return torch.autograd.grad(_loss(*torchsvd.svd(Ag), W_t), Ag)
+
     cpu = torch.device("cpu")
-    return time_pair(
-        (lambda: jax.block_until_ready(fwd(A)), lambda: jax.block_until_ready(fb(A))),
-        repeats,
-        cpu,
-    )
+    jax_fwd, our_fwd = time_pair((lambda: jax.block_until_ready(fwd(A)), ours_fwd), repeats, cpu)
+    jax_fb, our_fb = time_pair((lambda: jax.block_until_ready(fb(A)), ours_fb), repeats, cpu)
+    return jax_fwd, our_fwd, jax_fb, our_fb
 
 
 def _rotation_times(
     n: int, N: int, repeats: int, device: torch.device
 ) -> tuple[float, float] | None:
-    """fwd+bwd of roma.special_procrustes and torchsvd.polar(special=True), when both exist."""
+    """fwd+bwd of roma.special_procrustes and torchsvd.polar(special=True), alternated; None
+    when roma is not installed."""
     try:
         import roma
     except ImportError:
@@ -98,13 +109,9 @@ def _rotation_times(
     gen = torch.Generator().manual_seed(0)
     M = torch.randn(N, n, n, generator=gen).to(device).requires_grad_()
     W = torch.randn(N, n, n, generator=gen).to(device)
-    try:
-        torchsvd.polar(M[:1].detach(), special=True)  # type: ignore[call-arg]
-    except TypeError:
-        return None
 
     def ours() -> object:
-        R = torchsvd.polar(M, special=True)  # type: ignore[call-arg]
+        R = torchsvd.polar(M, special=True)
         return torch.autograd.grad((R * W).sum(), M)
 
     def theirs() -> object:
@@ -122,23 +129,32 @@ def main() -> None:
     ]
     print_pair_table(rows, machine_line(device, repeats))
     print()
-    print("ratio: torch time / torchsvd time (> 1: torchsvd is faster)")
+    print("ratio: torch (or peer) time / torchsvd time (> 1: torchsvd is faster)")
     print()
-    print("| peer | shape | fwd (s) | fwd+bwd (s) |")
-    print("|---|---|---|---|")
+    print(
+        "| peer | shape | peer fwd (s) | torchsvd fwd (s) | ratio | peer fwd+bwd (s) "
+        "| torchsvd fwd+bwd (s) | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for shape in shapes[:2]:
         name = "×".join(map(str, shape))
         jax_times = _jax_times(shape, repeats) if device.type == "cpu" else None
         if jax_times is None:
-            print(f"| JAX jit (CPU) | {name} | not installed or not CPU | |")
+            print(f"| JAX jit (CPU) | {name} | not installed or not CPU | | | | | |")
         else:
-            print(f"| JAX jit (CPU) | {name} | {jax_times[0]:.4g} | {jax_times[1]:.4g} |")
+            jf, of, jb, ob = jax_times
+            print(
+                f"| JAX jit (CPU), svd | {name} | {jf:.4g} | {of:.4g} | {jf / of:.2f}× "
+                f"| {jb:.4g} | {ob:.4g} | {jb / ob:.2f}× |"
+            )
         rot = _rotation_times(shape[-1], shape[0], repeats, device)
         if rot is None:
-            print(f"| roma.special_procrustes | {name} | roma or polar(special=True) missing | |")
+            print(f"| roma.special_procrustes | {name} | roma missing | | | | | |")
         else:
-            print(f"| roma.special_procrustes | {name} | | {rot[0]:.4g} |")
-            print(f"| torchsvd.polar(special=True) | {name} | | {rot[1]:.4g} |")
+            print(
+                f"| roma.special_procrustes vs polar(special=True) | {name} | | | "
+                f"| {rot[0]:.4g} | {rot[1]:.4g} | {rot[0] / rot[1]:.2f}× |"
+            )
     print()
     print(
         "| shape | torch rec / eps | torchsvd rec / eps | torch orth / eps | torchsvd orth / eps |"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -390,3 +391,141 @@ def test_matrix_with_singular_values_is_reproduced() -> None:
     A = matrix_with_singular_values([5.0, 2.0, 2.0], 3, 3, batch=(4,), seed=20)
     _, S, _ = _small.decompose(A)
     torch.testing.assert_close(S, torch.tensor([5.0, 2.0, 2.0], dtype=F64).expand(4, 3))
+
+
+# The spectral functions on large batches of square real matrices (entry-by-entry products).
+
+
+def _square_batch(n: int, seed: int) -> torch.Tensor:
+    """MIN_BATCH n×n float64 matrices: Gaussian, rotations (all σ tied), orthogonal times
+    distinct values (reflections among them), and diagonal ones with a tie.
+
+    No tied reflection: its nearest rotation is not unique, so two correct SVDs can give two.
+    """
+    N = _small.MIN_BATCH
+    A = weights((N, n, n), F64, seed=seed)
+    Q = random_unitary(n, batch=(N // 4,), seed=seed + 1)
+    Q[: N // 8, :, 0] *= torch.linalg.det(Q[: N // 8]).sign().unsqueeze(-1)
+    A[: N // 8] = Q[: N // 8]  # orthogonal: all σ tied (rotations and reflections)
+    A[N // 8 : N // 4] = Q[N // 8 :] * torch.tensor([3.0, 2.0, 1.0][:n], dtype=F64)
+    A[N // 4 : N // 4 + 8] = torch.diag_embed(torch.tensor([2.0, 2.0, 1.0][:n], dtype=F64))
+    return A
+
+
+def _general(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_small, "MIN_BATCH", 10**9)
+
+
+SQUARE_FUNCTIONS = {
+    "polar": lambda X: torchsvd.polar(X),
+    "rotation": lambda X: torchsvd.polar(X, special=True),
+    "s² + s": lambda X: torchsvd.svd_apply(X, lambda s: s.square() + s),
+    "svt": lambda X: torchsvd.svt(X, 0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(SQUARE_FUNCTIONS))
+@pytest.mark.parametrize("n", [2, 3])
+def test_spectral_functions_on_large_batches_match_the_general_path(
+    name: str, n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fn = SQUARE_FUNCTIONS[name]
+    A = _square_batch(n, seed=21)
+    W, T = weights(A.shape, F64, seed=22), weights(A.shape, F64, seed=23)
+    Ag = A.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torchsvd.DegenerateGradientWarning)
+        F = fn(Ag)
+        (g,) = torch.autograd.grad((F * W).sum(), Ag)
+        _, jvp = torch.func.jvp(fn, (A,), (T,))
+        _general(monkeypatch)
+        F_ref = fn(Ag)
+        (g_ref,) = torch.autograd.grad((F_ref * W).sum(), Ag)
+        _, jvp_ref = torch.func.jvp(fn, (A,), (T,))
+    torch.testing.assert_close(F, F_ref, atol=1e-13, rtol=0)
+    torch.testing.assert_close(g, g_ref, atol=1e-11, rtol=1e-11)
+    torch.testing.assert_close(jvp, jvp_ref, atol=1e-11, rtol=1e-11)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_nearest_rotation_of_a_large_batch_against_central_differences(n: int) -> None:
+    """Directional derivative of ⟨R(A), W⟩ over the whole batch, rotations (ties) included."""
+    A = _square_batch(n, seed=24)
+    W, D = weights(A.shape, F64, seed=25), weights(A.shape, F64, seed=26)
+    keep = torch.ones(A.shape[0], dtype=torch.bool)
+    keep[_small.MIN_BATCH // 4 : _small.MIN_BATCH // 4 + 8] = False  # tied σ_{n−1} = σ_n: not
+    D = D * keep[:, None, None]  # differentiable where det < 0, and here det > 0 anyway
+
+    def loss(X: torch.Tensor) -> torch.Tensor:
+        return (torchsvd.polar(X, special=True) * W).sum()
+
+    Ag = A.clone().requires_grad_()
+    R = torchsvd.polar(Ag, special=True)
+    assert torch.allclose(torch.linalg.det(R.detach()), torch.ones((), dtype=F64))
+    (g,) = torch.autograd.grad((R * W).sum(), Ag)
+    h = 1e-6
+    fd = (loss(A + h * D) - loss(A - h * D)) / (2 * h)
+    assert abs(float((g * D).sum()) - float(fd)) <= 1e-6 * float(g.norm() * D.norm())
+
+
+def test_nearest_rotation_second_derivatives_on_a_large_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Double backward through the entry-by-entry first derivative: the general second order."""
+    A = _square_batch(3, seed=27)[_small.MIN_BATCH // 4 + 8 :]
+    A = torch.cat([A, A[: _small.MIN_BATCH - A.shape[0]]])
+    W, D = weights(A.shape, F64, seed=28), weights(A.shape, F64, seed=29)
+
+    def hvp() -> torch.Tensor:
+        Ag = A.clone().requires_grad_()
+        (g,) = torch.autograd.grad(
+            (torchsvd.polar(Ag, special=True) * W).sum(), Ag, create_graph=True
+        )
+        return torch.autograd.grad((g * D).sum(), Ag)[0]
+
+    fast = hvp()
+    _general(monkeypatch)
+    torch.testing.assert_close(fast, hvp(), atol=1e-10, rtol=1e-10)
+
+
+def test_nearest_rotation_of_a_large_batch_warns_where_it_is_not_unique() -> None:
+    A = _square_batch(3, seed=30)
+    A[0] = torch.diag(torch.tensor([3.0, 1.0, -1.0], dtype=F64))  # σ₂ = σ₃ with det A < 0
+    with pytest.warns(torchsvd.DegenerateGradientWarning, match="not unique"):
+        R = torchsvd.polar(A.requires_grad_(), special=True)
+    assert bool(torch.isfinite(torch.autograd.grad(R.sum(), A)[0]).all())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_cofactor_determinant(n: int) -> None:
+    M = weights((7, n, n), F64, seed=31)
+    torch.testing.assert_close(_small.det(M), torch.linalg.det(M))
+
+
+@pytest.mark.parametrize(
+    ("loss", "expected"),
+    [
+        (lambda U, S, Vh: U[..., 0].sum(), 1),  # a basis vector of a tie
+        (lambda U, S, Vh: (U @ Vh).sum(), 1),  # u_i v_iᵀ of a zero σ
+        (lambda U, S, Vh: projector(U[..., :2]).sum() + S.sum(), 0),  # nothing free
+    ],
+)
+def test_warnings_on_part_of_a_batch_match_the_general_backward(
+    loss: Any, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only some matrices of the batch are tied or singular: the same warnings as in general."""
+    A = weights((_small.MIN_BATCH, 3, 3), F64, seed=32)
+    A[5] = torch.diag(torch.tensor([2.0, 2.0, 1.0], dtype=F64))
+    A[9] = torch.diag(torch.tensor([3.0, 1.0, 0.0], dtype=F64))
+
+    def messages() -> set[str]:
+        X = A.clone().requires_grad_()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.autograd.grad(loss(*torchsvd.svd(X)), X)
+        return {str(w.message) for w in caught}
+
+    small = messages()
+    _general(monkeypatch)
+    assert small == messages()
+    assert len(small) == expected

@@ -47,6 +47,8 @@ References
 .. [4] V. Hari, "On sharp quadratic convergence bounds for the serial Jacobi methods",
        Numer. Math. 60, 1991.
 .. [5] J. Townsend, "Differentiating the singular value decomposition", 2016.
+.. [6] A. W. Paeth, "A fast algorithm for general raster rotation", Graphics Interface 1986
+       (a rotation as three shears).
 """
 
 from __future__ import annotations
@@ -59,7 +61,18 @@ import torch
 from torchsvd import _svd
 from torchsvd._validate import eps, is_transformed, rank_rtol
 
-__all__ = ["MIN_BATCH", "SWEEPS", "decompose", "eligible", "svd"]
+__all__ = [
+    "MIN_BATCH",
+    "SWEEPS",
+    "decompose",
+    "det",
+    "eligible",
+    "inner",
+    "rotation_map",
+    "sandwich",
+    "square",
+    "svd",
+]
 
 #: Jacobi sweeps over the three column pairs of a 3-column block, per dtype (module docstring).
 SWEEPS = {torch.float32: 4, torch.float64: 5}
@@ -104,28 +117,38 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     for _ in range(sweeps if pairs else 0):
         for p, q in pairs:
             P, Q = X[p], X[q]
-            bp, bq = P[:m], Q[:m]
-            alpha = torch.linalg.vecdot(bp, bp, dim=0)
-            beta = torch.linalg.vecdot(bq, bq, dim=0)
-            gamma2 = torch.linalg.vecdot(bp, bq, dim=0).mul_(2)
+            # d = β − α = |b_q|² − |b_p|² and 2γ = 2 b_pᵀ b_q as chains of multiply-adds over
+            # the m rows (a reduction kernel over a dimension of size m is slower).
+            d = P[0] * P[0]
+            d.sub_(Q[0] * Q[0]).neg_()
+            gamma2 = P[0] * Q[0]
+            for r in range(1, m):
+                d.addcmul_(Q[r], Q[r]).addcmul_(P[r], P[r], value=-1)
+                gamma2.addcmul_(P[r], Q[r])
+            gamma2.mul_(2)
             # tan θ of the rotation that diagonalises [[α, γ], [γ, β]], the smaller of the two
             # (|t| ≤ 1): t = 2γ / (d + sign(d)·√(d² + 4γ²)), d = β − α (Golub & Van Loan §8.5).
-            d = beta.sub_(alpha)
             den = torch.hypot(d, gamma2).add_(d.abs()).clamp_min_(tiny)
             t = gamma2.div_(torch.copysign(den, d))
             c = t.square().add_(1).rsqrt_()
             s = t.mul_(c)
-            new_p = P * c
-            new_p.addcmul_(Q, s, value=-1)
-            Q.mul_(c).addcmul_(P, s)
-            P.copy_(new_p)
+            # [P, Q] ← [c P − s Q, s P + c Q] as three shears in place (Paeth 1986): P += a Q,
+            # Q += s P, P += a Q with a = −tan(θ/2) = −s/(1 + c), |a| ≤ tan(π/8) for |θ| ≤ π/4.
+            # Three passes over the columns instead of five, and no temporary.
+            a = s.neg().div_(c.add(1))
+            P.addcmul_(Q, a)
+            Q.addcmul_(P, s)
+            P.addcmul_(Q, a)
     norms = torch.linalg.vecdot(X[:, :m], X[:, :m], dim=1)
-    # A sorting network of compare-and-swaps: cheaper than argsort and a gather of X.
+    # A sorting network of compare-and-swaps: cheaper than argsort and a gather of X. The swap
+    # is a lerp with weight 0 or 1, which returns one of its ends exactly (x + 0·(y − x) and
+    # y − (y − x)·0; the entries are bounded, so y − x is finite) and runs many times faster
+    # than `torch.where` with a broadcast boolean mask on the CPU.
     for p, q in _SORT[n]:
-        swap = norms[q] > norms[p]
+        swap = (norms[q] > norms[p]).to(X.dtype)
         P, Q = X[p], X[q]
-        larger = torch.where(swap, Q, P)
-        Q.copy_(torch.where(swap, P, Q))
+        larger = torch.lerp(P, Q, swap)
+        Q.copy_(torch.lerp(Q, P, swap))
         P.copy_(larger)
         larger = torch.maximum(norms[p], norms[q])
         norms[q] = torch.minimum(norms[p], norms[q])
@@ -136,8 +159,8 @@ def _jacobi(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 4: U columns (n, m, N) and S (n, N) from the sorted X of `_jacobi`."""
     N = X.shape[-1]
-    eye = torch.eye(m, dtype=X.dtype, device=X.device).unsqueeze(-1).expand(m, m, N)
     # Y[i] = [row i of B; row i of W], W the accumulated rotations: R = W B, Q = Wᵀ.
+    eye = torch.eye(m, dtype=X.dtype, device=X.device).unsqueeze(-1).expand(m, m, N)
     Y = torch.cat([X[:, :m].transpose(0, 1), eye], dim=1)
     tiny = torch.finfo(X.dtype).tiny
     for j in range(n):
@@ -146,8 +169,8 @@ def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Ten
             r = torch.hypot(x, y)
             # Below the normal range x/r and y/r lose the identity c² + s² = 1: keep the rows
             # (c, s) ≈ (1, 0) there, which leaves an entry below `tiny` in R.
-            zero = r < tiny
-            r.masked_fill_(zero, 1)
+            zero = (r < tiny).to(X.dtype)
+            r.add_(zero)  # r + 1 = 1 there
             c = (x / r).add_(zero)
             s = y / r
             P, Q = Y[j, j:], Y[i, j:]
@@ -166,8 +189,10 @@ def _givens_qr(X: torch.Tensor, m: int, n: int) -> tuple[torch.Tensor, torch.Ten
     S = S.abs()
     # The columns of B are orthogonal to rounding, so R_jj is |b_j| to rounding, in the sorted
     # order: only rounding at a tie can break it, by ulps of σ_max, and the minimum restores it.
-    S = torch.cummin(S, dim=0).values
-    return Uc, S
+    smallest = [S[0]]
+    for j in range(1, n):
+        smallest.append(torch.minimum(S[j], smallest[-1]))
+    return Uc, torch.stack(smallest)
 
 
 def _decompose_tall(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -219,27 +244,210 @@ def _assemble(
     return U, S.T.reshape(*batch, k).contiguous(), Vh
 
 
+def _keep_reciprocal(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """1/x where ``keep`` (a 0/1 float mask), else 0, for x ≥ 0 where not kept.
+
+    keep/(x + 1 − keep): the kept entries are divided by x itself, the others by x + 1 ≥ 1, so
+    that neither this value nor its derivative (−keep/(x + 1 − keep)²) is ever inf or NaN. The
+    same values as `torchsvd._svd.gauge_reciprocals`' masked reciprocals, without
+    `torch.where`, whose boolean-mask kernel is many times slower than arithmetic on the CPU.
+    """
+    return keep / (x + (1 - keep))
+
+
 def _reciprocals(
     S: torch.Tensor, tie_rtol: float, zero_rtol: float, broadening: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """D (k, k, N) = 1/(σ_j − σ_i), E = 1/(σ_j + σ_i), 1/σ (k, N), masked; separated pairs.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """D (k, k, N) = 1/(σ_j − σ_i), E = 1/(σ_j + σ_i), 1/σ (k, N), masked.
 
     As `torchsvd._svd.gauge_reciprocals`, for S of shape (k, N): D is zero at ties
     (|σ_j − σ_i| ≤ tie_rtol·σ_max), E and 1/σ at zeros (≤ zero_rtol·σ_max).
     """
     smax = S[:1]
     diff = S.unsqueeze(0) - S.unsqueeze(1)  # [i, j] = σ_j − σ_i
-    total = S.unsqueeze(0) + S.unsqueeze(1)
-    separated = diff.abs() > tie_rtol * smax
-    d = torch.where(separated, diff, torch.inf)
+    gap = diff.abs()
+    separated = (gap > tie_rtol * smax).to(S.dtype)
     if broadening > 0:
-        D = (d + (broadening * smax) ** 2 / d).reciprocal()
+        # 1/(d + ε²/d) with d = ±gap, and d = ±(gap + 1) at ties (finite, then masked).
+        d = torch.copysign(gap + (1 - separated), diff)
+        D = separated / (d + (broadening * smax) ** 2 / d)
     else:
-        D = d.reciprocal()
+        D = torch.copysign(_keep_reciprocal(gap, separated), diff)
     zero_tol = zero_rtol * smax
-    E = torch.where(total > zero_tol, total, torch.inf).reciprocal()
-    inv_s = torch.where(S > zero_tol, S, torch.inf).reciprocal()
-    return D, E, inv_s, separated
+    total = S.unsqueeze(0) + S.unsqueeze(1)
+    E = _keep_reciprocal(total, (total > zero_tol).to(S.dtype))
+    inv_s = _keep_reciprocal(S, (S > zero_tol).to(S.dtype))
+    return D, E, inv_s
+
+
+def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_r x[r] y[r] for stacks (r, N): one multiply-add per row, no reduction kernel."""
+    out = x[0] * y[0]
+    for r in range(1, x.shape[0]):
+        out = out.addcmul(x[r], y[r])
+    return out
+
+
+def _pair_coefficients(
+    S: torch.Tensor,
+    i: int,
+    j: int,
+    plus: torch.Tensor,
+    minus: torch.Tensor,
+    level: torch.Tensor,
+    tie_rtol: float,
+    zero_rtol: float,
+    broadening: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """D_ij = 1/(σ_j − σ_i) and E_ij = 1/(σ_i + σ_j), masked, for i < j, and the kept mask.
+
+    The pair's entries of `_reciprocals` as (N,) vectors, with the general backward's two
+    refinements (`torchsvd._svd.resolved_near_ties`, `torchsvd._svd.quiet_small_sums`): inside
+    the tie tolerance a resolved gap keeps its term when the numerator ``plus`` = (J + K)_ij is
+    above its rounding ``level``; a small σ_i + σ_j drops its term when ``minus`` = (J − K)_ij
+    is at that level. σ_i ≥ σ_j (S is sorted), so σ_j − σ_i = −gap.
+    """
+    smax = S[0]
+    gap = S[i] - S[j]
+    resolved = (gap > _svd.RESOLVED_GAP * zero_rtol * smax) & (plus.abs() > level)
+    separated = ((gap > tie_rtol * smax) | resolved).to(S.dtype)
+    if broadening > 0:
+        d = -(gap + (1 - separated))
+        D = separated / (d + (broadening * smax) ** 2 / d)
+    else:
+        D = -_keep_reciprocal(gap, separated)
+    total = S[i] + S[j]
+    quiet = (total <= tie_rtol * smax) & (minus.abs() <= level)
+    E = _keep_reciprocal(total, ((total > zero_rtol * smax) & ~quiet).to(S.dtype))
+    return D, E, separated
+
+
+def _warn(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    gUc: torch.Tensor | None,
+    gVc: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    M: list[list[torch.Tensor]] | None,
+    Kh: list[list[torch.Tensor]] | None,
+    kept: dict[tuple[int, int], torch.Tensor],
+    level: torch.Tensor,
+    zero_rtol: float,
+    tall: bool,
+) -> None:
+    """The general backward's warnings, on the matrices of the batch that may need one.
+
+    `torchsvd._svd._warn_gauge` checks first whether any matrix has neighbouring σ tied or its
+    smallest σ at zero; that test is done here on the (N,) vectors already at hand, and only
+    the matrices it selects (none in the common case) are gathered into its (..., k, k)
+    layout. ``kept``: the (N,) mask of each pair i < j whose term was kept (separated or a
+    resolved near tie); ``level`` (N,) the numerators' rounding level.
+    """
+    needs = S[-1] <= zero_rtol * S[0]
+    for i in range(S.shape[0] - 1):
+        needs = needs | (kept[i, i + 1] == 0)
+    if not bool(needs.any()):
+        return
+    sel = needs.nonzero().squeeze(-1)
+
+    def pick(X: torch.Tensor | None) -> torch.Tensor | None:
+        # (..., N) -> (n_sel, ...): the batch first, as the general check expects
+        return None if X is None else X[..., sel].movedim(-1, 0)
+
+    def matrix(rows: list[list[torch.Tensor]] | None) -> torch.Tensor | None:
+        # entry by entry, then stacked: only the selected matrices are copied
+        if rows is None:
+            return None
+        return torch.stack([torch.stack([e[sel] for e in r], -1) for r in rows], -2)
+
+    S_b = pick(S)
+    assert S_b is not None
+    k = S.shape[0]
+    separated = torch.zeros((*S_b.shape, k), dtype=torch.bool, device=S.device)
+    for (i, j), mask in kept.items():
+        separated[:, i, j] = separated[:, j, i] = mask[sel] != 0
+    zero = S_b <= zero_rtol * S_b[..., :1]
+    G, H = matrix(M), matrix(Kh)
+    U_b, gU_b, gV_b = (None if X is None else X[..., sel].permute(2, 1, 0) for X in (Uc, gUc, gVc))
+    out_u = None
+    if tall and gU_b is not None and U_b is not None and G is not None:
+        out_u = gU_b - U_b @ G
+    _svd._warn_gauge(
+        S_b, separated, zero, G, H, pick(gS), out_u, None, (gU_b, gV_b), level=level[sel]
+    )
+
+
+def _backward_tall(
+    Uc: torch.Tensor,
+    S: torch.Tensor,
+    Vc: torch.Tensor,
+    gUc: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    gVc: torch.Tensor | None,
+    tie_rtol: float,
+    zero_rtol: float,
+    broadening: float,
+) -> torch.Tensor:
+    """Ā as (m, n, N) for m ≥ n = k, from column stacks (see `torchsvd._svd.svd_backward`).
+
+    Ā = [U C + Ū Σ⁻¹] Vᵀ with C = ½ (J + K)∘D + ½ (J − K)∘E + diag(S̄) − (UᵀŪ) Σ⁻¹, where
+    J = UᵀŪ − ŪᵀU, K = VᵀV̄ − V̄ᵀV (the last term and Ū Σ⁻¹ only for m > k). Entry by entry:
+    every k×k quantity is a list of (N,) vectors, and J, K, D are antisymmetric and E
+    symmetric, so C_ij = a + b and C_ji = a − b with a = ½ (J + K)_ij D_ij and
+    b = ½ (J − K)_ij E_ij, for the k(k − 1)/2 pairs i < j only.
+    """
+    k, m, N = Uc.shape
+    M = [[_dot(Uc[i], gUc[j]) for j in range(k)] for i in range(k)] if gUc is not None else None
+    Kh = [[_dot(Vc[i], gVc[j]) for j in range(k)] for i in range(k)] if gVc is not None else None
+    zero = torch.zeros((N,), dtype=S.dtype, device=S.device)
+    C = [[zero] * k for _ in range(k)]
+    if gS is not None:
+        for i in range(k):
+            C[i][i] = gS[i]
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    # With S̄ alone, C = diag(S̄): no pair terms, and nothing to warn about.
+    if M is not None or Kh is not None:
+        with torch.no_grad():
+            # The numerators' rounding level (`torchsvd._svd.numerator_noise`): the largest
+            # column norms of Ū and V̄.
+            size = zero
+            for g in (gUc, gVc):
+                if g is not None:
+                    size = size + g.norm(dim=1).amax(0)
+            level = _svd.NUMERATOR_NOISE * eps(S.dtype) * size
+        for i in range(k):
+            for j in range(i + 1, k):
+                J = M[i][j] - M[j][i] if M is not None else None
+                K = Kh[i][j] - Kh[j][i] if Kh is not None else None
+                plus = J if K is None else K if J is None else J + K
+                minus = J if K is None else -K if J is None else J - K
+                assert plus is not None and minus is not None
+                D, E, kept[i, j] = _pair_coefficients(
+                    S, i, j, plus, minus, level, tie_rtol, zero_rtol, broadening
+                )
+                a, b = 0.5 * plus * D, 0.5 * minus * E
+                C[i][j], C[j][i] = a + b, a - b
+        if not is_transformed(S):
+            _warn(Uc, S, gUc, gVc, gS, M, Kh, kept, level, zero_rtol, m > k)
+    columns = []  # column j of U C (+ Ū_j / σ_j for m > k), (m, N)
+    for j in range(k):
+        col = Uc[0] * C[0][j]
+        for i in range(1, k):
+            col = col.addcmul(Uc[i], C[i][j])
+        columns.append(col)
+    if m > k and gUc is not None and M is not None:
+        inv_s = _keep_reciprocal(S, (S > zero_rtol * S[:1]).to(S.dtype))
+        for j in range(k):
+            # −U (UᵀŪ)_j / σ_j + Ū_j / σ_j: the part of Ū_j outside span(U), over σ_j
+            col = columns[j] + gUc[j] * inv_s[j]
+            for i in range(k):
+                col = col.addcmul(Uc[i], M[i][j] * inv_s[j], value=-1)
+            columns[j] = col
+    # Ā_il = Σ_j (U C)_ij V_lj.
+    out = columns[0][:, None] * Vc[0, None]
+    for j in range(1, k):
+        out = out.addcmul(columns[j][:, None], Vc[j, None])
+    return out
 
 
 def _mm(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -259,104 +467,6 @@ def _combine(C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _warn(
-    Uc: torch.Tensor,
-    S: torch.Tensor,
-    gUc: torch.Tensor | None,
-    gVc: torch.Tensor | None,
-    gS: torch.Tensor | None,
-    G: torch.Tensor,
-    H: torch.Tensor,
-    separated: torch.Tensor,
-    zero_rtol: float,
-    tall: bool,
-    level: torch.Tensor,
-) -> None:
-    """The general backward's warnings, on views of these column stacks in its layout.
-
-    `torchsvd._svd._warn_gauge` returns after comparing the k − 1 gaps of S when nothing is
-    tied or zero, so this costs little in the common case.
-    """
-    S_b = S.T
-    zero = S_b <= zero_rtol * S_b[..., :1]
-    out_u = None
-    if tall and gUc is not None:
-        U_b, gU_b = Uc.permute(2, 1, 0), gUc.permute(2, 1, 0)
-        out_u = gU_b - U_b @ G.permute(2, 0, 1)
-    cotangents = tuple(g.permute(2, 1, 0) for g in (gUc, gVc) if g is not None)
-    _svd._warn_gauge(
-        S_b,
-        separated.permute(2, 0, 1),
-        zero,
-        G.permute(2, 0, 1) if gUc is not None else None,
-        H.permute(2, 0, 1) if gVc is not None else None,
-        None if gS is None else gS.T,
-        out_u,
-        None,
-        cotangents,
-        level=level,
-    )
-
-
-def _backward_tall(
-    Uc: torch.Tensor,
-    S: torch.Tensor,
-    Vc: torch.Tensor,
-    gUc: torch.Tensor | None,
-    gS: torch.Tensor | None,
-    gVc: torch.Tensor | None,
-    tie_rtol: float,
-    zero_rtol: float,
-    broadening: float,
-) -> torch.Tensor:
-    """Ā as (m, n, N) for m ≥ n = k, from column stacks (see `torchsvd._svd.svd_backward`).
-
-    Ā = [U C + Ū Σ⁻¹] Vᵀ with C = ½ (J + K)∘D + ½ (J − K)∘E + diag(S̄) − (UᵀŪ) Σ⁻¹, where
-    J = UᵀŪ − ŪᵀU, K = VᵀV̄ − V̄ᵀV (the last term and Ū Σ⁻¹ only for m > k).
-    """
-    k, m, N = Uc.shape
-    D, E, inv_s, separated = _reciprocals(S, tie_rtol, zero_rtol, broadening)
-    zero = torch.zeros((k, k, N), dtype=S.dtype, device=S.device)
-    M = _mm(Uc, gUc) if gUc is not None else zero
-    J = M - M.transpose(0, 1)
-    Kh = _mm(Vc, gVc) if gVc is not None else zero
-    K = Kh - Kh.transpose(0, 1)
-    # Resolved near ties where the loss depends on the basis keep their term, as in the general
-    # backward; the column stacks' norms over dim 1 are the cotangents' column norms.
-    with torch.no_grad():
-        size = torch.zeros_like(S[0])
-        for g in (gUc, gVc):
-            if g is not None:
-                size = size + g.norm(dim=1).amax(0)
-        level = _svd.NUMERATOR_NOISE * eps(S.dtype) * size
-    diff = S.unsqueeze(0) - S.unsqueeze(1)
-    floor = _svd.RESOLVED_GAP * zero_rtol * S[:1]
-    keep = _svd.resolved_near_ties(J + K, diff, separated, floor, level)
-    D = _svd.gap_reciprocal(diff, separated | keep, broadening, S[:1])
-    separated = separated | keep
-    if not is_transformed(S):
-        # The general check, on views in its (..., k, k) layout; it returns after comparing the
-        # k − 1 gaps of S when nothing is tied.
-        _warn(Uc, S, gUc, gVc, gS, M, Kh, separated, zero_rtol, m > k, level)
-    total = S.unsqueeze(0) + S.unsqueeze(1)
-    E = _svd.quiet_small_sums(J - K, E, total, tie_rtol * S[:1], level)
-    C = 0.5 * ((J + K) * D + (J - K) * E)
-    if gS is not None:
-        C = C + torch.diag_embed(gS.T, dim1=0, dim2=1)
-    T = None
-    if m > k and gUc is not None:
-        C = C - M * inv_s.unsqueeze(0)
-        T = gUc * inv_s.unsqueeze(1)
-    UC = _combine(C, Uc)
-    if T is not None:
-        UC = UC + T
-    # Ā_il = Σ_j (U C)_ij V_lj.
-    out = UC[0, :, None] * Vc[0, None]
-    for j in range(1, k):
-        out = out.addcmul(UC[j, :, None], Vc[j, None])
-    return out
-
-
 def _jvp_tall(
     Uc: torch.Tensor,
     S: torch.Tensor,
@@ -373,7 +483,7 @@ def _jvp_tall(
     dU = U Ω_U + (dA V − U dP) Σ⁻¹, dV = V Ω_V, dS = diag(dP).
     """
     k, m, _ = Uc.shape
-    D, E, inv_s, _ = _reciprocals(S, tie_rtol, zero_rtol, broadening)
+    D, E, inv_s = _reciprocals(S, tie_rtol, zero_rtol, broadening)
     dAV = _combine(Vc.transpose(0, 1), dA)  # columns of dA V: Σ_l dA[l] V[l, j]
     dP = _mm(Uc, dAV)  # [i, j] = u_iᵀ (dA V)_j
     herm, skew = dP + dP.transpose(0, 1), dP - dP.transpose(0, 1)
@@ -383,6 +493,116 @@ def _jvp_tall(
     if m > k:
         dU = dU + (dAV - _combine(dP, Uc)) * inv_s.unsqueeze(1)
     return dU, dP.diagonal(dim1=0, dim2=1).T, dV
+
+
+def square(U: torch.Tensor, Vh: torch.Tensor) -> bool:
+    """Whether the small-kernel products below apply: real, n×n with n ≤ 3, a large batch."""
+    n = U.shape[-1]
+    return (
+        U.dtype in SWEEPS
+        and U.shape[-2] == n
+        and Vh.shape[-2:] == (n, n)
+        and n <= 3
+        and U.numel() >= MIN_BATCH * n * n
+    )
+
+
+def _from_columns(Y: torch.Tensor, batch: torch.Size) -> torch.Tensor:
+    """(m, n, N) with [i, l] the entries → contiguous (*batch, m, n)."""
+    m, n, _ = Y.shape
+    return Y.permute(2, 0, 1).reshape(*batch, m, n).contiguous()
+
+
+def sandwich(U: torch.Tensor, C: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+    """U C Vh for n×n U, Vh (``square``) and C given batch-last, (n, n, N) or diagonal (n, N).
+
+    The three-factor product of the spectral functions, entry by entry over the batch: two
+    batched matrix products of 3×3 matrices cost several times more on the CPU.
+    """
+    n = U.shape[-1]
+    if C.dim() == 2:
+        entries = [[C[i] if i == j else None for j in range(n)] for i in range(n)]
+    else:
+        entries = [[C[i, j] for j in range(n)] for i in range(n)]
+    return _sandwich(_cols(U), entries, _cols(Vh.mT), U.shape[:-2])
+
+
+def _sandwich(
+    Uc: torch.Tensor, C: list[list[torch.Tensor | None]], Vc: torch.Tensor, batch: torch.Size
+) -> torch.Tensor:
+    """U C Vᵀ, contiguous (*batch, m, n), from column stacks and the (N,) entries of C (None: 0)."""
+    k = Uc.shape[0]
+    columns = []  # column j of U C
+    for j in range(k):
+        col = None
+        for i in range(k):
+            c = C[i][j]
+            if c is not None:
+                col = Uc[i] * c if col is None else col.addcmul(Uc[i], c)
+        columns.append(torch.zeros_like(Uc[0]) if col is None else col)
+    out = columns[0][:, None] * Vc[0, None]
+    for j in range(1, k):
+        out = out.addcmul(columns[j][:, None], Vc[j, None])
+    return _from_columns(out, batch)
+
+
+def _combine_entries(Xc: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_i Xc[i] weights[i] for a column stack Xc (a, r, N) and (N,) weights: (r, N)."""
+    out = Xc[0] * weights[0]
+    for i in range(1, Xc.shape[0]):
+        out = out.addcmul(Xc[i], weights[i])
+    return out
+
+
+def inner(U: torch.Tensor, X: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+    """Uᵀ X V batch-last, (n, n, N), for n×n U, Vh (``square``) and X of the same shape."""
+    n = U.shape[-1]
+    Uc, Vc, Xc = _cols(U), _cols(Vh.mT), _cols(X)
+    XV = [_combine_entries(Xc, list(Vc[j])) for j in range(n)]  # columns of X V
+    return torch.stack([torch.stack([_dot(Uc[i], XV[j]) for j in range(n)]) for i in range(n)])
+
+
+def rotation_map(
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, X: torch.Tensor, rtol: float
+) -> torch.Tensor:
+    """The derivative of the nearest rotation at A = U diag(S) Vh applied to X (``square``).
+
+    S are the signed singular values of `torchsvd.polar(special=True)`. This is the map of
+    the spectral functions for f = 1 (``torchsvd._spectral``): P = 0 and Q_ij = 2/(σ_i + σ_j),
+    0 where |σ_i + σ_j| is at the zero level rtol·|σ_1| (σ at that level counted as 0), so
+    U [½ Q∘(G − Gᵀ)] Vᵀ with G = Uᵀ X V: antisymmetric, k(k − 1)/2 entries.
+    """
+    n = U.shape[-1]
+    Uc, Vc, Xc = _cols(U), _cols(Vh.mT), _cols(X)
+    s = S.reshape(-1, n).T.contiguous()
+    tol = rtol * s[0].abs()
+    s = s * (s.abs() > tol).to(s.dtype)
+    XV = [_combine_entries(Xc, list(Vc[j])) for j in range(n)]  # columns of X V
+    C: list[list[torch.Tensor | None]] = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            total = s[i] + s[j]
+            keep = (total.abs() > tol).to(s.dtype)
+            # ½ Q_ij = 1/(σ_i + σ_j) where kept; |total| + 1 − keep ≥ 1 elsewhere (then × 0)
+            half_q = keep / torch.copysign(total.abs() + (1 - keep), total)
+            c = (_dot(Uc[i], XV[j]) - _dot(Uc[j], XV[i])) * half_q
+            C[i][j], C[j][i] = c, -c
+    return _sandwich(Uc, C, Vc, U.shape[:-2])
+
+
+def det(M: torch.Tensor) -> torch.Tensor:
+    """Determinants of real (..., n, n), n ≤ 3, by cofactors: a few elementwise products.
+
+    For the orthogonal factors of an SVD (det = ±1 to rounding) its sign is exact, and it
+    avoids the LU factorisation of `torch.linalg.det`, which costs more than the products.
+    """
+    n = M.shape[-1]
+    if n == 1:
+        return M[..., 0, 0]
+    if n == 2:
+        return M[..., 0, 0] * M[..., 1, 1] - M[..., 0, 1] * M[..., 1, 0]
+    r0, r1, r2 = M[..., 0, :], M[..., 1, :], M[..., 2, :]
+    return (r0 * torch.linalg.cross(r1, r2)).sum(-1)
 
 
 class _SmallSVD(torch.autograd.Function):

@@ -514,6 +514,10 @@ def _spectral_map(
     """
     m, n = U.shape[-2], Vh.shape[-1]
     batch = U.shape[:-2]
+    if _small.square(U, Vh) and X.shape == U.shape and X.dtype == U.dtype:
+        # Large batches of real 2×2 and 3×3 matrices: the same products, entry by entry.
+        G = _small.inner(U, X, Vh)
+        return _small.sandwich(U, c.plus * G + c.minus * G.transpose(0, 1), Vh)
     if m >= n:  # V is square
         XV = X @ Vh.mH
         G = _batch_last(U.mH @ XV)
@@ -699,6 +703,8 @@ class _SpectralMap(torch.autograd.Function):
         rtol: float,
         *p: torch.Tensor | None,
     ) -> torch.Tensor:
+        if isinstance(spec, _Rotation) and _small.square(U, Vh) and X.dtype == U.dtype:
+            return _small.rotation_map(U, S, Vh, X.expand_as(U), rtol)
         return _spectral_map(U, Vh, X, _rule(spec, S, rtol, p, params=False).f)
 
     @staticmethod
@@ -773,6 +779,8 @@ class _SpectralFunction(torch.autograd.Function):
         *p: torch.Tensor | None,
     ) -> torch.Tensor:
         f = _values(spec, S, rtol, p)[3]
+        if _small.square(U, Vh):
+            return _small.sandwich(U, _batch_last(f.unsqueeze(-1)).squeeze(1), Vh)
         return (U * f.unsqueeze(-2).to(U.dtype)) @ Vh
 
     @staticmethod
@@ -1014,7 +1022,10 @@ def _signed_svd(
     """
     n = S.shape[-1]
     with torch.no_grad():
-        det = torch.linalg.det(U @ Vh).sign()
+        if n <= 3 and not U.is_complex():
+            det = (_small.det(U) * _small.det(Vh)).sign()  # cofactors: no LU factorisation
+        else:
+            det = torch.linalg.det(U @ Vh).sign()
         flip = torch.ones_like(S)
         flip[..., -1] = torch.where(det < 0, -1.0, 1.0)
     U, S = U * flip.unsqueeze(-2), S * flip
