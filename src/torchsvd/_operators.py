@@ -10,15 +10,35 @@ matrix as ``Ā = L Rᴴ``. The gradient of the loss with respect to a parameter 
 derivative of the scalar ``⟨Ā, A(θ)⟩ = Re tr(Āᴴ A(θ)) = Re Σ_j L[:, j]ᴴ A(θ) R[:, j]``, with
 ``Ā`` held fixed. That is one more call ``matmat(R)``, differentiated by autograd: no dense
 ``m × n`` matrix is ever formed.
+
+Which tensors θ are: unless the operator declares them (``params=``), one product with a single
+probe vector is traced when `svds` is called (`LinearOperator._resolved`). A torch function mode
+records every tensor requiring grad that enters a torch call from outside the product (captured
+by a closure, held by a module, global), and a walk of the autograd graph of the probe's output
+from its ``grad_fn`` confirms which of them the output depends on; leaves reached by the walk
+but hidden from the mode (a C++ extension) are added. Closure inspection (``__closure__``,
+``__self__``) was not used: it sees neither the tensors hidden in objects and containers nor
+whether they are used at all, and the graph walk alone sees leaves only, never a non-leaf
+``W = f(θ)`` computed outside, which must be an input of the autograd node for ``W.grad`` and
+``torch.autograd.grad(loss, W)`` to work. A recorded tensor the output does not depend on was
+dropped by the product (``detach``, ``no_grad``, ``.item()``, numpy): it is reported, never
+ignored in silence.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
+from torch._C import _functorch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map_only
 
+from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._validate import all_finite, check_int, check_matrix, compute_dtype
 
 __all__ = ["LinearOperator", "aslinearoperator"]
@@ -44,16 +64,22 @@ class LinearOperator:
         It must be the adjoint of ``matmat`` (`svds` checks this on its first products).
     dtype : torch.dtype, optional
         float32, float64, complex64 or complex128: the dtype of the blocks ``matmat`` and
-        ``rmatmat`` take and return. Default: the dtype of the first parameter, else the
+        ``rmatmat`` take and return. Default: the dtype of the first of ``params``, else the
         default dtype.
     device : torch.device or str, optional
-        Default: the device of the first parameter, else the CPU.
-    params : sequence of Tensor
-        Every tensor the products depend on that may require gradients. ``matmat`` must be a
-        differentiable torch function of them: the gradients of a loss of ``svds(op, k)`` reach
-        them through one extra differentiated call ``matmat(R)`` with ``2k`` columns
-        (``rmatmat`` is never differentiated). Tensors captured by ``matmat`` but not listed here
-        get no gradient.
+        Default: the device of the first of ``params``, else the CPU.
+    params : sequence of Tensor, optional
+        The tensors the gradients of a loss of ``svds(op, k)`` reach. By default they are found
+        by tracing one product with a probe vector when `svds` is called: every tensor
+        requiring grad that ``matmat`` depends on — captured by a closure, the parameters and
+        buffers of a module whose method or ``forward`` is the product, leaves or non-leaves
+        (``W = f(θ)`` computed outside gets the gradient, and θ through it). A tensor requiring
+        grad that ``matmat`` uses without autograd seeing it (``detach``, ``torch.no_grad``,
+        ``.item()``, numpy) warns. Given, ``params`` overrides the tracing: exactly these
+        tensors get gradients (``()``: none).
+        ``matmat`` must be a differentiable torch function of them: gradients reach them
+        through one extra differentiated call ``matmat(R)`` with ``2k`` columns (``rmatmat``
+        is never differentiated).
     block_size : int, optional
         How many vectors the solver should multiply at once, when the operator knows better
         than the solver's default (which suits dense matrices): a sparse matrix, whose products
@@ -62,7 +88,7 @@ class LinearOperator:
     Examples
     --------
     A diagonal-plus-low-rank matrix ``diag(d) + a bᵀ`` that is never formed; gradients flow to
-    ``d``, ``a`` and ``b``:
+    the tensors the products capture, ``d``, ``a`` and ``b``:
 
     >>> import torch
     >>> from torchsvd import LinearOperator, spectral_norm
@@ -73,7 +99,6 @@ class LinearOperator:
     ...     (500, 500),
     ...     lambda X: d[:, None] * X + a[:, None] * (b @ X),
     ...     lambda Y: d[:, None] * Y + b[:, None] * (a @ Y),
-    ...     params=(d, a, b),
     ... )
     >>> sigma = spectral_norm(op)
     >>> sigma.backward()
@@ -82,6 +107,8 @@ class LinearOperator:
     True
     >>> d.grad.shape, a.grad.shape
     (torch.Size([500]), torch.Size([500]))
+
+    One product and autograd for its adjoint: `from_function`.
     """
 
     def __init__(
@@ -92,7 +119,7 @@ class LinearOperator:
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        params: Sequence[torch.Tensor] = (),
+        params: Sequence[torch.Tensor] | None = None,
         block_size: int | None = None,
     ) -> None:
         shape = tuple(shape)
@@ -105,7 +132,9 @@ class LinearOperator:
                 "matmat and rmatmat must be callables X -> A @ X and Y -> Aᴴ @ Y, got "
                 f"{type(matmat).__name__} and {type(rmatmat).__name__}"
             )
-        params = tuple(params)
+        # None: the gradient inputs are traced when svds is called (`_resolved`).
+        self._traced = params is None
+        params = () if params is None else tuple(params)
         for p in params:
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"params must be tensors, got {type(p).__name__}")
@@ -205,6 +234,25 @@ class LinearOperator:
         """The same operator built on ``params`` (the unwrapped tensors under torch.func)."""
         return self
 
+    def _resolved(self) -> LinearOperator:
+        """This operator with `params` the tensors its gradients reach: declared, or traced.
+
+        Traced (module docstring) on one product with a single probe vector, once per call of
+        `svds`: a closure may capture a variable that is rebound between calls, so the result
+        is not cached. Without grad mode there is nothing to trace.
+
+        Warns
+        -----
+        DegenerateGradientWarning
+            A tensor requiring grad enters the product, but its output does not depend on it.
+        """
+        if not self._traced:
+            return self
+        resolved = copy.copy(self)
+        resolved.params = _gradient_inputs(self) if torch.is_grad_enabled() else ()
+        resolved._traced = False
+        return resolved
+
     def _magnitude(self) -> torch.Tensor:
         """The size of the operator, per batch element ``(...,)``: ``‖A x‖`` for a random unit x.
 
@@ -236,12 +284,26 @@ class LinearOperator:
         ``params[i]`` needs a gradient. Differentiates ``Re Σ conj(left) * matmat(right)``, which
         equals ``⟨Ā, A⟩`` (module docstring).
         """
-        wanted = [p for p, need in zip(self.params, needs, strict=True) if need]
-        if not wanted:
+        if not any(needs):
             return tuple(None for _ in self.params)
         with torch.enable_grad():
-            inner = (left.conj() * self.matmat(right)).real.sum()
-            grads = iter(torch.autograd.grad(inner, wanted, allow_unused=True))
+            # Each parameter enters the product as a fresh leaf of the same value: the partial
+            # derivatives come out (W = f(θ) and θ both listed: the caller's backward adds the
+            # path through W), and no hook or retained grad of a parameter fires twice.
+            # Under torch.func the parameters are differentiated as they are (a transform
+            # allows no new leaves).
+            wrapped = any(_functorch.is_functorch_wrapped_tensor(p) for p in self.params)
+            standins = (
+                self.params
+                if wrapped
+                else [p.detach().requires_grad_(need) for p, need in zip(self.params, needs)]
+            )
+            with _Substituted(self.params, standins):
+                inner = (left.conj() * self.matmat(right)).real.sum()
+            wanted = [t for t, need in zip(standins, needs, strict=True) if need]
+            # Retained: a leaf the product reaches out of sight of the substitution (a C++
+            # extension) may sit behind a graph the caller's backward still goes through.
+            grads = iter(torch.autograd.grad(inner, wanted, allow_unused=True, retain_graph=True))
         return tuple(next(grads) if need else None for need in needs)
 
 
@@ -397,6 +459,9 @@ class _Adjoint(LinearOperator):
         self.product_dtype = base.product_dtype
         self.base = base
 
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
+
     @property
     def H(self) -> LinearOperator:
         return self.base
@@ -430,6 +495,9 @@ class _Promoted(LinearOperator):
         )
         self.product_dtype = base.product_dtype
         self.base = base
+
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
 
     def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
         return self.base.matmat_rows(X.to(self.base.dtype)).to(self.dtype)
@@ -472,6 +540,9 @@ class _Scaled(LinearOperator):
         )
         self.product_dtype = base.product_dtype
         self.base = base
+
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
 
     def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
         if self._own:
@@ -525,3 +596,180 @@ def aslinearoperator(A: object) -> LinearOperator:
     check_matrix(A, check_finite=A.device.type != "meta")  # meta tensors have no values
     dtype = compute_dtype(A.dtype)
     return _DenseOperator(A.to(dtype))
+
+
+def _rebased(view: Any, base: LinearOperator) -> Any:
+    """``view`` (a view with a ``base`` operator) on ``base``, whose gradient inputs it shares.
+
+    The products of the view call the old base's products, which are the new base's too (a
+    resolved operator is a copy that differs in its `params` only).
+    """
+    if base is view.base:
+        return view
+    rebased = copy.copy(view)
+    rebased.base, rebased.params, rebased._traced = base, base.params, False
+    return rebased
+
+
+# Calls whose outputs do not depend on the values of their tensor arguments.
+_VALUE_FREE = (
+    torch.zeros_like,
+    torch.ones_like,
+    torch.empty_like,
+    torch.full_like,
+    torch.rand_like,
+    torch.randn_like,
+    torch.randint_like,
+    torch.Tensor.new_zeros,
+    torch.Tensor.new_ones,
+    torch.Tensor.new_empty,
+    torch.Tensor.new_full,
+)
+
+
+def _carries_values(out: object) -> bool:
+    """Whether a call returned values (tensors, floats), not metadata (shapes, dtypes, flags)."""
+    return any(
+        isinstance(x, (torch.Tensor, float, complex)) and not isinstance(x, bool)
+        for x in tree_flatten(out)[0]
+    )
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the tensors requiring grad that enter torch calls from outside the traced code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: dict[int, torch.Tensor] = {}
+        # Every tensor made inside, kept alive so that no outside tensor can reuse its id.
+        self.made: dict[int, torch.Tensor] = {}
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if _carries_values(out) and not any(func is f for f in _VALUE_FREE):
+            for t in tree_flatten((args, kwargs))[0]:
+                if isinstance(t, torch.Tensor) and t.requires_grad and id(t) not in self.made:
+                    self.inputs.setdefault(id(t), t)
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.made.setdefault(id(t), t)
+        return out
+
+
+class _Substituted(TorchFunctionMode):
+    """Replaces given tensors by others in the arguments of every torch call."""
+
+    def __init__(self, old: Sequence[torch.Tensor], new: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        # By id: the old tensors are alive, so no other tensor can have their ids.
+        self.pairs = {id(a): b for a, b in zip(old, new, strict=True)}
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        args, kwargs = tree_map_only(
+            torch.Tensor, lambda t: self.pairs.get(id(t), t), (tuple(args), kwargs or {})
+        )
+        return func(*args, **kwargs)
+
+
+def _reached(
+    root: Any, tensors: Sequence[torch.Tensor], *, through: bool
+) -> tuple[set[int], list[torch.Tensor]]:
+    """Which ``tensors`` the autograd graph from node ``root`` reaches, and the other leaves.
+
+    A non-leaf is reached at its ``grad_fn``, a leaf at its ``AccumulateGrad`` node. With
+    ``through=False`` the walk stops at a reached tensor (what lies behind it reaches the
+    output through it); leaves reached otherwise are returned.
+    """
+    nodes: dict[Any, list[int]] = {}
+    leaves: dict[int, int] = {}
+    for i, t in enumerate(tensors):
+        if t.grad_fn is None:
+            leaves[id(t)] = i
+        else:  # a node with several outputs (split, unbind) stands for all of them
+            nodes.setdefault(t.grad_fn, []).append(i)
+    hit: set[int] = set()
+    others: list[torch.Tensor] = []
+    seen: set[Any] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in nodes:
+            hit.update(nodes[node])
+            if not through:
+                continue
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if isinstance(variable, torch.Tensor):
+            if id(variable) in leaves:
+                hit.add(leaves[id(variable)])
+            elif not any(variable is t for t in others):
+                others.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return hit, others
+
+
+def _gradient_inputs(op: LinearOperator) -> tuple[torch.Tensor, ...]:
+    """The tensors requiring grad that ``op.matmat`` depends on (module docstring)."""
+    _check_transforms()
+    gen = torch.Generator(device=op.device).manual_seed(2)
+    probe = torch.randn(
+        (*op.batch_shape, 1, op.shape[-1]), generator=gen, dtype=op.dtype, device=op.device
+    )
+    recorder = _Recorder()
+    with torch.enable_grad(), recorder:
+        out = op.matmat(probe.mT)
+    if isinstance(out, torch.Tensor) and torch.autograd.forward_ad.unpack_dual(out).tangent is not None:
+        raise NotImplementedError(_TRANSFORMS)
+    candidates = list(recorder.inputs.values())
+    if not isinstance(out, torch.Tensor) or not candidates and out.grad_fn is None:
+        return ()  # nothing requires grad (or a malformed product, which svds reports)
+    used, _ = _reached(out.grad_fn, candidates, through=True)
+    dropped = [t for i, t in enumerate(candidates) if i not in used]
+    if dropped:
+        shapes = ", ".join(str(tuple(t.shape)) for t in dropped)
+        warnings.warn(
+            f"LinearOperator: matmat uses {len(dropped)} tensor(s) requiring grad, of shape "
+            f"{shapes}, that its output does not depend on through autograd (detached, used "
+            "under torch.no_grad, or converted by .item() or numpy), so they get no gradient "
+            "from svds. Make the product a differentiable torch function of them, or pass "
+            "params= to name the tensors to differentiate (params=() for none), which also "
+            "silences this warning.",
+            DegenerateGradientWarning,
+            stacklevel=4,
+        )
+    inputs = [t for i, t in enumerate(candidates) if i in used]
+    return (*inputs, *_reached(out.grad_fn, inputs, through=False)[1])
+
+
+_TRANSFORMS = (
+    "svds supports torch.func.vmap and forward-mode AD (torch.func.jvp, torch.autograd."
+    "forward_ad) for dense tensors only, not for a LinearOperator whose products capture "
+    "transformed tensors; see docs/topk.md (torch.func)."
+)
+
+
+def _check_transforms() -> None:
+    """Forward mode and vmap see a matrix-free operator only through its products: refuse."""
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    if {i.key() for i in retrieve_all_functorch_interpreters()} & {
+        TransformType.Jvp,
+        TransformType.Vmap,
+    }:
+        raise NotImplementedError(_TRANSFORMS)
