@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -99,6 +99,7 @@ class LinearOperator:
     ...     (500, 500),
     ...     lambda X: d[:, None] * X + a[:, None] * (b @ X),
     ...     lambda Y: d[:, None] * Y + b[:, None] * (a @ Y),
+    ...     dtype=torch.float64,
     ... )
     >>> sigma = spectral_norm(op)
     >>> sigma.backward()
@@ -158,6 +159,112 @@ class LinearOperator:
         self.block_size = block_size
         # The precision the products are rounded to: lower than `dtype` for a promoted view.
         self.product_dtype = dtype
+
+    @classmethod
+    def from_function(
+        cls,
+        f: Callable[[torch.Tensor], torch.Tensor],
+        in_shape: int | Sequence[int],
+        *,
+        out_shape: int | Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> LinearOperator:
+        r"""The operator of a linear map ``f`` of batches, its adjoint by autograd.
+
+        ``f`` maps a batch ``x`` of shape ``(p, *in_shape)`` to ``f(x)`` of shape
+        ``(p, *out_shape)``, each sample independently and linearly: a convolution without
+        bias, a Fourier transform, a linear layer, any composition of them. The matrix is
+        ``(prod(out_shape), prod(in_shape))``, row-major flattenings of the samples. Its
+        adjoint is the vector-Jacobian product of ``f`` (for a linear map, ``Aᴴ y`` is the
+        gradient of ``⟨y, f(x)⟩`` with respect to ``x``, at any ``x``), so one map is all
+        that is written; gradients of a loss of `svds` reach the tensors ``f`` uses (a module's
+        parameters) as for any operator.
+
+        Parameters
+        ----------
+        f : callable
+            A torch function or ``nn.Module``, linear, differentiable with respect to its
+            input, complex-linear for complex dtypes.
+        in_shape : int or sequence of int
+            The shape of one input sample.
+        out_shape : int or sequence of int, optional
+            The shape of one output sample; found by a call of ``f`` when omitted.
+        dtype : torch.dtype, optional
+            Default: the dtype of the first parameter of a module ``f``, else the default
+            dtype.
+        device : torch.device or str, optional
+            Default: the device of the first parameter of a module ``f``, else the CPU.
+
+        Returns
+        -------
+        LinearOperator
+            Of shape ``(prod(out_shape), prod(in_shape))``. A product with ``p`` vectors is
+            one call of ``f`` on a batch of ``p``; an adjoint product is one call and one
+            backward of ``f`` (about twice the cost).
+
+        Raises
+        ------
+        ValueError
+            ``f`` is not linear, within a relative tolerance of ``√eps`` of the dtype, on a
+            randomised check (``f(a x + b y) = a f(x) + b f(y)`` and ``f(0) = 0``), or it
+            returns the wrong shape or dtype, or its output does not depend on its input
+            through autograd. An affine ``f`` (a layer with a bias) is refused with the fix:
+            the linear part of a module with a ``bias`` is
+            ``lambda x: torch.func.functional_call(layer, {"bias": None}, (x,))``.
+
+        Examples
+        --------
+        The singular values of a convolution — its exact operator norm on 16×16 images,
+        padding included — and gradients to its kernel:
+
+        >>> import torch, torchsvd
+        >>> _ = torch.manual_seed(0)
+        >>> conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False, dtype=torch.float64)
+        >>> op = torchsvd.LinearOperator.from_function(conv, (3, 16, 16))
+        >>> op.shape
+        torch.Size([1024, 768])
+        >>> sigma = torchsvd.spectral_norm(op)
+        >>> sigma.backward()
+        >>> conv.weight.grad.shape
+        torch.Size([4, 3, 3, 3])
+        >>> kernel_bound = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), 2)
+        >>> bool(sigma < 3 * kernel_bound)  # the reshaped kernel only bounds it
+        True
+        """
+        if not callable(f):
+            raise TypeError(f"f must be a callable (a function or module), got {type(f).__name__}")
+        n_shape = _sample_shape(in_shape, "in_shape")
+        first = next(iter(f.parameters()), None) if isinstance(f, torch.nn.Module) else None
+        if dtype is None:
+            dtype = first.dtype if first is not None else torch.get_default_dtype()
+        if device is None:
+            device = first.device if first is not None else torch.device("cpu")
+        if dtype not in _SUPPORTED:
+            raise TypeError(
+                "from_function dtype must be float32, float64, complex64 or complex128, "
+                f"got {dtype}"
+            )
+        m_shape = _linear_map_output(f, n_shape, dtype, torch.device(device))
+        if out_shape is not None and _sample_shape(out_shape, "out_shape") != m_shape:
+            raise ValueError(
+                f"f maps samples of shape {n_shape} to {m_shape}, not to out_shape "
+                f"{_sample_shape(out_shape, 'out_shape')}"
+            )
+        m, n = math.prod(m_shape), math.prod(n_shape)
+
+        def matmat(X: torch.Tensor) -> torch.Tensor:
+            p = X.shape[-1]
+            return f(X.mT.reshape(p, *n_shape)).reshape(p, m).mT
+
+        def rmatmat(Y: torch.Tensor) -> torch.Tensor:
+            p = Y.shape[-1]
+            with torch.enable_grad():
+                x = torch.zeros((p, *n_shape), dtype=Y.dtype, device=Y.device, requires_grad=True)
+                (grad,) = torch.autograd.grad(f(x), x, Y.mT.reshape(p, *m_shape))
+            return grad.reshape(p, n).mT
+
+        return cls((m, n), matmat, rmatmat, dtype=dtype, device=device)
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -293,10 +400,9 @@ class LinearOperator:
             # Under torch.func the parameters are differentiated as they are (a transform
             # allows no new leaves).
             wrapped = any(_functorch.is_functorch_wrapped_tensor(p) for p in self.params)
+            pairs = zip(self.params, needs, strict=True)
             standins = (
-                self.params
-                if wrapped
-                else [p.detach().requires_grad_(need) for p, need in zip(self.params, needs)]
+                self.params if wrapped else [p.detach().requires_grad_(need) for p, need in pairs]
             )
             with _Substituted(self.params, standins):
                 inner = (left.conj() * self.matmat(right)).real.sum()
@@ -598,6 +704,72 @@ def aslinearoperator(A: object) -> LinearOperator:
     return _DenseOperator(A.to(dtype))
 
 
+def _sample_shape(shape: object, name: str) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, int) else shape
+    if (
+        not isinstance(dims, Sequence)
+        or not dims
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)
+    ):
+        raise ValueError(f"{name} must be a positive int or a sequence of them, got {shape!r}")
+    return tuple(dims)
+
+
+def _linear_map_output(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    in_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[int, ...]:
+    """The output shape of one sample of ``f``, after a randomised check that it is linear.
+
+    One call on the batch ``(x, y, a x + b y, 0)`` with random ``x``, ``y`` and scalars ``a``,
+    ``b`` (complex for a complex dtype: that checks complex linearity, which the adjoint by
+    autograd needs). The tolerance √eps relative to ``|a| ‖f(x)‖ + |b| ‖f(y)‖`` is far above
+    the rounding of a linear map and far below the error of a bias or a nonlinearity on
+    Gaussian inputs.
+    """
+    gen = torch.Generator(device=device).manual_seed(3)
+    x, y = torch.randn((2, *in_shape), generator=gen, dtype=dtype, device=device)
+    a, b = torch.randn(2, generator=gen, dtype=dtype, device=device)
+    batch = torch.stack([x, y, a * x + b * y, torch.zeros_like(x)]).requires_grad_()
+    with torch.enable_grad():
+        out = f(batch)
+    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != 4:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"f must map a batch (p, *in_shape) to a batch (p, *out_shape); for p = 4 samples of "
+            f"shape {in_shape} it returned {got}"
+        )
+    if out.dtype != dtype:
+        raise ValueError(f"f returned dtype {out.dtype} for inputs of dtype {dtype}")
+    if not out.requires_grad:
+        raise ValueError(
+            "f's output does not depend on its input through autograd (detached, computed "
+            "under torch.no_grad or outside torch), so its adjoint cannot be derived; write "
+            "both products as a LinearOperator(shape, matmat, rmatmat) instead"
+        )
+    fx, fy, fxy, f0 = out.detach()
+    tol = float(torch.finfo(dtype.to_real()).eps) ** 0.5
+    size = float(a.abs() * fx.norm() + b.abs() * fy.norm())
+    offset, defect = float(f0.norm()), float((fxy - a * fx - b * fy).norm())
+    if offset > tol * size:
+        raise ValueError(
+            f"f is not linear: f(0) ≠ 0 (‖f(0)‖ = {offset:.3g}, against ‖f(x)‖ ≈ "
+            f"{size / float(a.abs() + b.abs()):.3g}); an affine map, such as a layer with a "
+            "bias? Pass its linear part: for a module with a bias, "
+            'lambda x: torch.func.functional_call(layer, {"bias": None}, (x,)); for any f, '
+            "lambda x: f(x) - f(torch.zeros_like(x[:1]))"
+        )
+    if defect > tol * size:
+        raise ValueError(
+            f"f is not linear: ‖f(a x + b y) − a f(x) − b f(y)‖ = {defect:.3g} against "
+            f"|a| ‖f(x)‖ + |b| ‖f(y)‖ = {size:.3g} for random x, y, a, b"
+            + (" (complex a, b: f must be complex-linear)" if dtype.is_complex else "")
+        )
+    return tuple(out.shape[1:])
+
+
 def _rebased(view: Any, base: LinearOperator) -> Any:
     """``view`` (a view with a ``base`` operator) on ``base``, whose gradient inputs it shares.
 
@@ -733,10 +905,13 @@ def _gradient_inputs(op: LinearOperator) -> tuple[torch.Tensor, ...]:
     recorder = _Recorder()
     with torch.enable_grad(), recorder:
         out = op.matmat(probe.mT)
-    if isinstance(out, torch.Tensor) and torch.autograd.forward_ad.unpack_dual(out).tangent is not None:
+    if (
+        isinstance(out, torch.Tensor)
+        and torch.autograd.forward_ad.unpack_dual(out).tangent is not None
+    ):
         raise NotImplementedError(_TRANSFORMS)
     candidates = list(recorder.inputs.values())
-    if not isinstance(out, torch.Tensor) or not candidates and out.grad_fn is None:
+    if not isinstance(out, torch.Tensor) or (not candidates and out.grad_fn is None):
         return ()  # nothing requires grad (or a malformed product, which svds reports)
     used, _ = _reached(out.grad_fn, candidates, through=True)
     dropped = [t for i, t in enumerate(candidates) if i not in used]
