@@ -259,10 +259,11 @@ class LinearOperator:
             return f(X.mT.reshape(p, *n_shape)).reshape(p, m).mT
 
         def rmatmat(Y: torch.Tensor) -> torch.Tensor:
+            # torch.func.vjp, not autograd.grad: it works under no_grad, inference mode and
+            # function transforms alike.
             p = Y.shape[-1]
-            with torch.enable_grad():
-                x = torch.zeros((p, *n_shape), dtype=Y.dtype, device=Y.device, requires_grad=True)
-                (grad,) = torch.autograd.grad(f(x), x, Y.mT.reshape(p, *m_shape))
+            x = torch.zeros((p, *n_shape), dtype=Y.dtype, device=Y.device)
+            (grad,) = torch.func.vjp(f, x)[1](Y.mT.reshape(p, *m_shape))
             return grad.reshape(p, n).mT
 
         return cls((m, n), matmat, rmatmat, dtype=dtype, device=device)
@@ -733,9 +734,8 @@ def _linear_map_output(
     gen = torch.Generator(device=device).manual_seed(3)
     x, y = torch.randn((2, *in_shape), generator=gen, dtype=dtype, device=device)
     a, b = torch.randn(2, generator=gen, dtype=dtype, device=device)
-    batch = torch.stack([x, y, a * x + b * y, torch.zeros_like(x)]).requires_grad_()
-    with torch.enable_grad():
-        out = f(batch)
+    batch = torch.stack([x, y, a * x + b * y, torch.zeros_like(x)])
+    out, vjp = torch.func.vjp(f, batch)[:2]  # the typing admits has_aux's third item
     if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != 4:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
@@ -744,13 +744,8 @@ def _linear_map_output(
         )
     if out.dtype != dtype:
         raise ValueError(f"f returned dtype {out.dtype} for inputs of dtype {dtype}")
-    if not out.requires_grad:
-        raise ValueError(
-            "f's output does not depend on its input through autograd (detached, computed "
-            "under torch.no_grad or outside torch), so its adjoint cannot be derived; write "
-            "both products as a LinearOperator(shape, matmat, rmatmat) instead"
-        )
-    fx, fy, fxy, f0 = out.detach()
+    out = out.detach()
+    fx, fy, fxy, f0 = out
     tol = float(torch.finfo(dtype.to_real()).eps) ** 0.5
     size = float(a.abs() * fx.norm() + b.abs() * fy.norm())
     offset, defect = float(f0.norm()), float((fxy - a * fx - b * fy).norm())
@@ -767,6 +762,18 @@ def _linear_map_output(
             f"f is not linear: ‖f(a x + b y) − a f(x) − b f(y)‖ = {defect:.3g} against "
             f"|a| ‖f(x)‖ + |b| ‖f(y)‖ = {size:.3g} for random x, y, a, b"
             + (" (complex a, b: f must be complex-linear)" if dtype.is_complex else "")
+        )
+    # The adjoint the products will use: ⟨f(x), w⟩ = ⟨x, vjp(w)⟩, which fails when f hides
+    # its dependence on x from autograd (detach, numpy).
+    w = torch.randn(out.shape, generator=gen, dtype=dtype, device=device)
+    (back,) = vjp(w)
+    lhs, rhs = (out.conj() * w).sum(), (batch.conj() * back.detach()).sum()
+    if float((lhs - rhs).abs()) > tol * float(out.norm() * w.norm()):
+        raise ValueError(
+            "the vector-Jacobian product of f is not its adjoint (⟨f(x), w⟩ ≠ ⟨x, vjp(w)⟩): "
+            "f hides how its output depends on its input from autograd (detach, "
+            "torch.no_grad, numpy), so the adjoint cannot be derived; write both products "
+            "as a LinearOperator(shape, matmat, rmatmat) instead"
         )
     return tuple(out.shape[1:])
 
@@ -899,10 +906,12 @@ def _reached(
 def _gradient_inputs(op: LinearOperator) -> tuple[torch.Tensor, ...]:
     """The tensors requiring grad that ``op.matmat`` depends on (module docstring)."""
     _check_transforms()
-    gen = torch.Generator(device=op.device).manual_seed(2)
-    probe = torch.randn(
-        (*op.batch_shape, 1, op.shape[-1]), generator=gen, dtype=op.dtype, device=op.device
-    )
+    shape = (*op.batch_shape, 1, op.shape[-1])
+    if op.device.type == "meta":  # no values, and no generator
+        probe = torch.empty(shape, dtype=op.dtype, device=op.device)
+    else:
+        gen = torch.Generator(device=op.device).manual_seed(2)
+        probe = torch.randn(shape, generator=gen, dtype=op.dtype, device=op.device)
     recorder = _Recorder()
     with torch.enable_grad(), recorder:
         out = op.matmat(probe.mT)
