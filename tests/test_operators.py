@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -252,6 +253,29 @@ def test_bound_module_methods_and_views_reach_the_module() -> None:
     dense = mod.dense()
     want = torch.autograd.grad(torch.linalg.svdvals(dense - dense.mean(0))[:2].sum(), wrt)
     assert all(rel(g, w) <= 1e-8 for g, w in zip(got, want, strict=True))
+
+
+class _Product(torch.autograd.Function):
+    """W @ X with a hand-written backward: autograd sees W only as the Function's input."""
+
+    @staticmethod
+    def forward(ctx: Any, W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(W, X)
+        return W @ X
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        W, X = ctx.saved_tensors
+        return g @ X.mT, W.mT @ g
+
+
+def test_a_custom_autograd_function_in_the_product() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 20), 30, 20, seed=8)
+    W = A.clone().requires_grad_()
+    op = LinearOperator(A.shape, lambda X: _Product.apply(W, X), lambda Y: W.mT @ Y, dtype=F64)
+    (got,) = torch.autograd.grad(_LOSSES["U"](*svds(op, 2, tol=1e-13)), W)
+    want = _dense_grads(lambda: (W, (W,)), 2, _LOSSES["U"])[0]
+    assert rel(got, want) <= 1e-8
 
 
 def test_params_override_the_tracing() -> None:

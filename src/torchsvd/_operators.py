@@ -395,24 +395,31 @@ class LinearOperator:
         """
         if not any(needs):
             return tuple(None for _ in self.params)
+        params = [p for p, need in zip(self.params, needs, strict=True) if need]
         with torch.enable_grad():
             # Each parameter enters the product as a fresh leaf of the same value: the partial
             # derivatives come out (W = f(θ) and θ both listed: the caller's backward adds the
             # path through W), and no hook or retained grad of a parameter fires twice.
             # Under torch.func the parameters are differentiated as they are (a transform
             # allows no new leaves).
-            wrapped = any(_functorch.is_functorch_wrapped_tensor(p) for p in self.params)
-            pairs = zip(self.params, needs, strict=True)
-            standins = (
-                self.params if wrapped else [p.detach().requires_grad_(need) for p, need in pairs]
-            )
-            with _Substituted(self.params, standins):
+            wrapped = any(_functorch.is_functorch_wrapped_tensor(p) for p in params)
+            standins = params if wrapped else [p.detach().requires_grad_() for p in params]
+            with _Substituted(params, standins):
                 inner = (left.conj() * self.matmat(right)).real.sum()
-            wanted = [t for t, need in zip(standins, needs, strict=True) if need]
-            # Retained: a leaf the product reaches out of sight of the substitution (a C++
-            # extension) may sit behind a graph the caller's backward still goes through.
-            grads = iter(torch.autograd.grad(inner, wanted, allow_unused=True, retain_graph=True))
-        return tuple(next(grads) if need else None for need in needs)
+            # A parameter that reaches the product out of sight of the substitution (through
+            # a custom autograd Function, a C++ extension) is differentiated as it is too.
+            fresh = _reached(inner.grad_fn, standins, through=True)[0] if not wrapped else set()
+            kept = _reached(inner.grad_fn, params, through=False)[0] - fresh
+            wanted = [standins[i] for i in sorted(fresh)] + [params[i] for i in sorted(kept)]
+            # Retained: what lies behind a parameter differentiated as it is, the caller's
+            # backward still goes through.
+            found = torch.autograd.grad(inner, wanted, retain_graph=True) if wanted else ()
+        grads: list[torch.Tensor | None] = [None] * len(params)
+        for i, g in zip([*sorted(fresh), *sorted(kept)], found, strict=True):
+            previous = grads[i]  # a parameter seen both ways: the sum of the two paths
+            grads[i] = g if previous is None else previous + g
+        each = iter(grads)
+        return tuple(next(each) if need else None for need in needs)
 
 
 class _DenseOperator(LinearOperator):
