@@ -16,10 +16,10 @@ probe vector is traced when `svds` is called (`LinearOperator._resolved`). A tor
 records every tensor requiring grad that enters a torch call from outside the product (captured
 by a closure, held by a module, global), and a walk of the autograd graph of the probe's output
 from its ``grad_fn`` confirms which of them the output depends on; leaves reached by the walk
-but hidden from the mode (a C++ extension) are added. Closure inspection (``__closure__``,
-``__self__``) was not used: it sees neither the tensors hidden in objects and containers nor
-whether they are used at all, and the graph walk alone sees leaves only, never a non-leaf
-``W = f(θ)`` computed outside, which must be an input of the autograd node for ``W.grad`` and
+but hidden from the mode (a C++ extension) are added. Inspecting closures (``__closure__``,
+``__self__``) instead would see neither the tensors held in objects and containers nor whether
+they are used at all; the graph walk alone sees leaves only, never a non-leaf ``W = f(θ)``
+computed outside, which must be an input of the autograd node for ``W.grad`` and
 ``torch.autograd.grad(loss, W)`` to work. A recorded tensor the output does not depend on was
 dropped by the product (``detach``, ``no_grad``, ``.item()``, numpy): it is reported, never
 ignored in silence.
@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 from torch._C import _functorch
+from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 
@@ -957,9 +959,6 @@ _TRANSFORMS = (
 
 def _check_transforms() -> None:
     """Forward mode and vmap see a matrix-free operator only through its products: refuse."""
-    from torch._C._functorch import TransformType
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-
     if {i.key() for i in retrieve_all_functorch_interpreters()} & {
         TransformType.Jvp,
         TransformType.Vmap,
