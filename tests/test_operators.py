@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
+from torch.autograd import forward_ad
 
 import torchsvd
-from _helpers import F64, rel
-from torchsvd import LinearOperator, svds
+from _helpers import C128, F64, inner, projector, rel, weights
+from torchsvd import DegenerateGradientWarning, LinearOperator, svds
 from torchsvd._operators import aslinearoperator
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
@@ -162,3 +168,329 @@ def test_dense_products_cut_into_thread_blocks(dtype: torch.dtype, m: int, n: in
     tol = 1e-4 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(matmat(X), A @ X, atol=tol, rtol=tol)
     torch.testing.assert_close(rmatmat(Y), A.mH @ Y, atol=tol, rtol=tol)
+
+
+# --- gradients to the tensors the products capture (traced, no params=) ----------------------
+
+
+def _dense_grads(
+    make: Callable[[], tuple[torch.Tensor, tuple[torch.Tensor, ...]]],
+    k: int,
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, ...]:
+    """Gradients of ``loss`` of the top-k of the materialised matrix, by the full SVD."""
+    M, wrt = make()
+    U, S, Vh = torchsvd.svd(M)
+    return torch.autograd.grad(loss(U[:, :k], S[:k], Vh[:k]), wrt)
+
+
+_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "S": lambda U, S, Vh: (S * torch.arange(1.0, S.shape[-1] + 1, dtype=F64)).sum(),
+    "U": lambda U, S, Vh: (projector(U) * weights((U.shape[-2],) * 2, F64, 5)).sum(),
+    "V": lambda U, S, Vh: (projector(Vh.mH) * weights((Vh.shape[-1],) * 2, F64, 6)).sum(),
+}
+
+
+@pytest.mark.parametrize("loss", sorted(_LOSSES))
+@pytest.mark.parametrize(("m", "n"), [(50, 40), (40, 50)])
+def test_captured_leaf_and_non_leaf_tensors_get_the_dense_gradients(
+    loss: str, m: int, n: int
+) -> None:
+    # The closure captures a leaf d and a non-leaf W = B + θ C computed outside: both get
+    # gradients without params=, W as an input of its own (autograd.grad reaches it).
+    B = matrix_with_singular_values(spectrum("decaying", min(m, n)), m, n, seed=7)
+    C = weights((m, n), F64, 4) / 10
+    theta = torch.tensor(1.5, dtype=F64, requires_grad=True)
+    d = torch.linspace(0.5, 1.5, n, dtype=F64, requires_grad=True)
+
+    def make() -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        W = B + theta * C
+        return W * d, (theta, d, W)
+
+    W = B + theta * C
+    op = LinearOperator(
+        (m, n), lambda X: W @ (d[:, None] * X), lambda Y: d[:, None] * (W.mT @ Y), dtype=F64
+    )
+    U, S, Vh = svds(op, 3, tol=1e-13)
+    got = torch.autograd.grad(_LOSSES[loss](U, S, Vh), (theta, d, W))
+    want = _dense_grads(make, 3, _LOSSES[loss])
+    for g, w in zip(got, want, strict=True):
+        assert rel(g, w) <= 1e-8
+
+
+class _Factored(torch.nn.Module):
+    """A = diag(scale) P Q, products as bound methods; ``scale`` is a buffer requiring grad."""
+
+    def __init__(self, m: int, n: int, r: int) -> None:
+        super().__init__()
+        self.P = torch.nn.Parameter(weights((m, r), F64, 8))
+        self.Q = torch.nn.Parameter(weights((r, n), F64, 9))
+        self.register_buffer("scale", torch.linspace(1.0, 2.0, m, dtype=F64).requires_grad_())
+
+    def dense(self) -> torch.Tensor:
+        return self.scale[:, None] * (self.P @ self.Q)
+
+    def matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.scale[:, None] * (self.P @ (self.Q @ X))
+
+    def rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
+        return self.Q.mT @ (self.P.mT @ (self.scale[:, None] * Y))
+
+
+def test_bound_module_methods_and_views_reach_the_module() -> None:
+    mod = _Factored(60, 45, 10)
+    wrt = (mod.P, mod.Q, mod.scale)
+    op = LinearOperator((60, 45), mod.matmat, mod.rmatmat, dtype=F64)
+    loss = _LOSSES["U"]
+    got = torch.autograd.grad(loss(*svds(op, 3, tol=1e-13)), wrt)
+    want = _dense_grads(lambda: (mod.dense(), wrt), 3, loss)
+    assert all(rel(g, w) <= 1e-8 for g, w in zip(got, want, strict=True))
+    # The adjoint view and PCA's centred view trace the same products.
+    got = torch.autograd.grad(svds(op.H, 2, tol=1e-13)[1].sum(), wrt)
+    want = torch.autograd.grad(torch.linalg.svdvals(mod.dense())[:2].sum(), wrt)
+    assert all(rel(g, w) <= 1e-8 for g, w in zip(got, want, strict=True))
+    got = torch.autograd.grad(torchsvd.pca(op, 2, tol=1e-13)[1].sum(), wrt)
+    dense = mod.dense()
+    want = torch.autograd.grad(torch.linalg.svdvals(dense - dense.mean(0))[:2].sum(), wrt)
+    assert all(rel(g, w) <= 1e-8 for g, w in zip(got, want, strict=True))
+
+
+class _Product(torch.autograd.Function):
+    """W @ X with a hand-written backward: autograd sees W only as the Function's input."""
+
+    @staticmethod
+    def forward(ctx: Any, W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(W, X)
+        return W @ X
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        W, X = ctx.saved_tensors
+        return g @ X.mT, W.mT @ g
+
+
+def test_a_custom_autograd_function_in_the_product() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 20), 30, 20, seed=8)
+    W = A.clone().requires_grad_()
+    op = LinearOperator(A.shape, lambda X: _Product.apply(W, X), lambda Y: W.mT @ Y, dtype=F64)
+    (got,) = torch.autograd.grad(_LOSSES["U"](*svds(op, 2, tol=1e-13)), W)
+    want = _dense_grads(lambda: (W, (W,)), 2, _LOSSES["U"])[0]
+    assert rel(got, want) <= 1e-8
+
+
+def test_params_override_the_tracing() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 30), 40, 30, seed=3)
+    c = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    e = torch.tensor(3.0, dtype=F64, requires_grad=True)
+    op = LinearOperator(
+        A.shape, lambda X: c * e * (A @ X), lambda Y: c * e * (A.mT @ Y), params=(c,)
+    )
+    S = svds(op, 2, tol=1e-13)[1]
+    (gc,) = torch.autograd.grad(S.sum(), c)
+    torch.testing.assert_close(gc, e.detach() * torch.linalg.svdvals(A)[:2].sum())
+    with pytest.raises(RuntimeError, match=r"does not require grad|not have been used"):
+        torch.autograd.grad(svds(op, 2, tol=1e-13)[1].sum(), e)
+    none = LinearOperator(A.shape, op.matmat, op.rmatmat, params=(), dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not svds(none, 2)[1].requires_grad
+    # Without grad mode nothing is traced and nothing is differentiable.
+    traced = LinearOperator(A.shape, op.matmat, op.rmatmat, dtype=F64)
+    with torch.no_grad():
+        assert not svds(traced, 2)[1].requires_grad
+    # The traced probe leaves the result as it was, bit for bit.
+    S_traced = svds(traced, 2)[1]
+    assert S_traced.requires_grad and torch.equal(S_traced, S)
+
+
+def test_a_parameter_and_one_computed_from_it_get_partial_derivatives() -> None:
+    # W = θ A and θ both enter the product (explicitly listed or traced): each gets its partial
+    # derivative and autograd adds the path through W once. The inner differentiation used to
+    # return θ's total derivative (counted twice), and fired W's retain_grad and hooks.
+    A = matrix_with_singular_values(spectrum("decaying", 30), 40, 30, seed=4)
+    want = 2 * 1.5 * torch.linalg.svdvals(A)[:2].sum()  # d/dθ Σ σ_i(θ² A) = 2θ Σ σ_i(A)
+    for params in (None, "both"):
+        theta = torch.tensor(1.5, dtype=F64, requires_grad=True)
+        W = theta * A
+        W.retain_grad()
+        calls: list[torch.Tensor] = []
+        W.register_hook(calls.append)
+        op = LinearOperator(
+            A.shape,
+            lambda X, W=W, theta=theta: theta * (W @ X),
+            lambda Y, W=W, theta=theta: theta * (W.mT @ Y),
+            dtype=F64,
+            params=(W, theta) if params else None,
+        )
+        S = svds(op, 2, tol=1e-13)[1]
+        S.sum().backward()
+        assert theta.grad is not None and W.grad is not None
+        torch.testing.assert_close(theta.grad, want, rtol=1e-10, atol=0)
+        torch.testing.assert_close(
+            W.grad, 1.5 * (svds(A, 2)[0] @ svds(A, 2)[2]), rtol=1e-9, atol=1e-12
+        )
+        assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        lambda c, A, X: c.detach() * (A @ X),
+        lambda c, A, X: c.item() * (A @ X),
+        lambda c, A, X: _no_grad(c) * (A @ X),
+    ],
+    ids=["detach", "item", "no_grad"],
+)
+def test_an_untraceable_capture_warns(
+    product: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 20), 30, 20, seed=5)
+    c = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    op = LinearOperator(
+        A.shape, lambda X: product(c, A, X), lambda Y: c.detach() * (A.mT @ Y), dtype=F64
+    )
+    with pytest.warns(DegenerateGradientWarning, match=r"shape \(\).*params="):
+        svds(op, 2)
+    # Metadata of a tensor requiring grad is no use of its values: no warning.
+    meta = LinearOperator(
+        A.shape, lambda X: (A @ X).reshape((*c.new_zeros(()).shape, 30, -1)), abs, dtype=F64
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        meta._resolved()
+
+
+def _no_grad(c: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return c * 1
+
+
+def test_traced_operators_under_torch_func() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 30), 40, 30, seed=6)
+
+    def sigma(c: torch.Tensor) -> torch.Tensor:
+        op = LinearOperator(A.shape, lambda X: c * (A @ X), lambda Y: c * (A.mT @ Y), dtype=F64)
+        return svds(op, 2, tol=1e-13)[1].sum()
+
+    one = torch.ones((), dtype=F64)
+    torch.testing.assert_close(torch.func.grad(sigma)(one), torch.linalg.svdvals(A)[:2].sum())
+    with pytest.raises(NotImplementedError, match="dense tensors only"):
+        torch.func.jvp(sigma, (one,), (one,))
+    with pytest.raises(NotImplementedError, match="dense tensors only"):
+        torch.func.vmap(sigma)(torch.ones(2, dtype=F64))
+    with forward_ad.dual_level():
+        c = forward_ad.make_dual(one, one)
+        op = LinearOperator(A.shape, lambda X: c * (A @ X), lambda Y: c * (A.mT @ Y), dtype=F64)
+        with pytest.raises(NotImplementedError, match="dense tensors only"):
+            svds(op, 2)
+
+
+# --- LinearOperator.from_function ----------------------------------------------------------
+
+
+def _columns(f: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...]) -> torch.Tensor:
+    """The matrix of a linear map of batches, built column by column: column j is f(e_j)."""
+    n = math.prod(in_shape)
+    cols = [f(torch.eye(n, dtype=F64)[j].reshape(1, *in_shape)).flatten() for j in range(n)]
+    return torch.stack(cols, dim=-1)
+
+
+_CONVS = {
+    "conv1d": (lambda: torch.nn.Conv1d(3, 4, 5, padding=2, bias=False), (3, 16)),
+    "conv2d": (lambda: torch.nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False), (2, 7, 6)),
+    "conv2d_groups_dilation_reflect": (
+        lambda: torch.nn.Conv2d(
+            4, 2, 3, dilation=2, groups=2, padding=2, padding_mode="reflect", bias=False
+        ),
+        (4, 5, 5),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CONVS))
+def test_from_function_convolutions_equal_their_dense_matrix(name: str) -> None:
+    make, in_shape = _CONVS[name]
+    torch.manual_seed(0)
+    conv = make().double()
+    op = LinearOperator.from_function(conv, in_shape)
+    with torch.no_grad():
+        D = _columns(conv, in_shape)
+    assert op.shape == D.shape and op.dtype == F64
+    X = weights((D.shape[1], 3), F64, 1)
+    Y = weights((D.shape[0], 3), F64, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(op.matmat(X), D @ X, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(op.rmatmat(Y), D.mT @ Y, rtol=1e-12, atol=1e-12)
+        # ⟨A x, y⟩ = ⟨x, Aᴴ y⟩
+        torch.testing.assert_close(inner(op.matmat(X), Y), inner(X, op.rmatmat(Y)))
+    for loss in ("S", "U"):
+        got = torch.autograd.grad(_LOSSES[loss](*svds(op, 3, tol=1e-13)), conv.weight)[0]
+        want = _dense_grads(lambda: (_columns(conv, in_shape), (conv.weight,)), 3, _LOSSES[loss])
+        assert rel(got, want[0]) <= 1e-8
+
+
+def test_from_function_complex_and_out_shape() -> None:
+    M = weights((6, 2, 5), C128, 3)
+    op = LinearOperator.from_function(
+        lambda x: torch.einsum("oij,pij->po", M, x), (2, 5), out_shape=6, dtype=C128
+    )
+    D = M.reshape(6, 10)
+    Y = weights((6, 2), C128, 4)
+    torch.testing.assert_close(op.rmatmat(Y), D.mH @ Y)
+    torch.testing.assert_close(svds(op, 2)[1], torch.linalg.svdvals(D)[:2])
+    with pytest.raises(ValueError, match="complex-linear"):
+        LinearOperator.from_function(lambda x: x.conj() @ D.mT, 10, dtype=C128)
+    with pytest.raises(ValueError, match=r"not to out_shape \(7,\)"):
+        LinearOperator.from_function(lambda x: x @ D.mT, 10, out_shape=(7,), dtype=C128)
+
+
+def test_from_function_refuses_what_is_not_linear() -> None:
+    with pytest.raises(ValueError, match=r"not linear: ‖f\(a x"):
+        LinearOperator.from_function(torch.nn.Tanh(), (3, 4), dtype=F64)
+    layer = torch.nn.Conv1d(2, 3, 3, dtype=F64)  # a bias: affine
+    with pytest.raises(
+        ValueError, match=r"f\(0\) ≠ 0 .*functional_call\(layer, \{\"bias\": None\}"
+    ):
+        LinearOperator.from_function(layer, (2, 8))
+    # The documented fix: the layer without its bias; gradients reach the weight only.
+    op = LinearOperator.from_function(
+        lambda x: torch.func.functional_call(layer, {"bias": None}, (x,)), (2, 8), dtype=F64
+    )
+    spectral = torchsvd.spectral_norm(op, tol=1e-13)
+    spectral.backward()
+    dense = _columns(lambda x: torch.nn.functional.conv1d(x, layer.weight), (2, 8))
+    (want,) = torch.autograd.grad(torch.linalg.matrix_norm(dense, 2), layer.weight)
+    assert layer.weight.grad is not None and layer.bias.grad is None
+    assert rel(layer.weight.grad, want) <= 1e-8
+    with pytest.raises(ValueError, match="not its adjoint"):
+        LinearOperator.from_function(lambda x: x.detach() * 2, 4, dtype=F64)
+    with pytest.raises(ValueError, match=r"returned \(3, 4\)"):
+        LinearOperator.from_function(lambda x: x[:3], 4, dtype=F64)
+    with pytest.raises(ValueError, match="dtype"):
+        LinearOperator.from_function(lambda x: x.float(), 4, dtype=F64)
+    with pytest.raises(ValueError, match="in_shape"):
+        LinearOperator.from_function(abs, (0, 3))
+    with pytest.raises(TypeError, match="callable"):
+        LinearOperator.from_function("f", 3)  # type: ignore[arg-type]
+
+
+def test_from_function_under_inference_mode_and_torch_func() -> None:
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False, dtype=F64)
+    op = LinearOperator.from_function(conv, (2, 6, 6))
+    sigma = torchsvd.spectral_norm(op, tol=1e-13)
+    sigma.backward()
+    with torch.inference_mode():  # the adjoint by torch.func.vjp needs no autograd graph
+        torch.testing.assert_close(torchsvd.spectral_norm(op, tol=1e-13), sigma.detach())
+
+    def norm_of(weight: torch.Tensor) -> torch.Tensor:
+        def f(x: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(conv, {"weight": weight}, (x,))
+
+        return torchsvd.spectral_norm(LinearOperator.from_function(f, (2, 6, 6), dtype=F64))
+
+    assert conv.weight.grad is not None
+    got = torch.func.grad(norm_of)(conv.weight.detach())
+    torch.testing.assert_close(got, conv.weight.grad, rtol=1e-8, atol=1e-12)
+    meta = LinearOperator((5, 4), lambda X: X[:1].expand(5, -1), abs, device="meta")
+    assert svds(meta, 2)[1].shape == (2,)

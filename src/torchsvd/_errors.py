@@ -14,7 +14,10 @@ class DegenerateGradientWarning(UserWarning):
     the gradient returned is then the one of the gauge-invariant part of the loss and is finite.
     `svd` also raises it where the returned gradient is known to be wrong although the loss has
     one (a reconstruction U diag(S) Vh at a tie), and `svdvals` where a second derivative at a
-    tie cannot be made exact (under torch.func transforms and in forward mode).
+    tie cannot be made exact (under torch.func transforms and in forward mode). `svds` raises
+    it when the products of a `LinearOperator` use a tensor requiring grad that their output
+    does not depend on through autograd (detached, or converted to a number): that tensor gets
+    no gradient.
     """
 
 

@@ -10,15 +10,37 @@ matrix as ``Ā = L Rᴴ``. The gradient of the loss with respect to a parameter 
 derivative of the scalar ``⟨Ā, A(θ)⟩ = Re tr(Āᴴ A(θ)) = Re Σ_j L[:, j]ᴴ A(θ) R[:, j]``, with
 ``Ā`` held fixed. That is one more call ``matmat(R)``, differentiated by autograd: no dense
 ``m × n`` matrix is ever formed.
+
+Which tensors θ are: unless the operator declares them (``params=``), one product with a single
+probe vector is traced when `svds` is called (`LinearOperator._resolved`). A torch function mode
+records every tensor requiring grad that enters a torch call from outside the product (captured
+by a closure, held by a module, global), and a walk of the autograd graph of the probe's output
+from its ``grad_fn`` confirms which of them the output depends on; leaves reached by the walk
+but hidden from the mode (a C++ extension) are added. Inspecting closures (``__closure__``,
+``__self__``) instead would see neither the tensors held in objects and containers nor whether
+they are used at all; the graph walk alone sees leaves only, never a non-leaf ``W = f(θ)``
+computed outside, which must be an input of the autograd node for ``W.grad`` and
+``torch.autograd.grad(loss, W)`` to work. A recorded tensor the output does not depend on was
+dropped by the product (``detach``, ``no_grad``, ``.item()``, numpy): it is reported, never
+ignored in silence.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from torch._C import _functorch
+from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map_only
 
+from torchsvd._errors import DegenerateGradientWarning
 from torchsvd._validate import all_finite, check_int, check_matrix, compute_dtype
 
 __all__ = ["LinearOperator", "aslinearoperator"]
@@ -44,16 +66,22 @@ class LinearOperator:
         It must be the adjoint of ``matmat`` (`svds` checks this on its first products).
     dtype : torch.dtype, optional
         float32, float64, complex64 or complex128: the dtype of the blocks ``matmat`` and
-        ``rmatmat`` take and return. Default: the dtype of the first parameter, else the
+        ``rmatmat`` take and return. Default: the dtype of the first of ``params``, else the
         default dtype.
     device : torch.device or str, optional
-        Default: the device of the first parameter, else the CPU.
-    params : sequence of Tensor
-        Every tensor the products depend on that may require gradients. ``matmat`` must be a
-        differentiable torch function of them: the gradients of a loss of ``svds(op, k)`` reach
-        them through one extra differentiated call ``matmat(R)`` with ``2k`` columns
-        (``rmatmat`` is never differentiated). Tensors captured by ``matmat`` but not listed here
-        get no gradient.
+        Default: the device of the first of ``params``, else the CPU.
+    params : sequence of Tensor, optional
+        The tensors the gradients of a loss of ``svds(op, k)`` reach. By default they are found
+        by tracing one product with a probe vector when `svds` is called: every tensor
+        requiring grad that ``matmat`` depends on — captured by a closure, the parameters and
+        buffers of a module whose method or ``forward`` is the product, leaves or non-leaves
+        (``W = f(θ)`` computed outside gets the gradient, and θ through it). A tensor requiring
+        grad that ``matmat`` uses without autograd seeing it (``detach``, ``torch.no_grad``,
+        ``.item()``, numpy) warns. Given, ``params`` overrides the tracing: exactly these
+        tensors get gradients (``()``: none).
+        ``matmat`` must be a differentiable torch function of them: gradients reach them
+        through one extra differentiated call ``matmat(R)`` with ``2k`` columns (``rmatmat``
+        is never differentiated).
     block_size : int, optional
         How many vectors the solver should multiply at once, when the operator knows better
         than the solver's default (which suits dense matrices): a sparse matrix, whose products
@@ -62,7 +90,7 @@ class LinearOperator:
     Examples
     --------
     A diagonal-plus-low-rank matrix ``diag(d) + a bᵀ`` that is never formed; gradients flow to
-    ``d``, ``a`` and ``b``:
+    the tensors the products capture, ``d``, ``a`` and ``b``:
 
     >>> import torch
     >>> from torchsvd import LinearOperator, spectral_norm
@@ -73,7 +101,7 @@ class LinearOperator:
     ...     (500, 500),
     ...     lambda X: d[:, None] * X + a[:, None] * (b @ X),
     ...     lambda Y: d[:, None] * Y + b[:, None] * (a @ Y),
-    ...     params=(d, a, b),
+    ...     dtype=torch.float64,
     ... )
     >>> sigma = spectral_norm(op)
     >>> sigma.backward()
@@ -82,6 +110,8 @@ class LinearOperator:
     True
     >>> d.grad.shape, a.grad.shape
     (torch.Size([500]), torch.Size([500]))
+
+    One product and autograd for its adjoint: `from_function`.
     """
 
     def __init__(
@@ -92,7 +122,7 @@ class LinearOperator:
         *,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        params: Sequence[torch.Tensor] = (),
+        params: Sequence[torch.Tensor] | None = None,
         block_size: int | None = None,
     ) -> None:
         shape = tuple(shape)
@@ -105,7 +135,9 @@ class LinearOperator:
                 "matmat and rmatmat must be callables X -> A @ X and Y -> Aᴴ @ Y, got "
                 f"{type(matmat).__name__} and {type(rmatmat).__name__}"
             )
-        params = tuple(params)
+        # None: the gradient inputs are traced when svds is called (`_resolved`).
+        self._traced = params is None
+        params = () if params is None else tuple(params)
         for p in params:
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"params must be tensors, got {type(p).__name__}")
@@ -129,6 +161,114 @@ class LinearOperator:
         self.block_size = block_size
         # The precision the products are rounded to: lower than `dtype` for a promoted view.
         self.product_dtype = dtype
+
+    @classmethod
+    def from_function(
+        cls,
+        f: Callable[[torch.Tensor], torch.Tensor],
+        in_shape: int | Sequence[int],
+        *,
+        out_shape: int | Sequence[int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> LinearOperator:
+        r"""The operator of a linear map ``f`` of batches, its adjoint by autograd.
+
+        ``f`` maps a batch ``x`` of shape ``(p, *in_shape)`` to ``f(x)`` of shape
+        ``(p, *out_shape)``, each sample independently and linearly: a convolution without
+        bias, a Fourier transform, a linear layer, any composition of them. The matrix is
+        ``(prod(out_shape), prod(in_shape))``, row-major flattenings of the samples. Its
+        adjoint is the vector-Jacobian product of ``f`` (for a linear map, ``Aᴴ y`` is the
+        gradient of ``⟨y, f(x)⟩`` with respect to ``x``, at any ``x``), so one map is all
+        that is written; gradients of a loss of `svds` reach the tensors ``f`` uses (a module's
+        parameters) as for any operator.
+
+        Parameters
+        ----------
+        f : callable
+            A torch function or ``nn.Module``, linear, differentiable with respect to its
+            input, complex-linear for complex dtypes.
+        in_shape : int or sequence of int
+            The shape of one input sample.
+        out_shape : int or sequence of int, optional
+            The shape of one output sample; found by a call of ``f`` when omitted.
+        dtype : torch.dtype, optional
+            Default: the dtype of the first parameter of a module ``f``, else the default
+            dtype.
+        device : torch.device or str, optional
+            Default: the device of the first parameter of a module ``f``, else the CPU.
+
+        Returns
+        -------
+        LinearOperator
+            Of shape ``(prod(out_shape), prod(in_shape))``. A product with ``p`` vectors is
+            one call of ``f`` on a batch of ``p``; an adjoint product is one call and one
+            backward of ``f`` (about twice the cost).
+
+        Raises
+        ------
+        ValueError
+            ``f`` is not linear, within a relative tolerance of ``√eps`` of the dtype, on a
+            randomised check (``f(a x + b y) = a f(x) + b f(y)`` and ``f(0) = 0``), or it
+            returns the wrong shape or dtype, or its output does not depend on its input
+            through autograd. An affine ``f`` (a layer with a bias) is refused with the fix:
+            the linear part of a module with a ``bias`` is
+            ``lambda x: torch.func.functional_call(layer, {"bias": None}, (x,))``.
+
+        Examples
+        --------
+        The exact operator norm of a convolution on 8×8 images, stride and padding included,
+        and its gradient with respect to the kernel:
+
+        >>> import torch, torchsvd
+        >>> _ = torch.manual_seed(0)
+        >>> conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False, dtype=torch.float64)
+        >>> op = torchsvd.LinearOperator.from_function(conv, (3, 8, 8))
+        >>> op.shape
+        torch.Size([64, 192])
+        >>> sigma = torchsvd.spectral_norm(op)
+        >>> sigma.backward()
+        >>> conv.weight.grad.shape
+        torch.Size([4, 3, 3, 3])
+        >>> columns = torch.eye(192, dtype=torch.float64).reshape(192, 3, 8, 8)
+        >>> dense = conv(columns).detach().reshape(192, 64).mT  # column j is conv(e_j)
+        >>> bool(torch.isclose(sigma, torch.linalg.matrix_norm(dense, 2)))
+        True
+        """
+        if not callable(f):
+            raise TypeError(f"f must be a callable (a function or module), got {type(f).__name__}")
+        n_shape = _sample_shape(in_shape, "in_shape")
+        first = next(iter(f.parameters()), None) if isinstance(f, torch.nn.Module) else None
+        if dtype is None:
+            dtype = first.dtype if first is not None else torch.get_default_dtype()
+        if device is None:
+            device = first.device if first is not None else torch.device("cpu")
+        if dtype not in _SUPPORTED:
+            raise TypeError(
+                "from_function dtype must be float32, float64, complex64 or complex128, "
+                f"got {dtype}"
+            )
+        m_shape = _linear_map_output(f, n_shape, dtype, torch.device(device))
+        if out_shape is not None and _sample_shape(out_shape, "out_shape") != m_shape:
+            raise ValueError(
+                f"f maps samples of shape {n_shape} to {m_shape}, not to out_shape "
+                f"{_sample_shape(out_shape, 'out_shape')}"
+            )
+        m, n = math.prod(m_shape), math.prod(n_shape)
+
+        def matmat(X: torch.Tensor) -> torch.Tensor:
+            p = X.shape[-1]
+            return f(X.mT.reshape(p, *n_shape)).reshape(p, m).mT
+
+        def rmatmat(Y: torch.Tensor) -> torch.Tensor:
+            # torch.func.vjp, not autograd.grad: it works under no_grad, inference mode and
+            # function transforms alike.
+            p = Y.shape[-1]
+            x = torch.zeros((p, *n_shape), dtype=Y.dtype, device=Y.device)
+            (grad,) = torch.func.vjp(f, x)[1](Y.mT.reshape(p, *m_shape))
+            return grad.reshape(p, n).mT
+
+        return cls((m, n), matmat, rmatmat, dtype=dtype, device=device)
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -205,6 +345,25 @@ class LinearOperator:
         """The same operator built on ``params`` (the unwrapped tensors under torch.func)."""
         return self
 
+    def _resolved(self) -> LinearOperator:
+        """This operator with `params` the tensors its gradients reach: declared, or traced.
+
+        Traced (module docstring) on one product with a single probe vector, once per call of
+        `svds`: a closure may capture a variable that is rebound between calls, so the result
+        is not cached. Without grad mode there is nothing to trace.
+
+        Warns
+        -----
+        DegenerateGradientWarning
+            A tensor requiring grad enters the product, but its output does not depend on it.
+        """
+        if not self._traced:
+            return self
+        resolved = copy.copy(self)
+        resolved.params = _gradient_inputs(self) if torch.is_grad_enabled() else ()
+        resolved._traced = False
+        return resolved
+
     def _magnitude(self) -> torch.Tensor:
         """The size of the operator, per batch element ``(...,)``: ``‖A x‖`` for a random unit x.
 
@@ -236,13 +395,33 @@ class LinearOperator:
         ``params[i]`` needs a gradient. Differentiates ``Re Σ conj(left) * matmat(right)``, which
         equals ``⟨Ā, A⟩`` (module docstring).
         """
-        wanted = [p for p, need in zip(self.params, needs, strict=True) if need]
-        if not wanted:
+        if not any(needs):
             return tuple(None for _ in self.params)
+        params = [p for p, need in zip(self.params, needs, strict=True) if need]
         with torch.enable_grad():
-            inner = (left.conj() * self.matmat(right)).real.sum()
-            grads = iter(torch.autograd.grad(inner, wanted, allow_unused=True))
-        return tuple(next(grads) if need else None for need in needs)
+            # Each parameter enters the product as a fresh leaf of the same value: the partial
+            # derivatives come out (W = f(θ) and θ both listed: the caller's backward adds the
+            # path through W), and no hook or retained grad of a parameter fires twice.
+            # Under torch.func the parameters are differentiated as they are (a transform
+            # allows no new leaves).
+            wrapped = any(_functorch.is_functorch_wrapped_tensor(p) for p in params)
+            standins = params if wrapped else [p.detach().requires_grad_() for p in params]
+            with _Substituted(params, standins):
+                inner = (left.conj() * self.matmat(right)).real.sum()
+            # A parameter that reaches the product out of sight of the substitution (through
+            # a custom autograd Function, a C++ extension) is differentiated as it is too.
+            fresh = _reached(inner.grad_fn, standins, through=True)[0] if not wrapped else set()
+            kept = _reached(inner.grad_fn, params, through=False)[0] - fresh
+            wanted = [standins[i] for i in sorted(fresh)] + [params[i] for i in sorted(kept)]
+            # Retained: what lies behind a parameter differentiated as it is, the caller's
+            # backward still goes through.
+            found = torch.autograd.grad(inner, wanted, retain_graph=True) if wanted else ()
+        grads: list[torch.Tensor | None] = [None] * len(params)
+        for i, g in zip([*sorted(fresh), *sorted(kept)], found, strict=True):
+            previous = grads[i]  # a parameter seen both ways: the sum of the two paths
+            grads[i] = g if previous is None else previous + g
+        each = iter(grads)
+        return tuple(next(each) if need else None for need in needs)
 
 
 class _DenseOperator(LinearOperator):
@@ -397,6 +576,9 @@ class _Adjoint(LinearOperator):
         self.product_dtype = base.product_dtype
         self.base = base
 
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
+
     @property
     def H(self) -> LinearOperator:
         return self.base
@@ -430,6 +612,9 @@ class _Promoted(LinearOperator):
         )
         self.product_dtype = base.product_dtype
         self.base = base
+
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
 
     def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
         return self.base.matmat_rows(X.to(self.base.dtype)).to(self.dtype)
@@ -472,6 +657,9 @@ class _Scaled(LinearOperator):
         )
         self.product_dtype = base.product_dtype
         self.base = base
+
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
 
     def matmat_rows(self, X: torch.Tensor) -> torch.Tensor:
         if self._own:
@@ -525,3 +713,254 @@ def aslinearoperator(A: object) -> LinearOperator:
     check_matrix(A, check_finite=A.device.type != "meta")  # meta tensors have no values
     dtype = compute_dtype(A.dtype)
     return _DenseOperator(A.to(dtype))
+
+
+def _sample_shape(shape: object, name: str) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, int) else shape
+    if (
+        not isinstance(dims, Sequence)
+        or not dims
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)
+    ):
+        raise ValueError(f"{name} must be a positive int or a sequence of them, got {shape!r}")
+    return tuple(dims)
+
+
+def _linear_map_output(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    in_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[int, ...]:
+    """The output shape of one sample of ``f``, after a randomised check that it is linear.
+
+    One call on the batch ``(x, y, a x + b y, 0)`` with random ``x``, ``y`` and scalars ``a``,
+    ``b`` (complex for a complex dtype: that checks complex linearity, which the adjoint by
+    autograd needs). The tolerance √eps relative to ``|a| ‖f(x)‖ + |b| ‖f(y)‖`` is far above
+    the rounding of a linear map and far below the error of a bias or a nonlinearity on
+    Gaussian inputs.
+    """
+    gen = torch.Generator(device=device).manual_seed(3)
+    x, y = torch.randn((2, *in_shape), generator=gen, dtype=dtype, device=device)
+    a, b = torch.randn(2, generator=gen, dtype=dtype, device=device)
+    batch = torch.stack([x, y, a * x + b * y, torch.zeros_like(x)])
+    out, vjp = torch.func.vjp(f, batch)[:2]  # the typing admits has_aux's third item
+    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != 4:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"f must map a batch (p, *in_shape) to a batch (p, *out_shape); for p = 4 samples of "
+            f"shape {in_shape} it returned {got}"
+        )
+    if out.dtype != dtype:
+        raise ValueError(f"f returned dtype {out.dtype} for inputs of dtype {dtype}")
+    out = out.detach()
+    fx, fy, fxy, f0 = out
+    tol = float(torch.finfo(dtype.to_real()).eps) ** 0.5
+    size = float(a.abs() * fx.norm() + b.abs() * fy.norm())
+    offset, defect = float(f0.norm()), float((fxy - a * fx - b * fy).norm())
+    if offset > tol * size:
+        raise ValueError(
+            f"f is not linear: f(0) ≠ 0 (‖f(0)‖ = {offset:.3g}, against ‖f(x)‖ ≈ "
+            f"{size / float(a.abs() + b.abs()):.3g}); an affine map, such as a layer with a "
+            "bias? Pass its linear part: for a module with a bias, "
+            'lambda x: torch.func.functional_call(layer, {"bias": None}, (x,)); for any f, '
+            "lambda x: f(x) - f(torch.zeros_like(x[:1]))"
+        )
+    if defect > tol * size:
+        raise ValueError(
+            f"f is not linear: ‖f(a x + b y) − a f(x) − b f(y)‖ = {defect:.3g} against "
+            f"|a| ‖f(x)‖ + |b| ‖f(y)‖ = {size:.3g} for random x, y, a, b"
+            + (" (complex a, b: f must be complex-linear)" if dtype.is_complex else "")
+        )
+    # The adjoint the products will use: ⟨f(x), w⟩ = ⟨x, vjp(w)⟩, which fails when f hides
+    # its dependence on x from autograd (detach, numpy).
+    w = torch.randn(out.shape, generator=gen, dtype=dtype, device=device)
+    (back,) = vjp(w)
+    lhs, rhs = (out.conj() * w).sum(), (batch.conj() * back.detach()).sum()
+    if float((lhs - rhs).abs()) > tol * float(out.norm() * w.norm()):
+        raise ValueError(
+            "the vector-Jacobian product of f is not its adjoint (⟨f(x), w⟩ ≠ ⟨x, vjp(w)⟩): "
+            "f hides how its output depends on its input from autograd (detach, "
+            "torch.no_grad, numpy), so the adjoint cannot be derived; write both products "
+            "as a LinearOperator(shape, matmat, rmatmat) instead"
+        )
+    return tuple(out.shape[1:])
+
+
+def _rebased(view: Any, base: LinearOperator) -> Any:
+    """``view`` (a view with a ``base`` operator) on ``base``, whose gradient inputs it shares.
+
+    The products of the view call the old base's products, which are the new base's too (a
+    resolved operator is a copy that differs in its `params` only).
+    """
+    if base is view.base:
+        return view
+    rebased = copy.copy(view)
+    rebased.base, rebased.params, rebased._traced = base, base.params, False
+    return rebased
+
+
+# Calls whose outputs do not depend on the values of their tensor arguments.
+_VALUE_FREE = (
+    torch.zeros_like,
+    torch.ones_like,
+    torch.empty_like,
+    torch.full_like,
+    torch.rand_like,
+    torch.randn_like,
+    torch.randint_like,
+    torch.Tensor.new_zeros,
+    torch.Tensor.new_ones,
+    torch.Tensor.new_empty,
+    torch.Tensor.new_full,
+)
+
+
+def _carries_values(out: object) -> bool:
+    """Whether a call returned values (tensors, floats), not metadata (shapes, dtypes, flags)."""
+    return any(
+        isinstance(x, (torch.Tensor, float, complex)) and not isinstance(x, bool)
+        for x in tree_flatten(out)[0]
+    )
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the tensors requiring grad that enter torch calls from outside the traced code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: dict[int, torch.Tensor] = {}
+        # Every tensor made inside, kept alive so that no outside tensor can reuse its id.
+        self.made: dict[int, torch.Tensor] = {}
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if _carries_values(out) and not any(func is f for f in _VALUE_FREE):
+            for t in tree_flatten((args, kwargs))[0]:
+                if isinstance(t, torch.Tensor) and t.requires_grad and id(t) not in self.made:
+                    self.inputs.setdefault(id(t), t)
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.made.setdefault(id(t), t)
+        return out
+
+
+class _Substituted(TorchFunctionMode):
+    """Replaces given tensors by others in the arguments of every torch call."""
+
+    def __init__(self, old: Sequence[torch.Tensor], new: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        # By id: the old tensors are alive, so no other tensor can have their ids.
+        self.pairs = {id(a): b for a, b in zip(old, new, strict=True)}
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        args, kwargs = tree_map_only(
+            torch.Tensor, lambda t: self.pairs.get(id(t), t), (tuple(args), kwargs or {})
+        )
+        return func(*args, **kwargs)
+
+
+def _reached(
+    root: Any, tensors: Sequence[torch.Tensor], *, through: bool
+) -> tuple[set[int], list[torch.Tensor]]:
+    """Which ``tensors`` the autograd graph from node ``root`` reaches, and the other leaves.
+
+    A non-leaf is reached at its ``grad_fn``, a leaf at its ``AccumulateGrad`` node. With
+    ``through=False`` the walk stops at a reached tensor (what lies behind it reaches the
+    output through it); leaves reached otherwise are returned.
+    """
+    nodes: dict[Any, list[int]] = {}
+    leaves: dict[int, int] = {}
+    for i, t in enumerate(tensors):
+        if t.grad_fn is None:
+            leaves[id(t)] = i
+        else:  # a node with several outputs (split, unbind) stands for all of them
+            nodes.setdefault(t.grad_fn, []).append(i)
+    hit: set[int] = set()
+    others: list[torch.Tensor] = []
+    seen: set[Any] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in nodes:
+            hit.update(nodes[node])
+            if not through:
+                continue
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if isinstance(variable, torch.Tensor):
+            if id(variable) in leaves:
+                hit.add(leaves[id(variable)])
+            elif not any(variable is t for t in others):
+                others.append(variable)
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return hit, others
+
+
+def _gradient_inputs(op: LinearOperator) -> tuple[torch.Tensor, ...]:
+    """The tensors requiring grad that ``op.matmat`` depends on (module docstring)."""
+    _check_transforms()
+    shape = (*op.batch_shape, 1, op.shape[-1])
+    if op.device.type == "meta":  # no values, and no generator
+        probe = torch.empty(shape, dtype=op.dtype, device=op.device)
+    else:
+        gen = torch.Generator(device=op.device).manual_seed(2)
+        probe = torch.randn(shape, generator=gen, dtype=op.dtype, device=op.device)
+    recorder = _Recorder()
+    with torch.enable_grad(), recorder:
+        out = op.matmat(probe.mT)
+    if (
+        isinstance(out, torch.Tensor)
+        and torch.autograd.forward_ad.unpack_dual(out).tangent is not None
+    ):
+        raise NotImplementedError(_TRANSFORMS)
+    candidates = list(recorder.inputs.values())
+    if not isinstance(out, torch.Tensor) or (not candidates and out.grad_fn is None):
+        return ()  # nothing requires grad (or a malformed product, which svds reports)
+    used, _ = _reached(out.grad_fn, candidates, through=True)
+    dropped = [t for i, t in enumerate(candidates) if i not in used]
+    if dropped:
+        shapes = ", ".join(str(tuple(t.shape)) for t in dropped)
+        warnings.warn(
+            f"LinearOperator: matmat uses {len(dropped)} tensor(s) requiring grad, of shape "
+            f"{shapes}, that its output does not depend on through autograd (detached, used "
+            "under torch.no_grad, or converted by .item() or numpy), so they get no gradient "
+            "from svds. Make the product a differentiable torch function of them, or pass "
+            "params= to name the tensors to differentiate (params=() for none), which also "
+            "silences this warning.",
+            DegenerateGradientWarning,
+            stacklevel=4,
+        )
+    inputs = [t for i, t in enumerate(candidates) if i in used]
+    return (*inputs, *_reached(out.grad_fn, inputs, through=False)[1])
+
+
+_TRANSFORMS = (
+    "svds supports torch.func.vmap and forward-mode AD (torch.func.jvp, torch.autograd."
+    "forward_ad) for dense tensors only, not for a LinearOperator whose products capture "
+    "transformed tensors; see docs/topk.md (torch.func)."
+)
+
+
+def _check_transforms() -> None:
+    """Forward mode and vmap see a matrix-free operator only through its products: refuse."""
+    if {i.key() for i in retrieve_all_functorch_interpreters()} & {
+        TransformType.Jvp,
+        TransformType.Vmap,
+    }:
+        raise NotImplementedError(_TRANSFORMS)

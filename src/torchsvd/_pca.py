@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from torchsvd._operators import LinearOperator, aslinearoperator
+from torchsvd._operators import LinearOperator, _rebased, aslinearoperator
 from torchsvd._topk import svds
 
 __all__ = ["pca"]
@@ -49,6 +49,9 @@ class _CenteredOperator(LinearOperator):
             device=base.device,
             params=base.params,
         )
+
+    def _resolved(self) -> LinearOperator:
+        return _rebased(self, self.base._resolved())
 
     def param_grads(
         self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]

@@ -680,7 +680,7 @@ def svds(
 
     Matrix-free, with gradients to parameters: see `LinearOperator`.
     """
-    op = aslinearoperator(A)
+    op = aslinearoperator(A)._resolved()  # its params: the tensors the gradients reach
     k, tol_value, maxiter_value = _check_options(k, tol, maxiter, op.shape)
     rows = _check_v0(v0, op)
     m, n = op.shape[-2], op.shape[-1]
