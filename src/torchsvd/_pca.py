@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
+from torchsvd import _distributed
 from torchsvd._operators import LinearOperator, aslinearoperator
 from torchsvd._topk import svds
 
@@ -123,6 +124,8 @@ def pca(
     """
     if not isinstance(center, bool):
         raise TypeError(f"center must be a bool, got {type(center).__name__}")
+    if _distributed.is_dtensor(A):
+        return _distributed.pca(A, k, center=center, tol=tol, maxiter=maxiter, v0=v0)  # type: ignore[arg-type]
     if not center:
         return svds(A, k, tol=tol, maxiter=maxiter, v0=v0)
     base = aslinearoperator(A)
