@@ -76,7 +76,9 @@ class Rank:
         assert isinstance(placement, Shard)
         return torch.cat([p for p in parts if p is not None], dim=placement.dim)
 
-    def local_part(self, full: torch.Tensor, placement: object, dim: int, even: bool) -> torch.Tensor:
+    def local_part(
+        self, full: torch.Tensor, placement: object, dim: int, even: bool
+    ) -> torch.Tensor:
         """The part of a full tensor this rank holds along ``dim`` when sharded like A."""
         if isinstance(placement, Replicate) or placement.dim % 2 != dim % 2:  # type: ignore[attr-defined]
             return full
@@ -84,11 +86,11 @@ class Rank:
         return full.split(sizes, dim=dim)[self.rank]
 
 
-def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+def _loss(
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, w: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """Σ W_U |U|² + w_S S + Σ W_V |Vh|²: sign (phase) invariant, so comparable across solvers."""
-    return (
-        (w["U"] * U.abs() ** 2).sum() + (w["S"] * S).sum() + (w["V"] * Vh.abs() ** 2).sum()
-    )
+    return (w["U"] * U.abs() ** 2).sum() + (w["S"] * S).sum() + (w["V"] * Vh.abs() ** 2).sum()
 
 
 def check_svds(t: Rank, placement: object, dtype: torch.dtype, even: bool, parts: str) -> None:
@@ -114,15 +116,32 @@ def check_svds(t: Rank, placement: object, dtype: torch.dtype, even: bool, parts
             "S": w["S"],
             "V": t.local_part(w["V"], placement, 1, even),
         }
-        loss = _loss(U.to_local(), S.to_local(), Vh.to_local(), {k: v.to(dtype.to_real()) for k, v in uses.items()})
+        loss = _loss(
+            U.to_local(),
+            S.to_local(),
+            Vh.to_local(),
+            {k: v.to(dtype.to_real()) for k, v in uses.items()},
+        )
         loss.backward()
-    row, col = isinstance(placement, Shard) and placement.dim == 0, isinstance(placement, Shard) and placement.dim == 1
+    row, col = (
+        isinstance(placement, Shard) and placement.dim == 0,
+        isinstance(placement, Shard) and placement.dim == 1,
+    )
     want = {"U": [Shard(0)] if row else [Replicate()], "V": [Shard(1)] if col else [Replicate()]}
-    t.check(name + " placements", list(U.placements) == want["U"] and list(Vh.placements) == want["V"]
-            and list(S.placements) == [Replicate()], f"{U.placements} {S.placements} {Vh.placements}")
+    t.check(
+        name + " placements",
+        list(U.placements) == want["U"]
+        and list(Vh.placements) == want["V"]
+        and list(S.placements) == [Replicate()],
+        f"{U.placements} {S.placements} {Vh.placements}",
+    )
     tol = 1e-12 if dtype.to_real() == F64 else 2e-5
     s_true = torch.tensor(SPECTRUM[:K], dtype=F64)
-    t.check(name + " S", _rel(S.to_local().to(F64), s_true) <= tol, f"{_rel(S.to_local().to(F64), s_true):.3g}")
+    t.check(
+        name + " S",
+        _rel(S.to_local().to(F64), s_true) <= tol,
+        f"{_rel(S.to_local().to(F64), s_true):.3g}",
+    )
     t.check(name + " S vs single", _rel(S.to_local(), ref[1]) <= tol)
     Uf, Vf = t.full(U, even), t.full(Vh, even)
     for side, got, exp in (("U", Uf, ref[0]), ("V", Vf.mH, ref[2].mH)):
@@ -131,7 +150,9 @@ def check_svds(t: Rank, placement: object, dtype: torch.dtype, even: bool, parts
     t.check(name + " U local", torch.equal(U.to_local(), t.local_part(Uf, placement, 0, even)))
     assert A.grad is not None
     grad = A.grad
-    t.check(name + " grad placements", list(grad.placements) == list(A.placements), f"{grad.placements}")
+    t.check(
+        name + " grad placements", list(grad.placements) == list(A.placements), f"{grad.placements}"
+    )
     local_ref = t.local_part(t.local_part(ref_A.grad, placement, 0, even), placement, 1, even)
     err = _rel(grad.to_local(), local_ref)
     t.check(name + " grad", err <= (1e-9 if dtype.to_real() == F64 else 1e-3), f"{err:.3g}")
@@ -165,13 +186,18 @@ def check_never_gathered(t: Rank) -> None:
         try:
             U, S, Vh = torchsvd.svds(A, K)
             (U.to_local().sum() + S.to_local().sum() + Vh.to_local().sum()).backward()
+            warm = torchsvd.svds(A, K, v0=Vh.detach())  # a DTensor warm start, placed like Vh
             sigma = torchsvd.spectral_norm(A)
             sigma.to_local().backward()
             torchsvd.pca(A, 2)
         finally:
             DTensor.full_tensor, DTensor.redistribute = originals  # type: ignore[method-assign]
         t.check(f"never gathered {placement}", not calls, str(calls))
-        t.check(f"spectral_norm {placement}", abs(float(sigma.to_local().detach()) - SPECTRUM[0]) < 1e-12)
+        t.check(f"warm start {placement}", _rel(warm[1].to_local(), S.to_local()) < 1e-12)
+        t.check(
+            f"spectral_norm {placement}",
+            abs(float(sigma.to_local().detach()) - SPECTRUM[0]) < 1e-12,
+        )
 
 
 def check_pca(t: Rank, placement: object, dtype: torch.dtype) -> None:
@@ -184,8 +210,10 @@ def check_pca(t: Rank, placement: object, dtype: torch.dtype) -> None:
     (ref[1].sum() + (w * ref[2] ** 2).sum()).backward()
     even = placement != Shard(0)
     A = t.shard(full, placement, even).requires_grad_()
-    U, S, Vh = torchsvd.pca(A, K)
-    (S.to_local().sum() + (t.local_part(w, placement, 1, even) * Vh.to_local() ** 2).sum()).backward()
+    _, S, Vh = torchsvd.pca(A, K)
+    (
+        S.to_local().sum() + (t.local_part(w, placement, 1, even) * Vh.to_local() ** 2).sum()
+    ).backward()
     tol = 1e-12 if dtype == F64 else 2e-5
     t.check(name + " S", _rel(S.to_local(), ref[1]) <= tol, f"{_rel(S.to_local(), ref[1]):.3g}")
     Vf = t.full(Vh, even)
@@ -220,7 +248,9 @@ def check_complex(t: Rank) -> None:
     ((W * ref[0].abs() ** 2).sum() + ref[1].sum()).backward()
     A = t.shard(full, Shard(0), False).requires_grad_()
     U, S, _ = torchsvd.svds(A, K)
-    ((t.local_part(W, Shard(0), 0, False) * U.to_local().abs() ** 2).sum() + S.to_local().sum()).backward()
+    (
+        (t.local_part(W, Shard(0), 0, False) * U.to_local().abs() ** 2).sum() + S.to_local().sum()
+    ).backward()
     assert A.grad is not None and ref_A.grad is not None
     t.check("complex S", _rel(S.to_local(), ref[1]) <= 1e-12)
     err = _rel(A.grad.to_local(), t.local_part(ref_A.grad, Shard(0), 0, False))
@@ -234,8 +264,17 @@ def check_errors(t: Rank) -> None:
     partial = DTensor.from_local(local, t.mesh, [Partial()], run_check=False)
     cases: list[tuple[str, Callable[[], object], type[Exception]]] = [
         ("Partial", lambda: torchsvd.svds(partial, K), ValueError),
-        ("batch", lambda: torchsvd.svds(distribute_tensor(A.expand(t.size, M, N).contiguous(), t.mesh, [Shard(0)]), K), ValueError),
+        (
+            "batch",
+            lambda: torchsvd.svds(
+                distribute_tensor(A.expand(t.size, M, N).contiguous(), t.mesh, [Shard(0)]), K
+            ),
+            ValueError,
+        ),
     ]
+    grid = init_device_mesh("cpu", (1, t.size))
+    on_grid = distribute_tensor(A, grid, [Replicate(), Shard(0)])
+    cases.append(("2-D mesh", lambda: torchsvd.svds(on_grid, K), ValueError))
     bad = A.clone()
     if t.rank == t.size - 1:
         bad[-1, -1] = float("nan")
@@ -246,7 +285,7 @@ def check_errors(t: Rank) -> None:
             call()
         except error:
             continue
-        except Exception as err:  # noqa: BLE001 - the wrong error is the failure reported
+        except Exception as err:  # the wrong error is the failure reported
             t.check(f"error {what}", False, repr(err))
             continue
         t.check(f"error {what}", False, "did not raise")
@@ -259,7 +298,10 @@ def main() -> int:
         t = Rank(init_device_mesh("cpu", (dist.get_world_size(),)))
         # "short": one loss of U, S and V per placement (for a second world size).
         short = sys.argv[1:] == ["short"]
-        checks: list[Callable[[], None]] = [lambda: check_never_gathered(t), lambda: check_errors(t)]
+        checks: list[Callable[[], None]] = [
+            lambda: check_never_gathered(t),
+            lambda: check_errors(t),
+        ]
         for placement in (Shard(0), Shard(1), Replicate()):
             for dtype in (F64, F32):
                 for parts in ("S", "U", "V", "USV"):
@@ -281,7 +323,7 @@ def main() -> int:
         for check in checks:
             try:
                 check()
-            except Exception:  # noqa: BLE001 - reported, and the next check runs
+            except Exception:  # reported, and the next check runs
                 t.failures.append(f"rank {t.rank}: {traceback.format_exc()}")
         for line in t.failures:
             print(line, flush=True)

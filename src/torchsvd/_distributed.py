@@ -44,7 +44,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["CollectiveCount", "count_collectives", "is_dtensor", "pca", "svds"]
 
 
-def is_dtensor(A: object) -> bool:
+def is_dtensor(A: object) -> TypeGuard[DTensor]:
     """Whether ``A`` is a DTensor; False without importing torch.distributed.
 
     A DTensor can only exist once ``torch.distributed.tensor`` is imported, so the check costs a
@@ -73,9 +73,9 @@ def is_dtensor(A: object) -> bool:
 class CollectiveCount:
     """Collectives issued by the sharded products: how many, and the elements' bytes.
 
-    ``bytes`` (per kind) and ``largest`` (one collective) count the size of each collective's result (an all-reduce of n × b counts
-    n·b·itemsize, an all-gather its gathered block, padding included), not what a particular
-    algorithm of the backend puts on the wire.
+    ``bytes`` (per kind) and ``largest`` (one collective) count the size of each collective's
+    result (an all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block,
+    padding included), not what a particular algorithm of the backend puts on the wire.
     """
 
     calls: dict[str, int] = field(default_factory=dict)
@@ -296,15 +296,14 @@ def _wrap(t: torch.Tensor, layout: _Layout, dim: int | None) -> DTensor:
     )
 
 
-def _start(v0: object, layout: _Layout) -> object:
+def _start(v0: torch.Tensor | None, layout: _Layout) -> torch.Tensor | None:
     """A DTensor warm start as the replicated tensor `svds` takes (others pass through)."""
     if not is_dtensor(v0):
         return v0
     from torch.distributed.tensor import Replicate, Shard
 
-    assert isinstance(v0, torch.Tensor)
-    placement = v0.placements[0]  # type: ignore[attr-defined]
-    local = v0.to_local().detach()  # type: ignore[attr-defined]
+    placement = v0.placements[0]
+    local = v0.to_local().detach()
     if isinstance(placement, Replicate):
         return local
     if type(placement) is Shard and placement.dim % v0.ndim == v0.ndim - 1 and layout.dim == -1:
@@ -329,18 +328,24 @@ def _outputs(
 
 
 def svds(
-    A: DTensor, k: int, *, tol: float | None, maxiter: int | None, v0: object
+    A: DTensor, k: int, *, tol: float | None, maxiter: int | None, v0: torch.Tensor | None
 ) -> tuple[DTensor, DTensor, DTensor]:
     """`torchsvd.svds` of a DTensor (module docstring): DTensor outputs placed like ``A``."""
     from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
 
     op = _ShardedOperator(A)
-    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))  # type: ignore[arg-type]
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
     return _outputs(result, A, op.layout)
 
 
 def pca(
-    A: DTensor, k: int, *, center: bool, tol: float | None, maxiter: int | None, v0: object
+    A: DTensor,
+    k: int,
+    *,
+    center: bool,
+    tol: float | None,
+    maxiter: int | None,
+    v0: torch.Tensor | None,
 ) -> tuple[DTensor, DTensor, DTensor]:
     """`torchsvd.pca` of a DTensor: the centred operator over the sharded products."""
     from torchsvd._pca import _CenteredOperator
@@ -348,5 +353,5 @@ def pca(
 
     sharded = _ShardedOperator(A)
     op = _CenteredOperator(sharded) if center else sharded
-    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, sharded.layout))  # type: ignore[arg-type]
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, sharded.layout))
     return _outputs(result, A, sharded.layout)

@@ -125,7 +125,7 @@ def pca(
     if not isinstance(center, bool):
         raise TypeError(f"center must be a bool, got {type(center).__name__}")
     if _distributed.is_dtensor(A):
-        return _distributed.pca(A, k, center=center, tol=tol, maxiter=maxiter, v0=v0)  # type: ignore[arg-type]
+        return _distributed.pca(A, k, center=center, tol=tol, maxiter=maxiter, v0=v0)
     if not center:
         return svds(A, k, tol=tol, maxiter=maxiter, v0=v0)
     base = aslinearoperator(A)

@@ -681,7 +681,7 @@ def svds(
     processes (a ``torch.distributed.tensor.DTensor``): see ``docs/distributed.md``.
     """
     if _distributed.is_dtensor(A):
-        return _distributed.svds(A, k, tol=tol, maxiter=maxiter, v0=v0)  # type: ignore[arg-type]
+        return _distributed.svds(A, k, tol=tol, maxiter=maxiter, v0=v0)
     op = aslinearoperator(A)
     k, tol_value, maxiter_value = _check_options(k, tol, maxiter, op.shape)
     rows = _check_v0(v0, op)
