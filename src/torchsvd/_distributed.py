@@ -194,10 +194,12 @@ def _layout(A: DTensor) -> tuple[_Layout, torch.Tensor]:
     group = mesh.get_group(0)
     rank = mesh.get_local_rank(0)
     size = local.shape[dim] if dim is not None else 0
-    mine = torch.tensor([size, int(not bool(torch.isfinite(local).all()))])
-    every = torch.empty(mesh.size(0) * 2, dtype=mine.dtype)
+    # On the device of the shards: NCCL gathers CUDA tensors only.
+    nonfinite = int(not bool(torch.isfinite(local).all()))
+    mine = torch.tensor([size, nonfinite], device=local.device)
+    every = mine.new_empty(mesh.size(0) * 2)
     dist.all_gather_single(every, mine, group=group)
-    sizes = tuple(int(s) for s in every[0::2])
+    sizes = tuple(int(s) for s in every[0::2].tolist())
     if bool(every[1::2].any()):
         raise ValueError("A contains NaN or infinite entries; its SVD is undefined")
     if dim is not None and (sum(sizes) != A.shape[dim] or local.shape[dim] != sizes[rank]):
