@@ -91,4 +91,6 @@ def test_not_a_dtensor() -> None:
     # The dispatch looks at the type only: plain tensors and operators go their usual way.
     A = torch.randn(5, 4, dtype=torch.float64)
     assert not _distributed.is_dtensor(A)
-    assert not _distributed.is_dtensor(torchsvd.aslinearoperator(A))
+    assert not _distributed.is_dtensor(
+        torchsvd.LinearOperator(A.shape, A.__matmul__, A.mT.__matmul__)
+    )
