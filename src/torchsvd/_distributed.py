@@ -150,6 +150,9 @@ class _Layout:
         return torch.cat(parts).movedim(0, -2)
 
 
+_SUPPORTED = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
 def _real(t: torch.Tensor) -> torch.Tensor:
     """A real view of ``t`` for the collectives (the same memory)."""
     return torch.view_as_real(t) if t.is_complex() else t
@@ -202,15 +205,12 @@ def _layout(A: DTensor) -> tuple[_Layout, torch.Tensor]:
     sizes = tuple(int(s) for s in every[0::2].tolist())
     if bool(every[1::2].any()):
         raise ValueError("A contains NaN or infinite entries; its SVD is undefined")
-    if dim is not None and (sum(sizes) != A.shape[dim] or local.shape[dim] != sizes[rank]):
+    if dim is not None and sum(sizes) != A.shape[dim]:
         raise ValueError(
             f"A's local shards along dimension {dim} have sizes {sizes}, which do not add up "
             f"to its global size {A.shape[dim]}"
         )
     return _Layout(mesh, group, dim, sizes, rank), local
-
-
-_SUPPORTED = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 class _ShardedOperator(LinearOperator):
