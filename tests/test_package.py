@@ -62,3 +62,21 @@ def test_explain_without_sympy_names_the_extra() -> None:
     assert "pip install 'torchsvd[explain]'" in result.stdout + result.stderr, (
         result.stdout + result.stderr
     )
+
+
+def test_core_works_without_torch_distributed_tensor() -> None:
+    # torch built without distributed support has no DTensor: the DTensor dispatch of svds,
+    # spectral_norm and pca must neither import it nor need it for plain tensors.
+    result = _run(
+        """
+        import sys
+        import torch
+        sys.modules["torch.distributed.tensor"] = None  # importing it raises ImportError
+        import torchsvd
+        A = torch.randn(70, 65, dtype=torch.float64, requires_grad=True)
+        (torchsvd.svds(A, 2)[1].sum() + torchsvd.pca(A, 2)[1].sum()).backward()
+        print("ok", float(torchsvd.spectral_norm(A.detach())) > 0)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok True" in result.stdout

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
+from torchsvd import _distributed
 from torchsvd._operators import LinearOperator, _rebased, aslinearoperator
 from torchsvd._topk import svds
 
@@ -109,7 +110,8 @@ def pca(
     accuracy depends on the spectrum), the result meets the residual tolerance ``tol``; unlike
     sklearn's PCA it is batched, runs on the GPU and is differentiable. Singular vectors are
     defined up to sign (phase): compare subspaces or projectors, not raw vectors. Comparison
-    and timings: ``docs/topk.md``.
+    and timings: ``docs/topk.md``. Samples sharded over processes (a DTensor of rows):
+    ``docs/distributed.md``.
 
     Examples
     --------
@@ -126,6 +128,8 @@ def pca(
     """
     if not isinstance(center, bool):
         raise TypeError(f"center must be a bool, got {type(center).__name__}")
+    if _distributed.is_dtensor(A):
+        return _distributed.pca(A, k, center=center, tol=tol, maxiter=maxiter, v0=v0)
     if not center:
         return svds(A, k, tol=tol, maxiter=maxiter, v0=v0)
     base = aslinearoperator(A)

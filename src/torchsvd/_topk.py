@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from torchsvd import _distributed
 from torchsvd._cg import CGResult, projected_shifted_cg
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._lanczos import block_lanczos
@@ -678,8 +679,11 @@ def svds(
     >>> bool(torch.allclose(C @ Vh.mH, U * S))
     True
 
-    Matrix-free, with gradients to parameters: see `LinearOperator`.
+    Matrix-free, with gradients to parameters: see `LinearOperator`. A matrix sharded over
+    processes (a ``torch.distributed.tensor.DTensor``): see ``docs/distributed.md``.
     """
+    if _distributed.is_dtensor(A):
+        return _distributed.svds(A, k, tol=tol, maxiter=maxiter, v0=v0)
     op = aslinearoperator(A)._resolved()  # its params: the tensors the gradients reach
     k, tol_value, maxiter_value = _check_options(k, tol, maxiter, op.shape)
     rows = _check_v0(v0, op)

@@ -1,0 +1,359 @@
+r"""`svds`, `spectral_norm` and `pca` of a matrix sharded with torch.distributed (a DTensor).
+
+The Krylov solver and the implicit backward touch ``A`` only through the products ``A X`` and
+``Aᴴ Y`` with blocks of ``b`` vectors (`LinearOperator`), so a sharded ``A`` needs nothing but
+sharded products. On a 1-D device mesh of ``P`` ranks, rank ``r`` holds
+
+* ``Shard(-2)`` (rows): the block ``A_r`` (m_r × n). ``A X = [A_1 X; …; A_P X]`` is local work
+  followed by one all-gather of the m × b result; ``Aᴴ Y = Σ_r A_rᴴ Y_r`` is local work on the
+  rows of ``Y`` this rank owns followed by one all-reduce of n × b.
+* ``Shard(-1)`` (columns): the block ``A_r`` (m × n_r), the mirror image: ``A X = Σ_r A_r X_r``
+  (all-reduce of m × b), ``Aᴴ Y`` (all-gather of n × b).
+* ``Replicate``: every rank holds ``A``; everything is local, no communication.
+
+Design: the Krylov vectors are replicated. Every rank runs the same solver on the same
+(replicated) blocks, so every decision it takes (convergence, restarts, CG steps) is the same
+on every rank, and the only communication is the two collectives per block step above, each of
+the size of one block of vectors (``(m + n)·b`` elements per step, independent of ``P``); ``A``
+itself is never sent. Bit-identical replicas rely on the collectives returning the same result
+on every rank (true of gloo's and NCCL's all-reduce and of any all-gather) and on the local
+arithmetic being deterministic. The price of replication is memory: each rank holds the bases
+(``(m + n)·d`` elements for a basis of ``d`` ≤ ``max(k + 10 b, 60)`` vectors) next to its shard.
+
+Outputs follow ``A``: the side ``A`` shards is sharded the same way (``Shard(-2)``: ``U`` is
+``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh`` is
+``Shard(-1)`` with A's column blocks, ``U`` and ``S`` replicated). Gradients: a sharded output
+passes back the gradient of this rank's shard (an all-gather makes the cotangent replicated
+again), a replicated one the gradient of the one global loss, the same on every rank (DTensor's
+convention). The cotangent of ``A`` is ``L Rᴴ`` with replicated factors, so the gradient of
+the local shard is ``L_r Rᴴ`` (or ``L R_rᴴ``), formed locally: ``A.grad`` is a DTensor with
+A's placements, and no rank ever holds more of it than its own shard.
+
+References
+----------
+.. [1] J. Baglama, L. Reichel, "Augmented implicitly restarted Lanczos bidiagonalization
+       methods", SIAM J. Sci. Comput. 27(1), 2005.
+.. [2] V. Hernández, J. E. Román, A. Tomás, "A parallel variant of the Gram–Schmidt process
+       with reorthogonalization", ParCo 2005 (the distributed Lanczos of SLEPc).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+import torch
+
+from torchsvd._operators import LinearOperator, _dense_products
+from torchsvd._validate import compute_dtype
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import DTensor
+
+__all__ = ["CollectiveCount", "count_collectives", "is_dtensor", "pca", "svds"]
+
+
+def is_dtensor(A: object) -> TypeGuard[DTensor]:
+    """Whether ``A`` is a DTensor; False without importing torch.distributed.
+
+    A DTensor can only exist once ``torch.distributed.tensor`` is imported, so the check costs a
+    dictionary lookup for every other input, and nothing where torch.distributed is unavailable.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(A, module.DTensor)
+
+
+@dataclass
+class CollectiveCount:
+    """Collectives issued by the sharded products: how many, and the elements' bytes.
+
+    ``bytes`` (per kind) and ``largest`` (one collective) count the size of each collective's
+    result (an all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block,
+    padding included), not what a particular algorithm of the backend puts on the wire.
+    """
+
+    calls: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+    largest: int = 0
+
+    def add(self, kind: str, t: torch.Tensor) -> None:
+        size = t.numel() * t.element_size()
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        self.bytes[kind] = self.bytes.get(kind, 0) + size
+        self.largest = max(self.largest, size)
+
+
+_COUNTERS: list[CollectiveCount] = []
+
+
+@contextmanager
+def count_collectives() -> Iterator[CollectiveCount]:
+    """Count the collectives of the sharded products issued inside the ``with`` block."""
+    counter = CollectiveCount()
+    _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTERS.remove(counter)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a matrix is split: the sharded dimension (-2, -1 or None) and every rank's extent."""
+
+    mesh: DeviceMesh
+    group: ProcessGroup
+    dim: int | None
+    sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def offset(self) -> int:
+        return sum(self.sizes[: self.rank])
+
+    def take(self, t: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """This rank's part of a replicated tensor along ``dim``."""
+        return t.narrow(dim, self.offset, self.sizes[self.rank])
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the ranks (in place on a contiguous copy)."""
+        import torch.distributed as dist
+
+        t = t.contiguous()
+        for counter in _COUNTERS:
+            counter.add("all_reduce", t)
+        dist.all_reduce(_real(t), group=self.group)
+        return t
+
+    def all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """The blocks ``t`` (..., size_r, p) of all ranks, stacked along dim -2 in rank order.
+
+        Uneven blocks are padded to the largest one: one collective of P·max(size_r)·p.
+        """
+        import torch.distributed as dist
+
+        tallest = max(self.sizes)
+        rows = t.movedim(-2, 0)  # (size_r, ..., p): the gather stacks along dim 0
+        padded = rows.new_zeros((tallest, *rows.shape[1:]))
+        padded[: rows.shape[0]] = rows
+        out = padded.new_empty((len(self.sizes) * tallest, *rows.shape[1:]))
+        for counter in _COUNTERS:
+            counter.add("all_gather", out)
+        dist.all_gather_single(_real(out), _real(padded), group=self.group)
+        parts = [out[r * tallest : r * tallest + s] for r, s in enumerate(self.sizes)]
+        return torch.cat(parts).movedim(0, -2)
+
+
+_SUPPORTED = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _real(t: torch.Tensor) -> torch.Tensor:
+    """A real view of ``t`` for the collectives (the same memory)."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _layout(A: DTensor) -> tuple[_Layout, torch.Tensor]:
+    """The layout of ``A`` and its local block in the compute dtype; checks on every rank.
+
+    Every rank must reach the same verdict (a rank that raised alone would leave the others
+    waiting in the next collective), so the local checks are exchanged first: one all-gather
+    of two numbers per rank.
+    """
+    import torch.distributed as dist
+    from torch.distributed.tensor import Replicate, Shard
+
+    mesh = A.device_mesh
+    if mesh.ndim != 1:
+        raise ValueError(
+            f"torchsvd supports DTensors on a 1-D device mesh, got a {mesh.ndim}-D mesh of shape "
+            f"{tuple(mesh.shape)}; flatten it or redistribute A onto one dimension"
+        )
+    if A.ndim < 2:
+        raise ValueError(f"A must have shape (..., m, n), got a {A.ndim}-D DTensor")
+    placement = A.placements[0]
+    dim: int | None
+    if isinstance(placement, Replicate):
+        dim = None
+    elif type(placement) is Shard and placement.dim % A.ndim >= A.ndim - 2:
+        dim = placement.dim % A.ndim - A.ndim
+    else:
+        raise ValueError(
+            f"A is a DTensor with placement {placement}; supported: Shard(-2) (rows), "
+            "Shard(-1) (columns) or Replicate() of a (..., m, n) matrix (Partial: reduce it "
+            "first; a sharded batch dimension: use plain tensors per rank)"
+        )
+    local = A.to_local()
+    if local.dtype not in (torch.float16, torch.bfloat16, *_SUPPORTED):
+        raise TypeError(
+            f"A must be floating point or complex (float16 to complex128), got {local.dtype}"
+        )
+    local = local.detach().to(compute_dtype(local.dtype))
+    group = mesh.get_group(0)
+    rank = mesh.get_local_rank(0)
+    size = local.shape[dim] if dim is not None else 0
+    # On the device of the shards: NCCL gathers CUDA tensors only.
+    nonfinite = int(not bool(torch.isfinite(local).all()))
+    mine = torch.tensor([size, nonfinite], device=local.device)
+    every = mine.new_empty(mesh.size(0) * 2)
+    dist.all_gather_single(every, mine, group=group)
+    sizes = tuple(int(s) for s in every[0::2].tolist())
+    if bool(every[1::2].any()):
+        raise ValueError("A contains NaN or infinite entries; its SVD is undefined")
+    if dim is not None and sum(sizes) != A.shape[dim]:
+        raise ValueError(
+            f"A's local shards along dimension {dim} have sizes {sizes}, which do not add up "
+            f"to its global size {A.shape[dim]}"
+        )
+    return _Layout(mesh, group, dim, sizes, rank), local
+
+
+class _ShardedOperator(LinearOperator):
+    """A DTensor as a `LinearOperator`: local products and one collective each (module doc).
+
+    The parameter is ``A`` itself; `param_grads` forms this rank's block of ``L Rᴴ`` only and
+    returns it as a DTensor placed like ``A``.
+    """
+
+    def __init__(self, A: DTensor) -> None:
+        layout, local = _layout(A)
+        self.layout, self.matrix = layout, A
+        matmat, rmatmat = _dense_products(local)
+        if layout.dim == -2:
+            products = (
+                lambda X: layout.all_gather(matmat(X)),
+                lambda Y: layout.all_reduce(rmatmat(layout.take(Y))),
+            )
+        elif layout.dim == -1:
+            products = (
+                lambda X: layout.all_reduce(matmat(layout.take(X))),
+                lambda Y: layout.all_gather(rmatmat(Y)),
+            )
+        else:
+            products = (matmat, rmatmat)
+        super().__init__(A.shape, *products, dtype=local.dtype, device=local.device, params=(A,))
+
+    def param_grads(
+        self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
+    ) -> tuple[torch.Tensor | None, ...]:
+        from torch.distributed.tensor import DTensor
+
+        if not needs[0]:
+            return (None,)
+        if self.layout.dim == -2:
+            left = self.layout.take(left)
+        elif self.layout.dim == -1:
+            right = self.layout.take(right)
+        A = self.matrix
+        # The DTensor of A's placements, shape and strides, built here: DTensor's own backward
+        # of to_local would infer the global strides as if the shards were of equal size.
+        return (
+            DTensor.from_local(
+                (left @ right.mH).to(A.dtype),
+                A.device_mesh,
+                A.placements,
+                run_check=False,
+                shape=A.shape,
+                stride=A.stride(),
+            ),
+        )
+
+
+class _Take(torch.autograd.Function):
+    """This rank's part of a replicated tensor; the backward gathers the parts' cotangents."""
+
+    @staticmethod
+    def forward(full: torch.Tensor, layout: _Layout, dim: int) -> torch.Tensor:
+        return layout.take(full, dim).clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.layout, ctx.dim = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        gathered = ctx.layout.all_gather(grad.movedim(ctx.dim, -2)).movedim(-2, ctx.dim)
+        return gathered, None, None
+
+
+def _wrap(t: torch.Tensor, layout: _Layout, dim: int | None) -> DTensor:
+    """A replicated result as a DTensor: sharded along ``dim`` like A, or replicated."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    if dim is None:
+        return DTensor.from_local(t, layout.mesh, [Replicate()], run_check=False)
+    stride = tuple(math.prod(t.shape[i + 1 :]) for i in range(t.ndim))
+    return DTensor.from_local(
+        _Take.apply(t, layout, dim),
+        layout.mesh,
+        [Shard(dim % t.ndim)],
+        run_check=False,
+        shape=t.shape,
+        stride=stride,
+    )
+
+
+def _start(v0: torch.Tensor | None, layout: _Layout) -> torch.Tensor | None:
+    """A DTensor warm start as the replicated tensor `svds` takes (others pass through)."""
+    if not is_dtensor(v0):
+        return v0
+    from torch.distributed.tensor import Replicate, Shard
+
+    placement = v0.placements[0]
+    local = v0.to_local().detach()
+    if isinstance(placement, Replicate):
+        return local
+    if type(placement) is Shard and placement.dim % v0.ndim == v0.ndim - 1 and layout.dim == -1:
+        return layout.all_gather(local.unsqueeze(-1)).squeeze(-1)  # (..., n_r, 1) stacked
+    raise ValueError(
+        f"v0 is a DTensor with placement {placement}; expected Replicate(), or Shard(-1) "
+        "like the columns of a column-sharded A"
+    )
+
+
+def _outputs(
+    result: tuple[torch.Tensor, torch.Tensor, torch.Tensor], A: DTensor, layout: _Layout
+) -> tuple[DTensor, DTensor, DTensor]:
+    U, S, Vh = result
+    if A.dtype != U.dtype and A.dtype in (torch.float16, torch.bfloat16):
+        U, S, Vh = U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
+    return (
+        _wrap(U, layout, -2 if layout.dim == -2 else None),
+        _wrap(S, layout, None),
+        _wrap(Vh, layout, -1 if layout.dim == -1 else None),
+    )
+
+
+def svds(
+    A: DTensor, k: int, *, tol: float | None, maxiter: int | None, v0: torch.Tensor | None
+) -> tuple[DTensor, DTensor, DTensor]:
+    """`torchsvd.svds` of a DTensor (module docstring): DTensor outputs placed like ``A``."""
+    from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
+
+    op = _ShardedOperator(A)
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
+    return _outputs(result, A, op.layout)
+
+
+def pca(
+    A: DTensor,
+    k: int,
+    *,
+    center: bool,
+    tol: float | None,
+    maxiter: int | None,
+    v0: torch.Tensor | None,
+) -> tuple[DTensor, DTensor, DTensor]:
+    """`torchsvd.pca` of a DTensor: the centred operator over the sharded products."""
+    from torchsvd._pca import _CenteredOperator
+    from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
+
+    sharded = _ShardedOperator(A)
+    op = _CenteredOperator(sharded) if center else sharded
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, sharded.layout))
+    return _outputs(result, A, sharded.layout)

@@ -1,0 +1,337 @@
+"""One rank of the torch.distributed tests (tests/test_distributed.py starts P of these).
+
+Run as ``python _distributed_worker.py`` with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.
+Every rank builds the same full matrices from seeds, shards them, runs every check and compares
+its own shards with a single-process `torchsvd.svds` of the full matrix. It prints one line per
+failed check and exits with status 1 if there was any; the process group is always destroyed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+
+import torchsvd
+from torchsvd import _distributed
+from torchsvd.testing import matrix_with_singular_values
+
+F32, F64, C128 = torch.float32, torch.float64, torch.complex128
+M, N, K = 157, 97, 3  # min(m, n) above the largest basis (83): the Krylov path, not the dense one
+SPECTRUM = [5.0, 4.0, 3.0, 1.0, 0.9, 0.8, 0.5]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+def _weights(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+class Rank:
+    def __init__(self, mesh: DeviceMesh) -> None:
+        self.mesh = mesh
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.failures: list[str] = []
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        if not ok:
+            self.failures.append(f"rank {self.rank}: {name} {detail}")
+
+    def bounds(self, extent: int, even: bool) -> tuple[int, ...]:
+        """Shard sizes: torch.chunk's (distribute_tensor's) or a deliberately lopsided split."""
+        if even:
+            return tuple(c.shape[0] for c in torch.arange(extent).chunk(self.size))
+        base = [extent // (2 * self.size)] * (self.size - 1)
+        return (*base, extent - sum(base))
+
+    def shard(self, A: torch.Tensor, placement: object, even: bool) -> DTensor:
+        if isinstance(placement, Replicate):
+            return distribute_tensor(A, self.mesh, [Replicate()])
+        assert isinstance(placement, Shard)
+        if even:
+            return distribute_tensor(A, self.mesh, [placement])
+        sizes = self.bounds(A.shape[placement.dim], even)
+        local = A.split(sizes, dim=placement.dim)[self.rank].contiguous()
+        return DTensor.from_local(
+            local, self.mesh, [placement], run_check=False, shape=A.shape, stride=A.stride()
+        )
+
+    def full(self, X: DTensor, even: bool) -> torch.Tensor:
+        """The global tensor (DTensor's full_tensor assumes torch.chunk sizes: gather here)."""
+        placement = X.placements[0]
+        if isinstance(placement, Replicate):
+            return X.to_local().detach()
+        if even:
+            return X.full_tensor().detach()
+        parts: list[torch.Tensor | None] = [None] * self.size
+        dist.all_gather_object(parts, X.to_local().detach())
+        assert isinstance(placement, Shard)
+        return torch.cat([p for p in parts if p is not None], dim=placement.dim)
+
+    def local_part(
+        self, full: torch.Tensor, placement: object, dim: int, even: bool
+    ) -> torch.Tensor:
+        """The part of a full tensor this rank holds along ``dim`` when sharded like A."""
+        if isinstance(placement, Replicate) or placement.dim % 2 != dim % 2:  # type: ignore[attr-defined]
+            return full
+        sizes = self.bounds(full.shape[dim], even)
+        return full.split(sizes, dim=dim)[self.rank]
+
+
+def _loss(
+    U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, w: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Σ W_U |U|² + w_S S + Σ W_V |Vh|²: sign (phase) invariant, so comparable across solvers."""
+    return (w["U"] * U.abs() ** 2).sum() + (w["S"] * S).sum() + (w["V"] * Vh.abs() ** 2).sum()
+
+
+def check_svds(t: Rank, placement: object, dtype: torch.dtype, even: bool, parts: str) -> None:
+    """Forward and gradients of a loss of ``parts`` (of U, S, V) against single-process svds."""
+    name = f"svds {placement} {dtype} even={even} loss={parts}"
+    seed = 3 + len(parts)
+    full = matrix_with_singular_values(SPECTRUM, M, N, dtype=dtype, seed=seed)
+    w = {
+        "U": _weights((M, K), 1) * ("U" in parts),
+        "S": _weights((K,), 2) * ("S" in parts),
+        "V": _weights((K, N), 3) * ("V" in parts),
+    }
+    ref_A = full.clone().requires_grad_()
+    ref = torchsvd.svds(ref_A, K)
+    _loss(*ref, {k: v.to(dtype.to_real()) for k, v in w.items()}).backward()
+    assert ref_A.grad is not None
+
+    A = t.shard(full, placement, even).requires_grad_()
+    with _distributed.count_collectives() as count:
+        U, S, Vh = torchsvd.svds(A, K)
+        uses = {
+            "U": t.local_part(w["U"], placement, 0, even),
+            "S": w["S"],
+            "V": t.local_part(w["V"], placement, 1, even),
+        }
+        loss = _loss(
+            U.to_local(),
+            S.to_local(),
+            Vh.to_local(),
+            {k: v.to(dtype.to_real()) for k, v in uses.items()},
+        )
+        loss.backward()
+    row, col = (
+        isinstance(placement, Shard) and placement.dim == 0,
+        isinstance(placement, Shard) and placement.dim == 1,
+    )
+    want = {"U": [Shard(0)] if row else [Replicate()], "V": [Shard(1)] if col else [Replicate()]}
+    t.check(
+        name + " placements",
+        list(U.placements) == want["U"]
+        and list(Vh.placements) == want["V"]
+        and list(S.placements) == [Replicate()],
+        f"{U.placements} {S.placements} {Vh.placements}",
+    )
+    tol = 1e-12 if dtype.to_real() == F64 else 2e-5
+    s_true = torch.tensor(SPECTRUM[:K], dtype=F64)
+    t.check(
+        name + " S",
+        _rel(S.to_local().to(F64), s_true) <= tol,
+        f"{_rel(S.to_local().to(F64), s_true):.3g}",
+    )
+    t.check(name + " S vs single", _rel(S.to_local(), ref[1]) <= tol)
+    Uf, Vf = t.full(U, even), t.full(Vh, even)
+    for side, got, exp in (("U", Uf, ref[0]), ("V", Vf.mH, ref[2].mH)):
+        err = _rel(got @ got.mH, exp @ exp.mH)
+        t.check(f"{name} projector {side}", err <= 100 * tol, f"{err:.3g}")
+    t.check(name + " U local", torch.equal(U.to_local(), t.local_part(Uf, placement, 0, even)))
+    assert A.grad is not None
+    grad = A.grad
+    t.check(
+        name + " grad placements", list(grad.placements) == list(A.placements), f"{grad.placements}"
+    )
+    local_ref = t.local_part(t.local_part(ref_A.grad, placement, 0, even), placement, 1, even)
+    err = _rel(grad.to_local(), local_ref)
+    t.check(name + " grad", err <= (1e-9 if dtype.to_real() == F64 else 1e-3), f"{err:.3g}")
+    # Never gathered: every collective is a block of vectors, far below m·n.
+    block = max(torchsvd._lanczos.default_block_size(K), 2 * K)
+    tallest = t.size * max(t.bounds(max(M, N), even))  # uneven blocks are padded for a gather
+    limit = max(max(M, N) + t.size, tallest) * block * full.element_size()
+    if isinstance(placement, Replicate):
+        t.check(name + " comm", count.largest == 0, f"{count.calls}")
+    else:
+        t.check(name + " comm", 0 < count.largest <= limit, f"{count.largest} > {limit}")
+
+
+def check_never_gathered(t: Rank) -> None:
+    """No DTensor gather or redistribution of A in the forward or the backward."""
+    calls: list[str] = []
+    originals = DTensor.full_tensor, DTensor.redistribute
+
+    def record(which: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(self: DTensor, *args: object, **kwargs: object) -> object:
+            calls.append(f"{which}{tuple(self.shape)}")
+            return fn(self, *args, **kwargs)
+
+        return wrapper
+
+    for placement in (Shard(0), Shard(1)):
+        A = t.shard(matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=0), placement, True)
+        A.requires_grad_()
+        DTensor.full_tensor = record("full_tensor", originals[0])  # type: ignore[method-assign]
+        DTensor.redistribute = record("redistribute", originals[1])  # type: ignore[method-assign]
+        try:
+            U, S, Vh = torchsvd.svds(A, K)
+            (U.to_local().sum() + S.to_local().sum() + Vh.to_local().sum()).backward()
+            warm = torchsvd.svds(A, K, v0=Vh.detach())  # a DTensor warm start, placed like Vh
+            sigma = torchsvd.spectral_norm(A)
+            sigma.to_local().backward()
+            torchsvd.pca(A, 2)
+        finally:
+            DTensor.full_tensor, DTensor.redistribute = originals  # type: ignore[method-assign]
+        t.check(f"never gathered {placement}", not calls, str(calls))
+        t.check(f"warm start {placement}", _rel(warm[1].to_local(), S.to_local()) < 1e-12)
+        t.check(
+            f"spectral_norm {placement}",
+            abs(float(sigma.to_local().detach()) - SPECTRUM[0]) < 1e-12,
+        )
+
+
+def check_pca(t: Rank, placement: object, dtype: torch.dtype) -> None:
+    """Distributed PCA (rows of samples, sharded) against single-process pca, with gradients."""
+    name = f"pca {placement} {dtype}"
+    full = matrix_with_singular_values(SPECTRUM, M, N, dtype=dtype, seed=7) + 3.0
+    ref_A = full.clone().requires_grad_()
+    ref = torchsvd.pca(ref_A, K)
+    w = _weights((K, N), 5).to(dtype)
+    (ref[1].sum() + (w * ref[2] ** 2).sum()).backward()
+    even = placement != Shard(0)
+    A = t.shard(full, placement, even).requires_grad_()
+    _, S, Vh = torchsvd.pca(A, K)
+    (
+        S.to_local().sum() + (t.local_part(w, placement, 1, even) * Vh.to_local() ** 2).sum()
+    ).backward()
+    tol = 1e-12 if dtype == F64 else 2e-5
+    t.check(name + " S", _rel(S.to_local(), ref[1]) <= tol, f"{_rel(S.to_local(), ref[1]):.3g}")
+    Vf = t.full(Vh, even)
+    t.check(name + " axes", _rel(Vf.mT @ Vf, ref[2].mT @ ref[2]) <= 100 * tol)
+    assert A.grad is not None and ref_A.grad is not None
+    local_ref = t.local_part(t.local_part(ref_A.grad, placement, 0, even), placement, 1, even)
+    err = _rel(A.grad.to_local(), local_ref)
+    t.check(name + " grad", err <= (1e-9 if dtype == F64 else 1e-3), f"{err:.3g}")
+
+
+def check_dtensor_loss(t: Rank) -> None:
+    """A loss written with DTensor ops (its reductions are DTensor's own collectives)."""
+    full = matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=11)
+    ref_A = full.clone().requires_grad_()
+    U_ref, _, _ = torchsvd.svds(ref_A, K)
+    W = _weights((M, K), 9)
+    (W * U_ref**2).sum().backward()
+    A = t.shard(full, Shard(0), True).requires_grad_()
+    U, _, _ = torchsvd.svds(A, K)
+    loss = (distribute_tensor(W, t.mesh, [Shard(0)]) * U**2).sum()
+    loss.full_tensor().backward()
+    assert A.grad is not None and ref_A.grad is not None
+    err = _rel(A.grad.full_tensor(), ref_A.grad)
+    t.check("DTensor loss grad", err <= 1e-9, f"{err:.3g}")
+
+
+def check_complex(t: Rank) -> None:
+    full = matrix_with_singular_values(SPECTRUM, M, N, dtype=C128, seed=13)
+    ref_A = full.clone().requires_grad_()
+    ref = torchsvd.svds(ref_A, K)
+    W = _weights((M, K), 4)
+    ((W * ref[0].abs() ** 2).sum() + ref[1].sum()).backward()
+    A = t.shard(full, Shard(0), False).requires_grad_()
+    U, S, _ = torchsvd.svds(A, K)
+    (
+        (t.local_part(W, Shard(0), 0, False) * U.to_local().abs() ** 2).sum() + S.to_local().sum()
+    ).backward()
+    assert A.grad is not None and ref_A.grad is not None
+    t.check("complex S", _rel(S.to_local(), ref[1]) <= 1e-12)
+    err = _rel(A.grad.to_local(), t.local_part(ref_A.grad, Shard(0), 0, False))
+    t.check("complex grad", err <= 1e-9, f"{err:.3g}")
+
+
+def check_errors(t: Rank) -> None:
+    """Unsupported placements raise on every rank (no rank left waiting in a collective)."""
+    A = matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=0)
+    local = A / t.size
+    partial = DTensor.from_local(local, t.mesh, [Partial()], run_check=False)
+    cases: list[tuple[str, Callable[[], object], type[Exception]]] = [
+        ("Partial", lambda: torchsvd.svds(partial, K), ValueError),
+        (
+            "batch",
+            lambda: torchsvd.svds(
+                distribute_tensor(A.expand(t.size, M, N).contiguous(), t.mesh, [Shard(0)]), K
+            ),
+            ValueError,
+        ),
+    ]
+    grid = init_device_mesh("cpu", (1, t.size))
+    on_grid = distribute_tensor(A, grid, [Replicate(), Shard(0)])
+    cases.append(("2-D mesh", lambda: torchsvd.svds(on_grid, K), ValueError))
+    bad = A.clone()
+    if t.rank == t.size - 1:
+        bad[-1, -1] = float("nan")
+    rows = t.shard(bad, Shard(0), False)  # from_local: each rank's own data
+    cases.append(("NaN on one rank", lambda: torchsvd.svds(rows, K), ValueError))
+    for what, call, error in cases:
+        try:
+            call()
+        except error:
+            continue
+        except Exception as err:  # the wrong error is the failure reported
+            t.check(f"error {what}", False, repr(err))
+            continue
+        t.check(f"error {what}", False, "did not raise")
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        t = Rank(init_device_mesh("cpu", (dist.get_world_size(),)))
+        # "short": one loss of U, S and V per placement (for a second world size).
+        short = sys.argv[1:] == ["short"]
+        checks: list[Callable[[], None]] = [
+            lambda: check_never_gathered(t),
+            lambda: check_errors(t),
+        ]
+        for placement in (Shard(0), Shard(1), Replicate()):
+            for dtype in (F64, F32):
+                for parts in ("S", "U", "V", "USV"):
+                    if (dtype == F32 or short) and parts != "USV":
+                        continue
+                    # Shards of any sizes along rows; DTensor's own backward of to_local infers
+                    # the strides of column shards from torch.chunk's sizes.
+                    even = not (isinstance(placement, Shard) and placement.dim == 0)
+                    checks.append(
+                        lambda p=placement, d=dtype, q=parts, e=even: check_svds(t, p, d, e, q)
+                    )
+        checks.append(lambda: check_svds(t, Shard(0), F64, True, "USV"))
+        checks += [
+            lambda: check_pca(t, Shard(0), F64),
+            lambda: check_pca(t, Shard(1), F32),
+            lambda: check_dtensor_loss(t),
+            lambda: check_complex(t),
+        ]
+        for check in checks:
+            try:
+                check()
+            except Exception:  # reported, and the next check runs
+                t.failures.append(f"rank {t.rank}: {traceback.format_exc()}")
+        for line in t.failures:
+            print(line, flush=True)
+        return 1 if t.failures else 0
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    sys.exit(main())
