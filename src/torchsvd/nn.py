@@ -11,16 +11,26 @@ differences that matter for Lipschitz-constrained training:
   behind the weights (after a large step it can be far off); this one is accurate at every step.
 - Its gradient is the exact derivative of W/σ_1(W) (∂σ_1/∂W = u_1 v_1ᴴ at the converged triplet).
 - ``max_norm=c`` rescales only when σ_1 > c: W / max(1, σ_1/c), the usual Lipschitz layer.
+- With ``input_shape``, a convolution is normalised by its true operator norm on inputs of that
+  shape (stride, padding, dilation, groups, padding mode), not by the norm of its reshaped
+  kernel: the power steps and the Lanczos fallback multiply by the layer and its adjoint.
+
+Under ``torch.compile`` the refinement (its loop stops on a residual test, a data-dependent
+branch) is one opaque custom operator: the same exact algorithm, run eagerly, with no graph
+break; σ and its gradient are traced as usual.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from torchsvd._conv import ConvGeometry, conv_geometry
+from torchsvd._operators import LinearOperator
 from torchsvd._topk import default_tol, svds
 
 __all__ = ["spectral_norm"]
@@ -32,8 +42,157 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _POWER_STEPS = 8
 
 
+def _top_pair(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    rmatvec: Callable[[torch.Tensor], torch.Tensor],
+    operator: torch.Tensor | LinearOperator,
+    v: torch.Tensor,
+    u_shape: Sequence[int],
+    tol: float | None,
+    maxiter: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top singular pair of a matrix or convolution to relative residual ``tol``, from ``v``.
+
+    Between two training steps the weights move little, so a few power steps from the
+    previous v usually suffice: with u = W v / ‖W v‖ and σ = ‖W v‖, ``W v − σ u`` is zero
+    and ``‖Wᴴu − σ v‖`` is the residual ``svds`` bounds, for two products a step. Power
+    iteration converges only with the ratio σ_2/σ_1, though (slow for the clustered top
+    spectrum of a freshly initialised layer, hopeless after a large update), so after
+    ``_POWER_STEPS`` it hands over to the Lanczos solver of `svds`, warm-started here.
+    ``v`` has the shape of the input (a vector, or ``(C_in, *spatial)``), u of ``u_shape``.
+    """
+    rtol = default_tol(v.dtype) if tol is None else tol
+    for _ in range(_POWER_STEPS):
+        Wv = matvec(v)
+        sigma = torch.linalg.vector_norm(Wv)
+        if not bool(sigma > 0):
+            break
+        u = Wv / sigma
+        z = rmatvec(u)
+        if bool(torch.linalg.vector_norm(z - sigma * v) <= rtol * sigma):
+            return u, v
+        v = z / torch.linalg.vector_norm(z)
+    U, _, Vh = svds(operator, 1, tol=tol, maxiter=maxiter, v0=v.flatten().conj())
+    return U[:, 0].reshape(u_shape), Vh[0].conj().reshape(v.shape)
+
+
+def _refine_matrix(
+    mat: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    matH = mat.mH
+    return _top_pair(
+        lambda x: torch.mv(mat, x), lambda y: torch.mv(matH, y), mat, v, mat.shape[:1], tol, maxiter
+    )
+
+
+def _conv_operator(geometry: ConvGeometry, weight: torch.Tensor) -> LinearOperator:
+    """The convolution as a `LinearOperator` on flattened inputs, for `svds`."""
+    m, n = geometry.shape
+
+    def matmat(X: torch.Tensor) -> torch.Tensor:
+        p = X.shape[-1]
+        return geometry.apply(weight, X.mT.reshape(p, *geometry.in_shape)).reshape(p, m).mT
+
+    def rmatmat(Y: torch.Tensor) -> torch.Tensor:
+        p = Y.shape[-1]
+        return geometry.adjoint(weight, Y.mT.reshape(p, *geometry.out_shape)).reshape(p, n).mT
+
+    return LinearOperator((m, n), matmat, rmatmat, dtype=weight.dtype, device=weight.device)
+
+
+def _refine_conv(
+    weight: torch.Tensor,
+    v: torch.Tensor,
+    tol: float | None,
+    maxiter: int | None,
+    geometry: ConvGeometry,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _top_pair(
+        lambda x: geometry.apply(weight, x[None])[0],
+        lambda y: geometry.adjoint(weight, y[None])[0],
+        _conv_operator(geometry, weight),
+        v,
+        geometry.out_shape,
+        tol,
+        maxiter,
+    )
+
+
+# The refinement as custom operators: torch.compile calls them as opaque functions (their
+# shapes come from the fake implementations), so the data-dependent loop runs eagerly inside a
+# compiled graph instead of breaking it at every residual test.
+@torch.library.custom_op(
+    "torchsvd::spectral_norm_refine",
+    mutates_args=(),
+    schema="(Tensor mat, Tensor v, float? tol, int? maxiter) -> (Tensor, Tensor)",
+)
+def _refine_matrix_op(
+    mat: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    u, v_new = _refine_matrix(mat, v, tol, maxiter)
+    return u.clone(), v_new.clone()  # outputs of a custom operator may not alias its inputs
+
+
+@_refine_matrix_op.register_fake
+def _(
+    mat: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return mat.new_empty(mat.shape[:1]), torch.empty_like(v)
+
+
+_CONV_SCHEMA = (
+    "(Tensor weight, Tensor v, float? tol, int? maxiter, bool transposed, int[] stride, "
+    "int[] padding, int[] dilation, int groups, int[] output_padding, int[] pad, "
+    "str padding_mode, int[] in_shape, int[] out_shape) -> (Tensor, Tensor)"
+)
+
+
+@torch.library.custom_op(
+    "torchsvd::spectral_norm_refine_conv", mutates_args=(), schema=_CONV_SCHEMA
+)
+def _refine_conv_op(
+    weight: torch.Tensor,
+    v: torch.Tensor,
+    tol: float | None,
+    maxiter: int | None,
+    transposed: bool,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    output_padding: list[int],
+    pad: list[int],
+    padding_mode: str,
+    in_shape: list[int],
+    out_shape: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    geometry = ConvGeometry(
+        transposed, tuple(stride), tuple(padding), tuple(dilation), groups,
+        tuple(output_padding), tuple(pad), padding_mode, tuple(in_shape), tuple(out_shape),
+    )  # fmt: skip
+    u, v_new = _refine_conv(weight, v, tol, maxiter, geometry)
+    return u.clone(), v_new.clone()
+
+
+@_refine_conv_op.register_fake
+def _(weight: torch.Tensor, v: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    out_shape = args[-1]
+    assert isinstance(out_shape, list | tuple)
+    return weight.new_empty(tuple(out_shape)), torch.empty_like(v)
+
+
+def _conv_op_args(geometry: ConvGeometry) -> list[object]:
+    """The fields of ``geometry`` as the custom operator takes them (lists for tuples)."""
+    fields = (getattr(geometry, f) for f in ConvGeometry.__dataclass_fields__)
+    return [list(g) if isinstance(g, tuple) else g for g in fields]
+
+
 class _SpectralNorm(nn.Module):
-    """Parametrization W -> W / σ_1(W) (or W / max(1, σ_1/max_norm)), σ_1 by warm-started svds."""
+    """Parametrization W -> W / σ_1(W) (or W / max(1, σ_1/max_norm)), σ_1 by warm-started svds.
+
+    σ_1 is that of the weight reshaped to a matrix, or, with a `ConvGeometry`, the operator norm
+    of the convolution it defines.
+    """
 
     _u: torch.Tensor
     _v: torch.Tensor
@@ -46,6 +205,7 @@ class _SpectralNorm(nn.Module):
         tol: float | None,
         maxiter: int | None,
         max_norm: float | None,
+        geometry: ConvGeometry | None = None,
     ) -> None:
         super().__init__()
         ndim = weight.ndim
@@ -59,7 +219,15 @@ class _SpectralNorm(nn.Module):
         self.tol = tol
         self.maxiter = maxiter
         self.max_norm = max_norm
-        if ndim > 1:
+        self.geometry = geometry
+        if geometry is not None:
+            # Converge once at registration; u and v have the shapes of the layer's output and
+            # input.
+            op = _conv_operator(geometry, weight.detach())
+            U, _, Vh = svds(op, 1, tol=tol, maxiter=maxiter)
+            self.register_buffer("_u", U[:, 0].reshape(geometry.out_shape).contiguous())
+            self.register_buffer("_v", Vh[0].conj().reshape(geometry.in_shape).contiguous())
+        elif ndim > 1:
             mat = self._as_matrix(weight.detach())
             # Converge once at registration (PyTorch runs 15 power iterations here).
             U, _, Vh = svds(mat, 1, tol=tol, maxiter=maxiter)
@@ -83,7 +251,8 @@ class _SpectralNorm(nn.Module):
         if weight.ndim == 1:
             # A vector's only singular value is its norm: no iteration needed.
             return self._scale(weight, torch.linalg.vector_norm(weight))
-        mat = self._as_matrix(weight)
+        geometry = self.geometry
+        mat = weight if geometry is not None else self._as_matrix(weight)
         if self.training:
             with torch.no_grad():
                 u, v = self._refine(mat.detach())
@@ -95,33 +264,24 @@ class _SpectralNorm(nn.Module):
         # (uᴴ W v is real there up to rounding; Re keeps σ real for complex weights.)
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.vdot(u, torch.mv(mat, v)).real
+        if geometry is None:
+            Wv = torch.mv(mat, v)
+        else:
+            Wv = geometry.apply(weight, v[None])[0]
+        sigma = torch.vdot(u.flatten(), Wv.flatten()).real
         return self._scale(weight, sigma)
 
     def _refine(self, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The top singular pair of ``mat`` to relative residual ``tol``, from the stored one.
-
-        Between two training steps the weights move little, so a few power steps from the
-        previous v usually suffice: with u = W v / ‖W v‖ and σ = ‖W v‖, ``W v − σ u`` is zero
-        and ``‖Wᴴu − σ v‖`` is the residual ``svds`` bounds, for two GEMVs a step. Power
-        iteration converges only with the ratio σ_2/σ_1, though (slow for the clustered top
-        spectrum of a freshly initialised layer, hopeless after a large update), so after
-        ``_POWER_STEPS`` it hands over to the Lanczos solver of `svds`, warm-started here.
-        """
-        tol = default_tol(mat.dtype) if self.tol is None else self.tol
-        v = self._v
-        for _ in range(_POWER_STEPS):
-            Wv = torch.mv(mat, v)
-            sigma = torch.linalg.vector_norm(Wv)
-            if not bool(sigma > 0):
-                break
-            u = Wv / sigma
-            z = torch.mv(mat.mH, u)
-            if bool(torch.linalg.vector_norm(z - sigma * v) <= tol * sigma):
-                return u, v
-            v = z / torch.linalg.vector_norm(z)
-        U, _, Vh = svds(mat, 1, tol=self.tol, maxiter=self.maxiter, v0=v.conj())
-        return U[:, 0], Vh[0].conj()
+        """The top singular pair to relative residual ``tol``, from the stored one."""
+        geometry = self.geometry
+        compiling = torch.compiler.is_compiling()
+        if geometry is None:
+            refine = _refine_matrix_op if compiling else _refine_matrix
+            return refine(mat, self._v, self.tol, self.maxiter)
+        if compiling:
+            args = _conv_op_args(geometry)
+            return _refine_conv_op(mat, self._v, self.tol, self.maxiter, *args)
+        return _refine_conv(mat, self._v, self.tol, self.maxiter, geometry)
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Assigning to the parametrized weight stores the value itself (as PyTorch does).
@@ -138,6 +298,7 @@ def spectral_norm(
     tol: float | None = None,
     maxiter: int | None = None,
     max_norm: float | None = None,
+    input_shape: Sequence[int] | None = None,
 ) -> ModuleT:
     r"""Spectral normalisation of ``module.<name>``: a drop-in for PyTorch's parametrization.
 
@@ -148,6 +309,17 @@ def spectral_norm(
     ``‖W v − σ u‖, ‖Wᴴu − σ v‖ <= tol·σ``; the gradient is exact. In evaluation mode the
     stored vectors are used, as in PyTorch. Real and complex weights (float32/float64,
     complex64/complex128) are supported.
+
+    For a convolution (``Conv{1,2,3}d``, ``ConvTranspose{1,2,3}d``) with ``input_shape`` given,
+    σ_1 is the true operator norm of the layer (without bias) as a linear map on inputs of that
+    shape: its stride, padding (``'same'``/``'valid'`` too), dilation, groups, padding mode and
+    ``output_padding`` included; the stored ``_u`` and ``_v`` then have the shapes of one
+    output and one input. The normalised layer is 1-Lipschitz (``max_norm``-Lipschitz) on those
+    inputs. Without ``input_shape`` a convolution is normalised, as by PyTorch, by the norm of
+    its kernel reshaped to ``(C_out, C_in/groups·∏kernel_size)``: cheaper, but not the layer's
+    norm. For ``groups=1`` and an output whose window lies inside the input it is a lower bound
+    (that output's row block of the layer's matrix is the reshaped kernel), and the layer's norm
+    can be up to √∏kernel_size times larger [3]_: the "normalised" layer is not 1-Lipschitz.
 
     Parameters
     ----------
@@ -170,6 +342,10 @@ def spectral_norm(
     max_norm : float, optional
         Rescale only when σ_1 exceeds it (Lipschitz bound ``max_norm``) instead of always
         normalising to σ_1 = 1.
+    input_shape : sequence of int, optional
+        Convolutions only: the shape ``(C_in, *spatial)`` of one input, without the batch
+        dimension (the operator norm does not depend on the batch). ``dim`` and ``name`` must
+        then be left at their defaults.
 
     Returns
     -------
@@ -186,11 +362,27 @@ def spectral_norm(
     >>> bool(torch.allclose(capped.weight, capped.parametrizations.weight.original))
     True
 
+    The true operator norm of a convolution on 3×16×16 inputs: the normalised layer maps the
+    stored input direction to an output of norm 1.
+
+    >>> conv = torchsvd.nn.spectral_norm(
+    ...     torch.nn.Conv2d(3, 8, 3, padding=1).double(), input_shape=(3, 16, 16)
+    ... )
+    >>> sn = conv.parametrizations.weight[0]
+    >>> v = sn._v[None]  # (1, 3, 16, 16): a unit input direction attaining the norm
+    >>> out = torch.nn.functional.conv2d(v, conv.weight, padding=1)
+    >>> bool(torch.isclose(out.norm(), torch.tensor(1.0, dtype=torch.float64)))
+    True
+
     References
     ----------
     .. [1] T. Miyato et al., "Spectral Normalization for Generative Adversarial Networks",
            ICLR 2018.
     .. [2] PyTorch issue #12760 (spectral norm as a function).
+    .. [3] Y. Tsuzuku, I. Sato, M. Sugiyama, "Lipschitz-Margin Training: Scalable
+           Certification of Perturbation Invariance for Deep Neural Networks", NeurIPS 2018.
+    .. [4] H. Sedghi, V. Gupta, P. M. Long, "The Singular Values of Convolutional Layers",
+           ICLR 2019 (the exact spectrum of circular convolutions, by FFT).
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
@@ -201,10 +393,18 @@ def spectral_norm(
         raise ValueError(f"n_power_iterations must be positive, got {n_power_iterations}")
     if max_norm is not None and not max_norm > 0:
         raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
+    geometry = None
+    if input_shape is not None:
+        geometry = conv_geometry(module, tuple(input_shape))
+        if name != "weight" or dim is not None:
+            raise ValueError(
+                "with input_shape the layer's own weight is normalised as a whole: leave name "
+                f"and dim at their defaults, got name={name!r}, dim={dim!r}"
+            )
     if dim is None:
         transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
         dim = 1 if isinstance(module, transposed) else 0
     parametrize.register_parametrization(
-        module, name, _SpectralNorm(weight, dim, eps, tol, maxiter, max_norm)
+        module, name, _SpectralNorm(weight, dim, eps, tol, maxiter, max_norm, geometry)
     )
     return module
