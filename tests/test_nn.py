@@ -144,6 +144,7 @@ def _forbid_lanczos(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a small update should not need the Lanczos fallback")
 
     monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+    monkeypatch.setattr(torchsvd.nn, "_lanczos_top_pair", no_lanczos)
 
 
 def test_small_update_is_refined_by_power_steps_without_lanczos(
@@ -325,6 +326,16 @@ def test_conv_after_a_large_update_falls_back_to_lanczos() -> None:
         torch.linalg.matrix_norm(dense_matrix(layer, (2, 9), F64), 2),
         torch.tensor(1.0, dtype=F64),
     )
+
+
+def test_conv_lanczos_fallback_raises_beyond_maxiter() -> None:
+    torch.manual_seed(6)
+    layer = torchsvd.nn.spectral_norm(nn.Conv1d(2, 3, 3, padding=1).double(), input_shape=(2, 9))
+    _sn(layer).maxiter = 2
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(torch.randn(3, 2, 3, dtype=F64))
+    with pytest.raises(torchsvd.ConvergenceError, match="in 2 products"):
+        _ = layer.weight
 
 
 def test_conv_bad_input_shape() -> None:
