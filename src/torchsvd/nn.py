@@ -122,7 +122,8 @@ def _lanczos_top_pair(
     """
     products, residual = 0, float("inf")
     while products < maxiter:
-        V, U, alphas, betas = [v], [], [], []
+        V, alphas, betas = [v], [], []
+        U: list[torch.Tensor] = []
         p = matvec(v)
         for j in range(_KRYLOV_STEPS):
             if U:
