@@ -13,7 +13,8 @@ differences that matter for Lipschitz-constrained training:
 - ``max_norm=c`` rescales only when σ_1 > c: W / max(1, σ_1/c), the usual Lipschitz layer.
 - With ``input_shape``, a convolution is normalised by its true operator norm on inputs of that
   shape (stride, padding, dilation, groups, padding mode), not by the norm of its reshaped
-  kernel: the power steps and the Lanczos fallback multiply by the layer and its adjoint.
+  kernel: the power steps and a restarted Lanczos bidiagonalization multiply by the layer and
+  its adjoint (on one input at a time).
 
 Under ``torch.compile`` the refinement (its loop stops on a residual test, a data-dependent
 branch) is one opaque custom operator: the same exact algorithm, run eagerly, with no graph
@@ -412,9 +413,12 @@ def spectral_norm(
         Dimension corresponding to the number of outputs: 0, except 1 for ConvTranspose*d
         (PyTorch's default rule).
     tol : float, optional
-        Relative residual of the singular triplet; default that of :func:`torchsvd.svds`.
+        Relative residual of the singular triplet; default that of :func:`torchsvd.svds`, and
+        √eps of the dtype for a convolution with ``input_shape`` (its top spectrum is clustered;
+        σ, second order in the residual, is then accurate to about rounding).
     maxiter : int, optional
-        Iteration cap of :func:`torchsvd.svds` (raises `torchsvd.ConvergenceError` beyond it).
+        Iteration cap of :func:`torchsvd.svds`, or number of products of the Lanczos fallback of
+        a convolution with ``input_shape`` (raises `torchsvd.ConvergenceError` beyond it).
     max_norm : float, optional
         Rescale only when σ_1 exceeds it (Lipschitz bound ``max_norm``) instead of always
         normalising to σ_1 = 1.
