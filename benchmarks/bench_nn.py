@@ -129,7 +129,7 @@ def bench_conv(quick: bool) -> None:
     channels, size = (16, 16) if quick else (64, 32)
     print(
         f"{_versions()}, Conv2d({channels}, {channels}, 3, padding=1) on {channels}×{size}×{size}, "
-        "default initialisation (seed 0), float64, tol 1e-10"
+        "default initialisation (seed 0), float64, tol 1e-4"
     )
     print()
     print(
@@ -142,7 +142,7 @@ def bench_conv(quick: bool) -> None:
         conv = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=mode).double()
         kernel = conv.weight.detach().clone()
         t0 = time.perf_counter()
-        torchsvd.nn.spectral_norm(conv, input_shape=(channels, size, size), tol=1e-10)
+        torchsvd.nn.spectral_norm(conv, input_shape=(channels, size, size), tol=1e-4)
         elapsed = time.perf_counter() - t0
         sigma = _divided_by(conv)
         reshaped = float(torch.linalg.matrix_norm(kernel.flatten(1), 2))
