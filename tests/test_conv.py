@@ -133,3 +133,18 @@ def test_bad_input_shapes_and_modules() -> None:
         conv_geometry(conv, (3, 2, 8))
     with pytest.raises(TypeError, match="got Linear"):
         conv_geometry(nn.Linear(3, 3), (3,))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_gradient_is_the_weight_gradient(case: str) -> None:
+    module, shape = make(case)
+    geometry = conv_geometry(module, shape)
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(2, *geometry.in_shape, dtype=F64, generator=gen)
+    Y = torch.randn(2, *geometry.out_shape, dtype=F64, generator=gen)
+    W = module.weight.detach().clone().requires_grad_()
+    (grad,) = torch.autograd.grad((geometry.apply(W, X) * Y).sum(), W)
+    G = geometry.kernel_gradient(W.detach(), X, Y)
+    torch.testing.assert_close(G, grad)
+    # Re⟨y, A_W x⟩ = ⟨G, W⟩: the product is linear in the kernel.
+    torch.testing.assert_close((G * W.detach()).sum(), (geometry.apply(W, X) * Y).sum().detach())

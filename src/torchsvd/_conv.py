@@ -116,6 +116,23 @@ class ConvGeometry:
         )
         return self._pad_adjoint(x) if self.pad else x
 
+    def kernel_gradient(
+        self, weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """``∂/∂W Re⟨y, A_W x⟩`` for batches ``x`` ``(p, *in_shape)``, ``y`` ``(p, *out_shape)``.
+
+        ``Re⟨y, A_W x⟩`` is linear in the kernel, so it equals ``Re⟨G, W⟩`` with G this gradient:
+        the weight gradient of the layer's backward, without building a graph.
+        """
+        if not self.transposed and self.pad:
+            x = F.pad(x, self.pad, mode=_PAD_MODE.get(self.padding_mode, self.padding_mode))
+        output_padding = self.output_padding if self.transposed else (0,) * self.spatial
+        _, grad, _ = torch.ops.aten.convolution_backward(
+            y, x, weight, None, list(self.stride), list(self.padding), list(self.dilation),
+            self.transposed, list(output_padding), self.groups, [False, True, False],
+        )  # fmt: skip
+        return grad
+
     def _pad_adjoint(self, x: torch.Tensor) -> torch.Tensor:
         """``padᴴ``: crop (zero padding), or add each padded copy back onto its source entry."""
         d = self.spatial

@@ -256,6 +256,40 @@ def _(weight: torch.Tensor, v: torch.Tensor, *args: object) -> tuple[torch.Tenso
     return weight.new_empty(tuple(out_shape)), torch.empty_like(v)
 
 
+@torch.library.custom_op(
+    "torchsvd::spectral_norm_conv_gradient",
+    mutates_args=(),
+    schema=_CONV_SCHEMA.replace("Tensor v, float? tol, int? maxiter", "Tensor u, Tensor v").replace(
+        "-> (Tensor, Tensor)", "-> Tensor"
+    ),
+)
+def _conv_gradient_op(
+    weight: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    transposed: bool,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    output_padding: list[int],
+    pad: list[int],
+    padding_mode: str,
+    in_shape: list[int],
+    out_shape: list[int],
+) -> torch.Tensor:
+    geometry = ConvGeometry(
+        transposed, tuple(stride), tuple(padding), tuple(dilation), groups,
+        tuple(output_padding), tuple(pad), padding_mode, tuple(in_shape), tuple(out_shape),
+    )  # fmt: skip
+    return geometry.kernel_gradient(weight, v[None], u[None])
+
+
+@_conv_gradient_op.register_fake
+def _(weight: torch.Tensor, *args: object) -> torch.Tensor:
+    return torch.empty_like(weight)
+
+
 def _conv_op_args(geometry: ConvGeometry) -> list[object]:
     """The fields of ``geometry`` as the custom operator takes them (lists for tuples)."""
     fields = (getattr(geometry, f) for f in ConvGeometry.__dataclass_fields__)
@@ -342,10 +376,15 @@ class _SpectralNorm(nn.Module):
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         if geometry is None:
-            Wv = torch.mv(mat, v)
+            sigma = torch.vdot(u, torch.mv(mat, v)).real
         else:
-            Wv = geometry.apply(weight, v[None])[0]
-        sigma = torch.vdot(u.flatten(), Wv.flatten()).real
+            # Re⟨u, A_W v⟩ is linear in W: it is Re⟨G, W⟩ with G its (constant) gradient, one
+            # weight-gradient convolution of a single input; traced, that is a product and a sum.
+            if torch.compiler.is_compiling():
+                G = _conv_gradient_op(weight.detach(), u, v, *_conv_op_args(geometry))
+            else:
+                G = geometry.kernel_gradient(weight.detach(), v[None], u[None])
+            sigma = (G.conj() * weight).sum().real
         return self._scale(weight, sigma)
 
     def _refine(self, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
