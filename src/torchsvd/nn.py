@@ -89,7 +89,7 @@ def _refine_matrix(
 
 
 def conv_default_tol(dtype: torch.dtype) -> float:
-    """Default residual tolerance of the top pair of a convolution: √eps of the dtype.
+    """Default residual tolerance of the top pair of a convolution: √eps, at least 1e-5.
 
     The top of a convolution's spectrum is clustered (near-degenerate pairs of Fourier-like
     modes, relative gaps of 1e-7 to 1e-3 on 32×32 inputs), so the singular vectors move a lot
@@ -98,7 +98,9 @@ def conv_default_tol(dtype: torch.dtype) -> float:
     vector: a lower bound of σ_1 whose error is second order in the residual, at rounding level
     at this tolerance.
     """
-    return float(torch.finfo(dtype.to_real()).eps) ** 0.5
+    # Not below 1e-5 (float64): the top of the spectrum is dense, so a tighter residual can take
+    # thousands of products from a random start while σ is already accurate to about 1e-10.
+    return max(float(torch.finfo(dtype.to_real()).eps) ** 0.5, 1e-5)
 
 
 def _lanczos_top_pair(
@@ -453,7 +455,7 @@ def spectral_norm(
         (PyTorch's default rule).
     tol : float, optional
         Relative residual of the singular triplet; default that of :func:`torchsvd.svds`, and
-        √eps of the dtype for a convolution with ``input_shape`` (its top spectrum is clustered;
+        max(√eps, 1e-5) for a convolution with ``input_shape`` (its top spectrum is clustered;
         σ, second order in the residual, is then accurate to about rounding).
     maxiter : int, optional
         Iteration cap of :func:`torchsvd.svds`, or number of products of the Lanczos fallback of
