@@ -9,6 +9,10 @@ from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
 
 import torchsvd
 from _helpers import C128, F64
+from test_conv import CASES as CONV_CASES
+from test_conv import dense_matrix
+from test_conv import make as make_conv
+from torchsvd._conv import conv_geometry
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
 
@@ -140,6 +144,7 @@ def _forbid_lanczos(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a small update should not need the Lanczos fallback")
 
     monkeypatch.setattr(torchsvd.nn, "svds", no_lanczos)
+    monkeypatch.setattr(torchsvd.nn, "_lanczos_top_pair", no_lanczos)
 
 
 def test_small_update_is_refined_by_power_steps_without_lanczos(
@@ -187,3 +192,198 @@ def test_complex_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     ((W / torch.linalg.matrix_norm(W, 2)) * G.conj()).real.sum().backward()
     assert original.grad is not None and W.grad is not None
     torch.testing.assert_close(original.grad, W.grad, rtol=1e-7, atol=1e-9)
+
+
+# Convolutions normalised by their operator norm (input_shape).
+
+
+def _sn(layer: nn.Module) -> torch.nn.Module:
+    return layer.parametrizations.weight[0]  # type: ignore[index,union-attr]
+
+
+def _operator_norm(module: nn.Module, input_shape: tuple[int, ...], weight: torch.Tensor) -> float:
+    """‖A‖₂ of the layer with kernel ``weight``, from its dense matrix."""
+    geometry = conv_geometry(module, input_shape)
+    n = geometry.shape[1]
+    basis = torch.eye(n, dtype=weight.dtype).reshape(n, *input_shape)
+    A = geometry.apply(weight, basis).reshape(n, -1).mT
+    return float(torch.linalg.matrix_norm(A, 2))
+
+
+@pytest.mark.filterwarnings("ignore:(Using padding|Complex modules):UserWarning")
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_is_normalised_by_its_operator_norm(case: str) -> None:
+    module, shape = make_conv(case)
+    sigma = float(torch.linalg.matrix_norm(dense_matrix(module, shape, F64), 2))
+    layer = torchsvd.nn.spectral_norm(module, input_shape=shape, tol=1e-10)
+    sn = _sn(layer)
+    assert sn._u.shape == conv_geometry(module, shape).out_shape
+    assert sn._v.shape == shape
+    # The dense matrix of the normalised layer (bias excluded) has norm 1.
+    torch.testing.assert_close(
+        torch.linalg.matrix_norm(dense_matrix(layer, shape, F64), 2), torch.tensor(1.0, dtype=F64)
+    )
+    torch.testing.assert_close(
+        layer.parametrizations.weight.original / sigma, layer.weight, rtol=1e-9, atol=1e-12
+    )
+
+
+def _sedghi_norm(kernel: torch.Tensor, size: tuple[int, int]) -> float:
+    """Largest singular value of the circular 2-D convolution by ``kernel`` on ``size`` inputs:
+    the largest over the frequencies of the 2-norm of the c_out × c_in matrix of the DFT of the
+    zero-padded kernel (Sedghi, Gupta & Long, 2019)."""
+    padded = kernel.new_zeros((*kernel.shape[:2], *size))
+    padded[..., : kernel.shape[2], : kernel.shape[3]] = kernel
+    per_frequency = torch.fft.fft2(padded).permute(2, 3, 0, 1)
+    return float(torch.linalg.matrix_norm(per_frequency, 2).max())
+
+
+def test_circular_conv_matches_the_fft_formula() -> None:
+    torch.manual_seed(3)
+    module = nn.Conv2d(4, 5, 3, padding=1, padding_mode="circular").double()
+    kernel = module.weight.detach().clone()
+    layer = torchsvd.nn.spectral_norm(module, input_shape=(4, 8, 6), tol=1e-10)
+    ratio = (layer.parametrizations.weight.original / layer.weight).detach()
+    sigma = float(ratio.flatten()[0])
+    assert abs(sigma - _sedghi_norm(kernel, (8, 6))) <= 1e-9 * sigma
+    # The reshaped-kernel bound differs: the test distinguishes the two normalisations.
+    reshaped = float(torch.linalg.matrix_norm(kernel.flatten(1), 2))
+    assert reshaped < 0.9 * sigma
+
+
+@pytest.mark.parametrize(
+    "case", ["conv2d-mixed", "conv1d-reflect", "conv1d-circular-stride", "convT2d"]
+)
+def test_conv_gradient_matches_central_differences(case: str) -> None:
+    module, shape = make_conv(case)
+    with torch.no_grad():  # a simple top σ, well separated: the first-order rule is exact
+        module.weight.mul_(1 + 0.3 * torch.rand(module.weight.shape, generator=torch.Generator()))
+    layer = torchsvd.nn.spectral_norm(module, input_shape=shape, tol=1e-12)
+    original = layer.parametrizations.weight.original
+    W0 = original.detach().clone()
+    gen = torch.Generator().manual_seed(4)
+    G = torch.randn(W0.shape, dtype=F64, generator=gen)
+    (layer.weight * G).sum().backward()
+    assert original.grad is not None
+
+    def loss(W: torch.Tensor) -> float:
+        return float((W / _operator_norm(module, shape, W) * G).sum())
+
+    h = 1e-6
+    for _ in range(3):
+        D = torch.randn(W0.shape, dtype=F64, generator=gen)
+        numeric = (loss(W0 + h * D) - loss(W0 - h * D)) / (2 * h)
+        analytic = float((original.grad * D).sum())
+        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(numeric))
+
+
+def test_conv_state_dict_round_trip_and_max_norm() -> None:
+    def layer(seed: int, **kwargs: float) -> nn.Module:
+        torch.manual_seed(seed)
+        conv = nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="reflect").double()
+        return torchsvd.nn.spectral_norm(conv, input_shape=(2, 7, 6), **kwargs)
+
+    trained, fresh = layer(0), layer(1)
+    fresh.load_state_dict(trained.state_dict())
+    fresh.eval()
+    trained.eval()
+    torch.testing.assert_close(fresh.weight, trained.weight)
+    torch.testing.assert_close(_sn(fresh)._v, _sn(trained)._v)
+
+    one = torch.tensor(1.0, dtype=F64)
+    norm = torch.linalg.matrix_norm
+    capped = layer(2, max_norm=0.5)
+    original = capped.parametrizations.weight.original
+    sigma = _operator_norm(capped, (2, 7, 6), original.detach())
+    assert sigma > 0.5
+    torch.testing.assert_close(norm(dense_matrix(capped, (2, 7, 6), F64), 2), 0.5 * one)
+    loose = layer(2, max_norm=2 * sigma)
+    torch.testing.assert_close(loose.weight, loose.parametrizations.weight.original)
+
+
+def test_conv_small_update_is_refined_by_power_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(5)
+    conv = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1).double()
+    layer = torchsvd.nn.spectral_norm(conv, input_shape=(3, 4, 5), tol=1e-6)
+    original = layer.parametrizations.weight.original
+    with torch.no_grad():
+        original.add_(1e-6 * torch.randn(original.shape, dtype=F64, generator=torch.Generator()))
+    _forbid_lanczos(monkeypatch)
+    torch.testing.assert_close(
+        torch.linalg.matrix_norm(dense_matrix(layer, (3, 4, 5), F64), 2),
+        torch.tensor(1.0, dtype=F64),
+        rtol=1e-10,
+        atol=1e-11,  # σ errs by about tol²
+    )
+
+
+def test_conv_after_a_large_update_falls_back_to_lanczos() -> None:
+    torch.manual_seed(6)
+    layer = torchsvd.nn.spectral_norm(nn.Conv1d(2, 3, 3, padding=1).double(), input_shape=(2, 9))
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(torch.randn(3, 2, 3, dtype=F64))
+    torch.testing.assert_close(
+        torch.linalg.matrix_norm(dense_matrix(layer, (2, 9), F64), 2),
+        torch.tensor(1.0, dtype=F64),
+    )
+
+
+def test_conv_lanczos_fallback_raises_beyond_maxiter() -> None:
+    torch.manual_seed(6)
+    layer = torchsvd.nn.spectral_norm(nn.Conv1d(2, 3, 3, padding=1).double(), input_shape=(2, 9))
+    _sn(layer).maxiter = 2
+    with torch.no_grad():
+        layer.parametrizations.weight.original.copy_(torch.randn(3, 2, 3, dtype=F64))
+    with pytest.raises(torchsvd.ConvergenceError, match="in 2 products"):
+        _ = layer.weight
+
+
+def test_conv_bad_input_shape() -> None:
+    with pytest.raises(ValueError, match=r"input_shape must be 3 positive ints"):
+        torchsvd.nn.spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(3, 8))
+    with pytest.raises(ValueError, match="has 4 channels but Conv2d takes 3"):
+        torchsvd.nn.spectral_norm(nn.Conv2d(3, 4, 3), input_shape=(4, 8, 8))
+    with pytest.raises(TypeError, match="got Linear"):
+        torchsvd.nn.spectral_norm(nn.Linear(3, 4), input_shape=(3,))
+    with pytest.raises(ValueError, match="leave name and dim"):
+        torchsvd.nn.spectral_norm(nn.Conv1d(3, 4, 3), dim=1, input_shape=(3, 8))
+    with pytest.raises(ValueError, match="cannot be applied"):
+        torchsvd.nn.spectral_norm(nn.Conv1d(3, 4, 5), input_shape=(3, 2))
+
+
+# torch.compile: the refinement is an opaque custom operator, σ and the scaling are traced.
+
+
+def _small_net(sn: bool) -> nn.Module:
+    torch.manual_seed(7)
+    conv = nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular")
+    linear = nn.Linear(4 * 6 * 6, 3)
+    if sn:
+        conv = torchsvd.nn.spectral_norm(conv, input_shape=(2, 6, 6))
+        linear = torchsvd.nn.spectral_norm(linear, max_norm=2.0)
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), linear)
+
+
+def test_no_graph_break_under_torch_compile() -> None:
+    net = _small_net(sn=True)
+    x = torch.randn(5, 2, 6, 6)
+    explanation = torch._dynamo.explain(net)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_compiled_training_steps_match_eager() -> None:
+    eager, compiled_net = _small_net(sn=True), _small_net(sn=True)
+    compiled = torch.compile(compiled_net, backend="aot_eager", fullgraph=True)
+    x = torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(8))
+    for net, run in ((eager, eager), (compiled_net, compiled)):
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        for _ in range(3):  # large steps: the refinement needs more than the power steps
+            opt.zero_grad()
+            run(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(eager.state_dict().values(), compiled_net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    conv = compiled_net[0]
+    dense = dense_matrix(conv, (2, 6, 6), torch.float32)
+    assert abs(float(torch.linalg.matrix_norm(dense, 2)) - 1.0) < 1e-4
