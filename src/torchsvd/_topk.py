@@ -60,7 +60,7 @@ import torch
 
 from torchsvd._cg import CGResult, projected_shifted_cg
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
-from torchsvd._lanczos import block_lanczos
+from torchsvd._dispatch import METHODS, solve
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
 from torchsvd._validate import all_finite, eps, rank_rtol
@@ -326,6 +326,7 @@ class _SVDS(torch.autograd.Function):
         tol: float,
         maxiter: int,
         v0: torch.Tensor | None,
+        method: str,
         *params: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(U, S, Vh, σ_{k+1} estimate, scale)``, the last two non-differentiable."""
@@ -345,7 +346,8 @@ class _SVDS(torch.autograd.Function):
         scale = _safe_scale(op)
         unit = torch.ones(batch, dtype=real, device=device) if scale is None else scale
         try:
-            res = block_lanczos(_working(op, scale), k, tol=tol, maxiter=maxiter, v0=v0)
+            work = _working(op, scale)
+            res = solve(op, work, scale, k, tol=tol, maxiter=maxiter, v0=v0, method=method)
         except ConvergenceError as err:
             if isinstance(err.result, tuple):  # the partial result in the input's precision
                 U, S, Vh = err.result
@@ -363,7 +365,7 @@ class _SVDS(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        op, _, tol, maxiter, _, *params = inputs
+        op, _, tol, maxiter, _, _, *params = inputs
         U, S, Vh, next_sigma, scale = output
         ctx.mark_non_differentiable(next_sigma, scale)
         ctx.op, ctx.tol, ctx.maxiter = op._with_params(params), tol, maxiter
@@ -378,7 +380,7 @@ class _SVDS(torch.autograd.Function):
         gVh: torch.Tensor | None,
         *_: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
-        needs = ctx.needs_input_grad[5:]
+        needs = ctx.needs_input_grad[6:]
         incoming = [g for g in (gU, gS, gVh) if g is not None and g.requires_grad]
         try:
             with torch.no_grad():
@@ -396,11 +398,11 @@ class _SVDS(torch.autograd.Function):
             # The saved U ties the guard to A, so that a second derivative reaches it.
             ties = (*incoming, ctx.saved_tensors[0])
             grads = tuple(None if g is None else _NoDoubleBackward.apply(g, *ties) for g in grads)
-        return (None, None, None, None, None, *grads)
+        return (None, None, None, None, None, None, *grads)
 
     @staticmethod
     def jvp(ctx: Any, *tangents: Any) -> tuple[torch.Tensor | None, ...]:
-        return _jvp(ctx, tangents[5:])
+        return _jvp(ctx, tangents[6:])
 
     @staticmethod
     def vmap(
@@ -411,14 +413,15 @@ class _SVDS(torch.autograd.Function):
         tol: float,
         maxiter: int,
         v0: torch.Tensor | None,
+        method: str,
         *params: torch.Tensor,
     ) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
         # The vmapped dimension becomes a batch dimension of a dense A (svds is batched).
         if not isinstance(op, _DenseOperator):
             raise NotImplementedError(_TRANSFORMS)
-        A = _batch_first(params[0], in_dims[5], info.batch_size)
+        A = _batch_first(params[0], in_dims[6], info.batch_size)
         rows = None if v0 is None else _batch_first(v0, in_dims[4], info.batch_size)
-        out = _SVDS.apply(_DenseOperator(A), k, tol, maxiter, rows, A)
+        out = _SVDS.apply(_DenseOperator(A), k, tol, maxiter, rows, method, A)
         return out, (0, 0, 0, 0, 0)
 
 
@@ -570,6 +573,7 @@ def svds(
     tol: float | None = None,
     maxiter: int | None = None,
     v0: torch.Tensor | None = None,
+    method: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""The k largest singular triplets of a dense, sparse or matrix-free A, differentiable.
 
@@ -597,6 +601,13 @@ def svds(
         Warm start: rows of a guess of ``Vh`` (the conjugated right singular vectors ``v_iᴴ``,
         as returned), typically the ``Vh`` of a previous call on a nearby matrix. The start is
         otherwise random with a fixed seed, so the result is deterministic for a given input.
+    method : {"auto", "krylov", "dense"}
+        How the forward solves. ``"krylov"``: block Lanczos, matrix-free. ``"dense"`` (dense
+        tensors only): the Gram matrix of the short side, a symmetric eigensolve and one
+        refinement step, checked against ``tol`` (Krylov, warm-started, where it misses it).
+        ``"auto"`` (default): the cheaper of the two by a cost model of the shape and ``k``
+        (``docs/topk.md``); sparse tensors and operators always use Krylov. The result meets
+        ``tol`` and the backward is the same whichever method ran.
 
     Returns
     -------
@@ -617,8 +628,9 @@ def svds(
         ``tol`` or ``maxiter`` and ``v0=err.result[2]``. The backward raises it too when CG
         stalls (tiny gap σ_k − σ_{k+1}).
     ValueError
-        ``k`` out of range, non-finite entries, or a `LinearOperator` whose products have the
-        wrong shape or dtype or are not adjoint to each other.
+        ``k`` out of range, non-finite entries, an unknown ``method`` (or ``"dense"`` for a
+        sparse tensor or an operator), or a `LinearOperator` whose products have the wrong
+        shape or dtype or are not adjoint to each other.
     TypeError
         Unsupported input type or dtype (integer, bool, complex sparse).
 
@@ -684,7 +696,15 @@ def svds(
     m, n = op.shape[-2], op.shape[-1]
     tol_final = default_tol(op.dtype) if tol_value is None else tol_value
     iters = default_maxiter(m, n) if maxiter_value is None else maxiter_value
-    U, S, Vh, _, _ = _SVDS.apply(op, k, tol_final, iters, rows, *op.params)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method == "dense" and not isinstance(op, _DenseOperator):
+        raise ValueError(
+            "method='dense' needs a dense (strided) tensor A, got "
+            f"{'a sparse tensor' if isinstance(A, torch.Tensor) else type(A).__name__}; "
+            "use method='auto' or 'krylov'"
+        )
+    U, S, Vh, _, _ = _SVDS.apply(op, k, tol_final, iters, rows, method, *op.params)
     if isinstance(A, torch.Tensor) and A.dtype != op.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh
