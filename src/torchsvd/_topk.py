@@ -59,8 +59,8 @@ from typing import Any
 import torch
 
 from torchsvd._cg import CGResult, projected_shifted_cg
-from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._dispatch import METHODS, solve
+from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
 from torchsvd._validate import all_finite, eps, rank_rtol
