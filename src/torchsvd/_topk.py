@@ -59,8 +59,9 @@ from typing import Any
 import torch
 
 from torchsvd._cg import CGResult, projected_shifted_cg
-from torchsvd._dispatch import METHODS, solve
+from torchsvd._dispatch import METHODS, choose_method, solve
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
+from torchsvd._gram import dense_shifted_solve
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
 from torchsvd._validate import all_finite, eps, rank_rtol
@@ -125,6 +126,7 @@ def _complement(
     *,
     tol: float,
     maxiter: int,
+    dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, CGResult | None]:
     """Rows of ``z_i = (σ_i² − AAᴴ)⁻¹ (σ_i a_i + A b_i)`` and ``w_i = (Aᴴ z_i + b_i) / σ_i``.
 
@@ -134,10 +136,14 @@ def _complement(
     in the smaller space: for m > n the same formulas hold for Aᴴ with the roles of (U, a) and
     (V, b) exchanged. When k fills that space its complement is empty (A's range lies in
     span(U)): then x = 0 without a solve. Columns that are not ``solvable`` are zero.
+    ``dense``: solve by one eigendecomposition of the short side's Gram matrix instead of CG
+    (`torchsvd._gram.dense_shifted_solve`; the forward took the dense path).
     """
     m, n = op.shape[-2], op.shape[-1]
     if m > n:
-        w, z, sol = _complement(op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter)
+        w, z, sol = _complement(
+            op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter, dense=dense
+        )
         return z, w, sol
     safe_s = torch.where(solvable, S, torch.ones_like(S)).unsqueeze(-1)
     keep = solvable.unsqueeze(-1)
@@ -149,9 +155,12 @@ def _complement(
             AhP = op.rmatmat_rows(P)
             return op.matmat_rows(AhP), AhP
 
-        sol = projected_shifted_cg(
-            gram, S * S, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
-        )
+        if dense:
+            sol = dense_shifted_solve(op, S * S, rhs, Ur, Vr, active=solvable)
+        else:
+            sol = projected_shifted_cg(
+                gram, S * S, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
+            )
         z, Ahz = sol.x, sol.aux
     else:
         z, Ahz = torch.zeros_like(a), torch.zeros_like(b)
@@ -193,6 +202,7 @@ def _topk_cotangent(
     maxiter: int,
     tie_rtol: float,
     zero_rtol: float,
+    dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors ``(L, R)`` of ``Ā = L Rᴴ`` (module docstring), ``(..., m, 2k)``, ``(..., n, 2k)``.
 
@@ -258,7 +268,9 @@ def _topk_cotangent(
             DegenerateGradientWarning,
             stacklevel=4,
         )
-    z, w, sol = _complement(op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter)
+    z, w, sol = _complement(
+        op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter, dense=dense
+    )
     _check_solve(sol, solvable, tol, maxiter)
     L = torch.cat([Ur, z], dim=-2).mT
     R = torch.cat([right + w, Vr], dim=-2).mT
@@ -365,10 +377,12 @@ class _SVDS(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        op, _, tol, maxiter, _, _, *params = inputs
+        op, k, tol, maxiter, _, method, *params = inputs
         U, S, Vh, next_sigma, scale = output
         ctx.mark_non_differentiable(next_sigma, scale)
         ctx.op, ctx.tol, ctx.maxiter = op._with_params(params), tol, maxiter
+        # The backward's solve follows the forward's method (the same cost model).
+        ctx.dense = (choose_method(op, k) if method == "auto" else method) == "dense"
         ctx.save_for_backward(U, S, Vh, next_sigma, scale)
         ctx.save_for_forward(U, S, Vh, next_sigma, scale)
 
@@ -474,6 +488,7 @@ def _backward(
         maxiter=ctx.maxiter,
         tie_rtol=default_rtol(ctx.op.dtype),
         zero_rtol=rank_rtol(m, n, ctx.op.dtype),
+        dense=ctx.dense,
     )
     # Detached: the saved outputs carry this node as grad_fn, and param_grads differentiates
     # with grad mode on; Ā must enter it as a constant (else autograd runs this backward again).
@@ -512,7 +527,9 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]
     Ur, Vr = U.mT, Vh.conj()
     a = (dAV - U @ dP).mT  # rows of P_U dA v_i
     b = (dAhU - V @ dP.mH).mT  # rows of P_V dAᴴ u_i
-    du, dv, sol = _complement(work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter)
+    du, dv, sol = _complement(
+        work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter, dense=ctx.dense
+    )
     _check_solve(sol, solvable, ctx.tol, ctx.maxiter)
     dU = U @ omega_u + du.mT
     dVh = (V @ omega_v + dv.mT).mH
