@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+import torchsvd
 from _helpers import C128, F32, F64, projector, rel, weights
 from torchsvd import LinearOperator, svds
 from torchsvd._dispatch import choose_method, estimate_costs
@@ -166,3 +167,26 @@ def test_float32_batched_auto_matches_krylov() -> None:
     S1 = svds(A, 3)[1]
     S2 = svds(A, 3, method="krylov")[1]
     torch.testing.assert_close(S1, S2, atol=1e-5 * float(S2.max()), rtol=0)
+
+
+def test_pca_of_dense_data_takes_the_dense_path_with_the_same_result() -> None:
+    from torchsvd._pca import _CenteredOperator
+
+    X = matrix_with_singular_values(spectrum("decaying", 30, seed=2), 400, 30, seed=2) + 3.0
+    assert choose_method(_CenteredOperator(aslinearoperator(X)), 4) == "dense"
+    sparse = _CenteredOperator(aslinearoperator(X.to_sparse_csr()))
+    assert choose_method(sparse, 4) == "krylov"
+    a = weights((400,), F64, 1)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        return S.sum() + (a @ U).square().sum()
+
+    X1 = X.clone().requires_grad_()
+    U1, S1, _ = torchsvd.pca(X1, 4, tol=1e-12)
+    loss(U1, S1, _).backward()
+    X2 = X.clone().requires_grad_()
+    U2, S2, Vh2 = svds(X2 - X2.mean(dim=0), 4, tol=1e-12, method="krylov")
+    loss(U2, S2, Vh2).backward()
+    torch.testing.assert_close(S1.detach(), S2.detach(), atol=1e-11, rtol=0)
+    torch.testing.assert_close(projector(U1.detach()), projector(U2.detach()), atol=1e-9, rtol=0)
+    assert X1.grad is not None and X2.grad is not None and rel(X1.grad, X2.grad) < 1e-8

@@ -16,8 +16,9 @@ result. The model counts multiply-adds for an ``l × s`` matrix (``l = max(m, n)
 Multiply-adds become seconds at ``RATE``. The constants were measured on a 2-core x86-64
 machine (docs/topk.md); the number of Krylov steps depends on the spectrum, which is not known
 beforehand: ``STEPS + k`` lies between what a decaying spectrum needs (about 7 steps at
-k = 10) and a flat one (about 40). Only dense (strided) tensors can take the dense path: a
-sparse matrix or a `LinearOperator` is always solved by Krylov.
+k = 10) and a flat one (about 40). Only a dense (strided) tensor, or an operator that forms its
+dense matrix in one pass (``_as_dense``: the centred operator of `torchsvd.pca` on a dense
+tensor), can take the dense path: a sparse matrix or a `LinearOperator` is solved by Krylov.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torchsvd._gram import OVERSAMPLE, gram_topk
 from torchsvd._lanczos import KrylovResult, block_lanczos, default_block_size, default_max_dim
 from torchsvd._operators import LinearOperator, _DenseOperator
 
-__all__ = ["METHODS", "Costs", "choose_method", "estimate_costs", "solve"]
+__all__ = ["METHODS", "Costs", "choose_method", "densifiable", "estimate_costs", "solve"]
 
 METHODS = ("auto", "krylov", "dense")
 
@@ -60,9 +61,22 @@ def estimate_costs(m: int, n: int, k: int, block: int | None = None) -> Costs:
     return Costs(dense=dense / RATE, krylov=steps * (per_step / RATE + STEP_SECONDS))
 
 
+def densifiable(op: LinearOperator) -> bool:
+    """Whether ``op`` is a dense tensor or forms its dense matrix cheaply (``_as_dense``)."""
+    return isinstance(op, _DenseOperator) or getattr(op, "_as_dense", None) is not None
+
+
+def _matrix(op: LinearOperator) -> torch.Tensor:
+    if isinstance(op, _DenseOperator):
+        return op.matrix.detach()
+    matrix: torch.Tensor = op._as_dense()  # type: ignore[attr-defined]
+    return matrix.detach()
+
+
 def choose_method(op: LinearOperator, k: int) -> str:
-    """``"dense"`` for a dense tensor where the model says it is cheaper, else ``"krylov"``."""
-    if not isinstance(op, _DenseOperator):
+    """``"dense"`` for a `densifiable` operator where the model says it is cheaper, else
+    ``"krylov"``."""
+    if not densifiable(op):
         return "krylov"
     costs = estimate_costs(op.shape[-2], op.shape[-1], k, op.block_size)
     return "dense" if costs.dense <= costs.krylov else "krylov"
@@ -85,8 +99,8 @@ def solve(
     """
     if method == "auto":
         method = choose_method(op, k)
-    if method == "dense" and isinstance(op, _DenseOperator):
-        A = op.matrix.detach()
+    if method == "dense" and densifiable(op):
+        A = _matrix(op)
         if scale is not None:
             A = A * scale.to(device=A.device, dtype=A.dtype.to_real())[..., None, None]
         gen = torch.Generator(device=work.device)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from torchsvd._operators import LinearOperator, aslinearoperator
+from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._topk import svds
 
 __all__ = ["pca"]
@@ -41,6 +41,9 @@ class _CenteredOperator(LinearOperator):
             mean = base.rmatmat(ones).mH / m  # (..., 1, n): μ = 1ᵀA / m
         self.base = base
         self.mean = mean
+        if isinstance(base, _DenseOperator):
+            # svds's dense path (small or skinny data) needs the centred matrix: one pass.
+            self._as_dense = lambda: base.matrix.detach() - mean
         super().__init__(
             base.shape,
             lambda X: base.matmat(X) - mean @ X,

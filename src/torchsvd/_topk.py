@@ -59,7 +59,7 @@ from typing import Any
 import torch
 
 from torchsvd._cg import CGResult, projected_shifted_cg
-from torchsvd._dispatch import METHODS, choose_method, solve
+from torchsvd._dispatch import METHODS, choose_method, densifiable, solve
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._gram import dense_shifted_solve
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
@@ -715,7 +715,7 @@ def svds(
     iters = default_maxiter(m, n) if maxiter_value is None else maxiter_value
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if method == "dense" and not isinstance(op, _DenseOperator):
+    if method == "dense" and not densifiable(op):
         raise ValueError(
             "method='dense' needs a dense (strided) tensor A, got "
             f"{'a sparse tensor' if isinstance(A, torch.Tensor) else type(A).__name__}; "
