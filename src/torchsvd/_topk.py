@@ -1,6 +1,8 @@
 r"""``svds`` and ``spectral_norm``: top-k SVD of large or matrix-free operators, implicit backward.
 
-Forward: thick-restarted block Golub–Kahan–Lanczos (``torchsvd._lanczos``), matrix-free.
+Forward: thick-restarted block Golub–Kahan–Lanczos (``torchsvd._lanczos``), matrix-free, or for
+a dense A with a short side the Gram-matrix path of ``torchsvd._gram``, whichever the cost model
+of ``torchsvd._dispatch`` says is cheaper; both meet the same residual test.
 
 Backward (real or complex A, top-k triplets A V = U Σ, Aᴴ U = V Σ, σ_1 ≥ … ≥ σ_k > σ_{k+1};
 cotangents Ū (m×k), S̄ (k), V̄ (n×k)). Split each perturbation of u_i, v_i into its part inside
@@ -30,7 +32,9 @@ One solve suffices: by the push-through identity A (σ² − AᴴA)⁻¹ = (σ²
 
 (check: σ_i w_i − Aᴴ z_i = (σ_i² − AᴴA) y_i = P_V v̄_i), or the mirror image in the n-space when
 n < m. The solve is batched CG over the k columns (``torchsvd._cg``), two products with blocks of
-k vectors per step, to relative residual ``tol``. The whole cotangent is the rank-2k product
+k vectors per step, to relative residual ``tol`` (after the dense forward: one eigendecomposition
+of the short side's Gram matrix, ``torchsvd._gram.dense_shifted_solve``). The whole cotangent
+is the rank-2k product
 
     Ā = [U, Z] [V Bᴴ + W, V]ᴴ,        B = the k×k bracket above,
 
@@ -690,7 +694,7 @@ def svds(
     >>> U, S, Vh = torchsvd.svds(A, 2)
     >>> S.detach().round(decimals=8)
     tensor([3., 2.], dtype=torch.float64)
-    >>> (U @ Vh).sum().backward()   # implicit backward: projected CG, no dense SVD
+    >>> (U @ Vh).sum().backward()   # implicit backward: projected solves, no SVD of A
     >>> A.grad.shape
     torch.Size([60, 40])
 
