@@ -109,7 +109,7 @@ def pca(
     accuracy depends on the spectrum), the result meets the residual tolerance ``tol``; unlike
     sklearn's PCA it is batched, runs on the GPU and is differentiable. Singular vectors are
     defined up to sign (phase): compare subspaces or projectors, not raw vectors. Comparison
-    and timings: ``docs/topk.md``.
+    and timings: ``docs/pca.md``.
 
     Examples
     --------
