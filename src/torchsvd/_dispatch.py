@@ -36,7 +36,7 @@ __all__ = ["METHODS", "Costs", "choose_method", "densifiable", "estimate_costs",
 METHODS = ("auto", "krylov", "dense")
 
 RATE = 2.5e10  # multiply-adds per second, GEMM and skinny block products alike
-STEP_SECONDS = 1.5e-3  # fixed cost of one Krylov block step
+STEP_SECONDS = 2.5e-3  # fixed cost of one Krylov block step
 EIGH = 25.0  # torch.linalg.eigh of an s×s matrix: about EIGH·s³ multiply-adds' time
 STEPS = 20  # expected Krylov block steps: STEPS + k
 
