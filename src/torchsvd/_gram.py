@@ -86,23 +86,26 @@ def dense_shifted_solve(
     """The problem of `torchsvd._cg.projected_shifted_cg`, solved by one eigendecomposition.
 
     ``(s_i I − G) x_i = (I − QᴴQ) b_i`` on the complement of the rows of ``Q`` (the top-k left
-    singular vectors), with ``G = A Aᴴ`` formed from ``m`` products of each kind (``op`` is
-    ``m × n`` with ``m`` the short side): ``G = W Λ Wᴴ`` and
-    ``x_i = Σ_j w_j (w_jᴴ b_i) / (s_i − λ_j)`` over the eigenpairs outside the top ``q``, whose
-    span is that of ``Q``. Same results as CG at its tolerance, in one ``m³`` solve instead of
-    iterations whose number grows as the gap ``σ_k − σ_{k+1}`` shrinks. ``indefinite`` flags
-    columns with an eigenvalue ``λ_j >= s_i`` outside the top ``q`` (no gap), returned as zero.
+    singular vectors, ``s_i = σ_i²``), with ``G = A Aᴴ`` formed from ``m`` products of each kind
+    (``op`` is ``m × n`` with ``m`` the short side). ``G`` maps the complement to itself, so
+    with the deflated ``G' = G − Qᴴ diag(s) Q`` (zero on span(Q), ``G`` on the complement),
+    ``G' = W Λ Wᴴ`` and ``x_i = Σ_j w_j (w_jᴴ b_i) / (s_i − λ_j)``: the right-hand sides have no
+    component along span(Q), where ``s_i − λ_j = s_i``. Deflating by ``Q`` rather than dropping
+    the top eigenpairs keeps the complement that of ``Q`` when null vectors are among them (any
+    basis of a null space). Same results as CG at its tolerance, in one ``m³`` solve instead
+    of iterations whose number grows as the gap ``σ_k − σ_{k+1}`` shrinks. ``indefinite``
+    flags columns with ``λ_j >= s_i`` (no gap), returned as zero.
     """
     m = op.shape[-2]
     eye = torch.eye(m, dtype=op.dtype, device=op.device).expand(*op.batch_shape, m, m)
     G = op.matmat_rows(op.rmatmat_rows(eye)).mT  # row i of the product is (G e_i)ᵀ
+    G = G - (Q.mT * shifts.unsqueeze(-2).to(Q.dtype)) @ Q.conj()
     lam, W = torch.linalg.eigh(0.5 * (G + G.mH))
     r = _project(Q, rhs)
     r = torch.where(active.unsqueeze(-1), r, torch.zeros_like(r))
     denom = shifts.unsqueeze(-1) - lam.unsqueeze(-2)  # (..., k, m)
-    outside = torch.arange(m, device=lam.device) < m - Q.shape[-2]  # ascending: top q last
-    indefinite = active & ((denom <= 0) & outside).any(dim=-1)
-    inverse = torch.where(outside & (denom > 0), 1 / torch.where(denom > 0, denom, 1.0), 0.0)
+    indefinite = active & (denom <= 0).any(dim=-1)
+    inverse = torch.where(denom > 0, 1 / torch.where(denom > 0, denom, 1.0), 0.0)
     x = ((r @ W.conj()) * inverse.to(r.dtype)) @ W.mT
     keep = (active & ~indefinite).unsqueeze(-1)
     x = _project(Q, torch.where(keep, x, torch.zeros_like(x)))
