@@ -7,7 +7,11 @@ Prints Markdown tables:
    and 10, with the gradient error against a float64 dense reference;
 2. forward only: svds vs scipy.sparse.linalg.svds (ARPACK, tol 1e-6) at equal residual, and
    torch.svd_lowrank(q=k+10, niter=4) with its residual;
-3. scaling in n, and a sparse 100000×100000 matrix with 1e6 non-zeros, k = 10.
+3. scaling in n, and a sparse 100000×100000 matrix with 1e6 non-zeros, k = 10;
+4. ``--table dispatch``: svds (method chosen by its cost model) against torch.linalg.svd
+   (full_matrices=False) and torch.svd_lowrank on tall, square and wide float32 matrices,
+   decaying and Gaussian spectra, k = 1 and 10, forward and forward+backward, all timed
+   alternately in one loop, with each method's residual.
 
 Every svds row reports the passes over A (products with A or Aᴴ) and the floor they imply:
 passes × bytes of A / memory read bandwidth (measured here: a sum over 256 MB). Timings are
@@ -18,13 +22,16 @@ Usage::
     python benchmarks/bench_svds.py            # full (the float64 4000² references take minutes;
                                                # cached under the temp directory)
     python benchmarks/bench_svds.py --quick    # small sizes, to check that it runs
+    python benchmarks/bench_svds.py --table dispatch   # the dispatch table alone (minutes)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -35,7 +42,7 @@ import scipy.sparse.linalg
 import torch
 
 import torchsvd
-from _timing import median_time
+from _timing import machine_line, median_time
 from torchsvd import LinearOperator
 from torchsvd._operators import aslinearoperator
 
@@ -298,15 +305,119 @@ def sparse_row(A: torch.Tensor, arpack_tol: float, repeat: int, bw: float) -> No
     )
 
 
+def rectangular(kind: str, m: int, n: int, seed: int = 0) -> torch.Tensor:
+    """float32 ``m × n``: σ_i = 1/i with random orthonormal factors, or Gaussian entries."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "gaussian":
+        return torch.randn(m, n, generator=gen)
+    r = min(m, n)
+    Q1 = torch.linalg.qr(torch.randn(m, r, generator=gen, dtype=torch.float64))[0]
+    Q2 = torch.linalg.qr(torch.randn(n, r, generator=gen, dtype=torch.float64))[0]
+    s = 1.0 / torch.arange(1, r + 1, dtype=torch.float64)
+    return ((Q1 * s) @ Q2.T).float()
+
+
+def alternated(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
+    """Median seconds and last output of each callable, run in turn ``repeat`` times."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    outs: dict[str, Any] = {}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(times[name]), outs[name]) for name in fns}
+
+
+def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
+    """svds (auto) against torch.linalg.svd and torch.svd_lowrank, float32, alternated."""
+    from torchsvd._dispatch import estimate_costs
+
+    print("\n## Dispatch: svds (cost model) vs torch.linalg.svd and torch.svd_lowrank\n")
+    print(
+        "| shape | matrix | k | method | svd fwd (s) | svds fwd (s) | ratio | lowrank fwd (s) "
+        "| svd fwd+bwd (s) | svds fwd+bwd (s) | ratio | lowrank fwd+bwd (s) "
+        "| svd residual | svds residual | lowrank residual |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m, n in shapes:
+        for kind in ("decaying", "gaussian"):
+            A = rectangular(kind, m, n)
+            loss = make_loss(m, n)
+
+            def fwd_bwd(
+                f: Callable[[torch.Tensor], Triplets],
+                k: int,
+                A: torch.Tensor = A,
+                loss: Callable[..., torch.Tensor] = loss,
+            ) -> Triplets:
+                X = A.clone().requires_grad_()
+                U, S, Vh = f(X)
+                loss(U[:, :k], S[:k], Vh[:k]).backward()
+                return U.detach(), S.detach(), Vh.detach()
+
+            def svd(X: torch.Tensor) -> Triplets:
+                return torch.linalg.svd(X, full_matrices=False)
+
+            fns: dict[str, Callable[[], Any]] = {
+                "svd": partial(svd, A),
+                "svd_bwd": partial(fwd_bwd, svd, 10),
+            }
+            for k in (1, 10):
+
+                def lowrank(X: torch.Tensor, k: int = k) -> Triplets:
+                    U, S, V = torch.svd_lowrank(X, q=k + 10, niter=4)
+                    return U, S, V.mT
+
+                fns[f"svds{k}"] = partial(torchsvd.svds, A, k)
+                fns[f"svds{k}_bwd"] = partial(fwd_bwd, partial(torchsvd.svds, k=k), k)
+                fns[f"lr{k}"] = partial(lowrank, A)
+                fns[f"lr{k}_bwd"] = partial(fwd_bwd, lowrank, k)
+            got = alternated(fns, repeat)
+            U, S, Vh = got["svd"][1]
+            for k in (1, 10):
+                costs = estimate_costs(m, n, k)
+                method = "dense" if costs.dense <= costs.krylov else "krylov"
+                res = {
+                    name: residual(A, *(t[..., :k] if i == 0 else t[:k] for i, t in enumerate(out)))
+                    for name, out in (
+                        ("svd", (U, S, Vh)),
+                        ("svds", got[f"svds{k}"][1]),
+                        ("lr", got[f"lr{k}"][1]),
+                    )
+                }
+                t = {name: got[name][0] for name in got}
+                print(
+                    f"| {m}×{n} | {kind} | {k} | {method} | {t['svd']:.3f} | {t[f'svds{k}']:.3f} "
+                    f"| {t[f'svds{k}'] / t['svd']:.2f} | {t[f'lr{k}']:.3f} | {t['svd_bwd']:.3f} "
+                    f"| {t[f'svds{k}_bwd']:.3f} | {t[f'svds{k}_bwd'] / t['svd_bwd']:.2f} "
+                    f"| {t[f'lr{k}_bwd']:.3f} | {res['svd']:.1e} | {res['svds']:.1e} "
+                    f"| {res['lr']:.1e} |",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check it runs")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--table", choices=["all", "dispatch"], default="all", help="which tables to print"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     quick = args.quick
+    print(machine_line(torch.device("cpu"), args.repeat) + f", scipy {scipy.__version__}")
+    if args.table == "dispatch":
+        shapes = (
+            [(6000, 48), (1000, 250), (400, 400), (250, 1000)]
+            if quick
+            else [(60000, 192), (10000, 1000), (4000, 4000), (1000, 8000)]
+        )
+        dispatch_table(shapes, args.repeat)
+        return
     n = 400 if quick else 4000
     bw = bandwidth()
     gemv_torch, gemv_svds = gemv_rates(4000)

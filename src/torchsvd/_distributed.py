@@ -330,13 +330,23 @@ def _outputs(
 
 
 def svds(
-    A: DTensor, k: int, *, tol: float | None, maxiter: int | None, v0: torch.Tensor | None
+    A: DTensor,
+    k: int,
+    *,
+    tol: float | None,
+    maxiter: int | None,
+    v0: torch.Tensor | None,
+    method: str = "auto",
 ) -> tuple[DTensor, DTensor, DTensor]:
-    """`torchsvd.svds` of a DTensor (module docstring): DTensor outputs placed like ``A``."""
+    """`torchsvd.svds` of a DTensor (module docstring): DTensor outputs placed like ``A``.
+
+    The sharded operator always takes the Krylov forward (``method="dense"`` raises, as for any
+    operator): the dense path would gather ``A``.
+    """
     from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
 
     op = _ShardedOperator(A)
-    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout), method=method)
     return _outputs(result, A, op.layout)
 
 

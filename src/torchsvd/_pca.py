@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from torchsvd import _distributed
-from torchsvd._operators import LinearOperator, _rebased, aslinearoperator
+from torchsvd._operators import LinearOperator, _DenseOperator, _rebased, aslinearoperator
 from torchsvd._topk import svds
 
 __all__ = ["pca"]
@@ -42,6 +42,9 @@ class _CenteredOperator(LinearOperator):
             mean = base.rmatmat(ones).mH / m  # (..., 1, n): μ = 1ᵀA / m
         self.base = base
         self.mean = mean
+        if isinstance(base, _DenseOperator):
+            # svds's dense path (small or skinny data) needs the centred matrix: one pass.
+            self._as_dense = lambda: base.matrix.detach() - mean
         super().__init__(
             base.shape,
             lambda X: base.matmat(X) - mean @ X,
@@ -110,7 +113,7 @@ def pca(
     accuracy depends on the spectrum), the result meets the residual tolerance ``tol``; unlike
     sklearn's PCA it is batched, runs on the GPU and is differentiable. Singular vectors are
     defined up to sign (phase): compare subspaces or projectors, not raw vectors. Comparison
-    and timings: ``docs/topk.md``. Samples sharded over processes (a DTensor of rows):
+    and timings: ``docs/pca.md``. Samples sharded over processes (a DTensor of rows):
     ``docs/distributed.md``.
 
     Examples

@@ -1,6 +1,8 @@
 r"""``svds`` and ``spectral_norm``: top-k SVD of large or matrix-free operators, implicit backward.
 
-Forward: thick-restarted block Golub–Kahan–Lanczos (``torchsvd._lanczos``), matrix-free.
+Forward: thick-restarted block Golub–Kahan–Lanczos (``torchsvd._lanczos``), matrix-free, or for
+a dense A with a short side the Gram-matrix path of ``torchsvd._gram``, whichever the cost model
+of ``torchsvd._dispatch`` says is cheaper; both meet the same residual test.
 
 Backward (real or complex A, top-k triplets A V = U Σ, Aᴴ U = V Σ, σ_1 ≥ … ≥ σ_k > σ_{k+1};
 cotangents Ū (m×k), S̄ (k), V̄ (n×k)). Split each perturbation of u_i, v_i into its part inside
@@ -30,7 +32,9 @@ One solve suffices: by the push-through identity A (σ² − AᴴA)⁻¹ = (σ²
 
 (check: σ_i w_i − Aᴴ z_i = (σ_i² − AᴴA) y_i = P_V v̄_i), or the mirror image in the n-space when
 n < m. The solve is batched CG over the k columns (``torchsvd._cg``), two products with blocks of
-k vectors per step, to relative residual ``tol``. The whole cotangent is the rank-2k product
+k vectors per step, to relative residual ``tol`` (after the dense forward: one eigendecomposition
+of the short side's Gram matrix, ``torchsvd._gram.dense_shifted_solve``). The whole cotangent
+is the rank-2k product
 
     Ā = [U, Z] [V Bᴴ + W, V]ᴴ,        B = the k×k bracket above,
 
@@ -60,8 +64,9 @@ import torch
 
 from torchsvd import _distributed
 from torchsvd._cg import CGResult, projected_shifted_cg
+from torchsvd._dispatch import METHODS, choose_method, densifiable, solve
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
-from torchsvd._lanczos import block_lanczos
+from torchsvd._gram import dense_shifted_solve
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
 from torchsvd._validate import all_finite, eps, rank_rtol
@@ -126,6 +131,7 @@ def _complement(
     *,
     tol: float,
     maxiter: int,
+    dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, CGResult | None]:
     """Rows of ``z_i = (σ_i² − AAᴴ)⁻¹ (σ_i a_i + A b_i)`` and ``w_i = (Aᴴ z_i + b_i) / σ_i``.
 
@@ -135,10 +141,14 @@ def _complement(
     in the smaller space: for m > n the same formulas hold for Aᴴ with the roles of (U, a) and
     (V, b) exchanged. When k fills that space its complement is empty (A's range lies in
     span(U)): then x = 0 without a solve. Columns that are not ``solvable`` are zero.
+    ``dense``: solve by one eigendecomposition of the short side's Gram matrix instead of CG
+    (`torchsvd._gram.dense_shifted_solve`; the forward took the dense path).
     """
     m, n = op.shape[-2], op.shape[-1]
     if m > n:
-        w, z, sol = _complement(op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter)
+        w, z, sol = _complement(
+            op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter, dense=dense
+        )
         return z, w, sol
     safe_s = torch.where(solvable, S, torch.ones_like(S)).unsqueeze(-1)
     keep = solvable.unsqueeze(-1)
@@ -150,9 +160,12 @@ def _complement(
             AhP = op.rmatmat_rows(P)
             return op.matmat_rows(AhP), AhP
 
-        sol = projected_shifted_cg(
-            gram, S * S, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
-        )
+        if dense:
+            sol = dense_shifted_solve(op, S * S, rhs, Ur, Vr, active=solvable)
+        else:
+            sol = projected_shifted_cg(
+                gram, S * S, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
+            )
         z, Ahz = sol.x, sol.aux
     else:
         z, Ahz = torch.zeros_like(a), torch.zeros_like(b)
@@ -194,6 +207,7 @@ def _topk_cotangent(
     maxiter: int,
     tie_rtol: float,
     zero_rtol: float,
+    dense: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors ``(L, R)`` of ``Ā = L Rᴴ`` (module docstring), ``(..., m, 2k)``, ``(..., n, 2k)``.
 
@@ -261,7 +275,9 @@ def _topk_cotangent(
             DegenerateGradientWarning,
             stacklevel=4,
         )
-    z, w, sol = _complement(op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter)
+    z, w, sol = _complement(
+        op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter, dense=dense
+    )
     _check_solve(sol, solvable, tol, maxiter)
     L = torch.cat([Ur, z], dim=-2).mT
     R = torch.cat([right + w, Vr], dim=-2).mT
@@ -329,6 +345,7 @@ class _SVDS(torch.autograd.Function):
         tol: float,
         maxiter: int,
         v0: torch.Tensor | None,
+        method: str,
         *params: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(U, S, Vh, σ_{k+1} estimate, scale)``, the last two non-differentiable."""
@@ -348,7 +365,8 @@ class _SVDS(torch.autograd.Function):
         scale = _safe_scale(op)
         unit = torch.ones(batch, dtype=real, device=device) if scale is None else scale
         try:
-            res = block_lanczos(_working(op, scale), k, tol=tol, maxiter=maxiter, v0=v0)
+            work = _working(op, scale)
+            res = solve(op, work, scale, k, tol=tol, maxiter=maxiter, v0=v0, method=method)
         except ConvergenceError as err:
             if isinstance(err.result, tuple):  # the partial result in the input's precision
                 U, S, Vh = err.result
@@ -366,10 +384,12 @@ class _SVDS(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        op, _, tol, maxiter, _, *params = inputs
+        op, k, tol, maxiter, _, method, *params = inputs
         U, S, Vh, next_sigma, scale = output
         ctx.mark_non_differentiable(next_sigma, scale)
         ctx.op, ctx.tol, ctx.maxiter = op._with_params(params), tol, maxiter
+        # The backward's solve follows the forward's method (the same cost model).
+        ctx.dense = (choose_method(op, k) if method == "auto" else method) == "dense"
         ctx.save_for_backward(U, S, Vh, next_sigma, scale)
         ctx.save_for_forward(U, S, Vh, next_sigma, scale)
 
@@ -381,7 +401,7 @@ class _SVDS(torch.autograd.Function):
         gVh: torch.Tensor | None,
         *_: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
-        needs = ctx.needs_input_grad[5:]
+        needs = ctx.needs_input_grad[6:]
         incoming = [g for g in (gU, gS, gVh) if g is not None and g.requires_grad]
         try:
             with torch.no_grad():
@@ -399,11 +419,11 @@ class _SVDS(torch.autograd.Function):
             # The saved U ties the guard to A, so that a second derivative reaches it.
             ties = (*incoming, ctx.saved_tensors[0])
             grads = tuple(None if g is None else _NoDoubleBackward.apply(g, *ties) for g in grads)
-        return (None, None, None, None, None, *grads)
+        return (None, None, None, None, None, None, *grads)
 
     @staticmethod
     def jvp(ctx: Any, *tangents: Any) -> tuple[torch.Tensor | None, ...]:
-        return _jvp(ctx, tangents[5:])
+        return _jvp(ctx, tangents[6:])
 
     @staticmethod
     def vmap(
@@ -414,14 +434,15 @@ class _SVDS(torch.autograd.Function):
         tol: float,
         maxiter: int,
         v0: torch.Tensor | None,
+        method: str,
         *params: torch.Tensor,
     ) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
         # The vmapped dimension becomes a batch dimension of a dense A (svds is batched).
         if not isinstance(op, _DenseOperator):
             raise NotImplementedError(_TRANSFORMS)
-        A = _batch_first(params[0], in_dims[5], info.batch_size)
+        A = _batch_first(params[0], in_dims[6], info.batch_size)
         rows = None if v0 is None else _batch_first(v0, in_dims[4], info.batch_size)
-        out = _SVDS.apply(_DenseOperator(A), k, tol, maxiter, rows, A)
+        out = _SVDS.apply(_DenseOperator(A), k, tol, maxiter, rows, method, A)
         return out, (0, 0, 0, 0, 0)
 
 
@@ -474,6 +495,7 @@ def _backward(
         maxiter=ctx.maxiter,
         tie_rtol=default_rtol(ctx.op.dtype),
         zero_rtol=rank_rtol(m, n, ctx.op.dtype),
+        dense=ctx.dense,
     )
     # Detached: the saved outputs carry this node as grad_fn, and param_grads differentiates
     # with grad mode on; Ā must enter it as a constant (else autograd runs this backward again).
@@ -512,7 +534,9 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]
     Ur, Vr = U.mT, Vh.conj()
     a = (dAV - U @ dP).mT  # rows of P_U dA v_i
     b = (dAhU - V @ dP.mH).mT  # rows of P_V dAᴴ u_i
-    du, dv, sol = _complement(work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter)
+    du, dv, sol = _complement(
+        work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter, dense=ctx.dense
+    )
     _check_solve(sol, solvable, ctx.tol, ctx.maxiter)
     dU = U @ omega_u + du.mT
     dVh = (V @ omega_v + dv.mT).mH
@@ -573,6 +597,7 @@ def svds(
     tol: float | None = None,
     maxiter: int | None = None,
     v0: torch.Tensor | None = None,
+    method: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""The k largest singular triplets of a dense, sparse or matrix-free A, differentiable.
 
@@ -600,6 +625,13 @@ def svds(
         Warm start: rows of a guess of ``Vh`` (the conjugated right singular vectors ``v_iᴴ``,
         as returned), typically the ``Vh`` of a previous call on a nearby matrix. The start is
         otherwise random with a fixed seed, so the result is deterministic for a given input.
+    method : {"auto", "krylov", "dense"}
+        How the forward solves. ``"krylov"``: block Lanczos, matrix-free. ``"dense"`` (dense
+        tensors only): the Gram matrix of the short side, a symmetric eigensolve and one
+        refinement step, checked against ``tol`` (Krylov, warm-started, where it misses it).
+        ``"auto"`` (default): the cheaper of the two by a cost model of the shape and ``k``
+        (``docs/topk.md``); sparse tensors and operators always use Krylov. The result meets
+        ``tol`` and the backward is the same whichever method ran.
 
     Returns
     -------
@@ -620,8 +652,9 @@ def svds(
         ``tol`` or ``maxiter`` and ``v0=err.result[2]``. The backward raises it too when CG
         stalls (tiny gap σ_k − σ_{k+1}).
     ValueError
-        ``k`` out of range, non-finite entries, or a `LinearOperator` whose products have the
-        wrong shape or dtype or are not adjoint to each other.
+        ``k`` out of range, non-finite entries, an unknown ``method`` (or ``"dense"`` for a
+        sparse tensor or an operator), or a `LinearOperator` whose products have the wrong
+        shape or dtype or are not adjoint to each other.
     TypeError
         Unsupported input type or dtype (integer, bool, complex sparse).
 
@@ -664,7 +697,7 @@ def svds(
     >>> U, S, Vh = torchsvd.svds(A, 2)
     >>> S.detach().round(decimals=8)
     tensor([3., 2.], dtype=torch.float64)
-    >>> (U @ Vh).sum().backward()   # implicit backward: projected CG, no dense SVD
+    >>> (U @ Vh).sum().backward()   # implicit backward: projected solves, no SVD of A
     >>> A.grad.shape
     torch.Size([60, 40])
 
@@ -683,14 +716,22 @@ def svds(
     processes (a ``torch.distributed.tensor.DTensor``): see ``docs/distributed.md``.
     """
     if _distributed.is_dtensor(A):
-        return _distributed.svds(A, k, tol=tol, maxiter=maxiter, v0=v0)
+        return _distributed.svds(A, k, tol=tol, maxiter=maxiter, v0=v0, method=method)
     op = aslinearoperator(A)._resolved()  # its params: the tensors the gradients reach
     k, tol_value, maxiter_value = _check_options(k, tol, maxiter, op.shape)
     rows = _check_v0(v0, op)
     m, n = op.shape[-2], op.shape[-1]
     tol_final = default_tol(op.dtype) if tol_value is None else tol_value
     iters = default_maxiter(m, n) if maxiter_value is None else maxiter_value
-    U, S, Vh, _, _ = _SVDS.apply(op, k, tol_final, iters, rows, *op.params)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method == "dense" and not densifiable(op):
+        raise ValueError(
+            "method='dense' needs a dense (strided) tensor A, got "
+            f"{'a sparse tensor' if isinstance(A, torch.Tensor) else type(A).__name__}; "
+            "use method='auto' or 'krylov'"
+        )
+    U, S, Vh, _, _ = _SVDS.apply(op, k, tol_final, iters, rows, method, *op.params)
     if isinstance(A, torch.Tensor) and A.dtype != op.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh

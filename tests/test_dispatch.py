@@ -1,0 +1,192 @@
+"""svds's dispatch: the dense Gram path and the Krylov path give the same triplets and gradients,
+and the cost model picks what it says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import torchsvd
+from _helpers import C128, F32, F64, projector, rel, weights
+from torchsvd import LinearOperator, svds
+from torchsvd._dispatch import choose_method, estimate_costs
+from torchsvd._gram import gram_topk
+from torchsvd._operators import aslinearoperator
+from torchsvd.testing import matrix_with_singular_values, spectrum
+
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _loss(m: int, n: int, dtype: torch.dtype) -> Loss:
+    """Gauge- and phase-invariant: Σσ + Σ|aᴴu_i|² + Σ|v_iᴴb|² + Re⟨W, U Vᴴ⟩."""
+    a, b = weights((m,), dtype, 1), weights((n,), dtype, 2)
+    W = weights((m, n), dtype, 3)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        return (
+            S.sum()
+            + (a.conj() @ U).abs().square().sum()
+            + (Vh @ b).abs().square().sum()
+            + (W.conj() * (U @ Vh)).real.sum()
+        )
+
+    return loss
+
+
+def _both(A: torch.Tensor, k: int, loss: Loss, tol: float) -> list[tuple[torch.Tensor, ...]]:
+    out = []
+    for method in ("dense", "krylov"):
+        X = A.detach().clone().requires_grad_()
+        U, S, Vh = svds(X, k, tol=tol, method=method)
+        loss(U, S, Vh).backward()
+        out.append((U.detach(), S.detach(), Vh.detach(), X.grad))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+@pytest.mark.parametrize(
+    ("shape", "k"),
+    [((150, 90), 3), ((90, 150), 3), ((80, 80), 5), ((2, 100, 70), 4), ((70, 40), 40)],
+)
+def test_dense_and_krylov_agree(shape: tuple[int, ...], k: int, dtype: torch.dtype) -> None:
+    *batch, m, n = shape
+    s = spectrum("decaying", min(m, n), seed=5)
+    A = matrix_with_singular_values(s, m, n, dtype=dtype, seed=1)
+    if batch:
+        A = torch.stack([A, matrix_with_singular_values(s * 2, m, n, dtype=dtype, seed=2)])
+    (U1, S1, V1, g1), (U2, S2, V2, g2) = _both(A, k, _loss(m, n, dtype), 1e-12)
+    torch.testing.assert_close(S1, S2, atol=1e-11, rtol=0)
+    torch.testing.assert_close(projector(U1), projector(U2), atol=1e-9, rtol=0)
+    torch.testing.assert_close(projector(V1.mH), projector(V2.mH), atol=1e-9, rtol=0)
+    assert rel(g1, g2) < 1e-8
+    # Both against the dense SVD of torch.
+    torch.testing.assert_close(S1, torch.linalg.svdvals(A)[..., :k], atol=1e-11, rtol=0)
+
+
+def test_dense_path_gradcheck() -> None:
+    A = matrix_with_singular_values([3.0, 2.0, 1.5, 1.0, 0.5], 12, 7, seed=3)
+    loss = _loss(12, 7, F64)
+    torch.autograd.gradcheck(
+        lambda X: loss(*svds(X, 2, tol=1e-13, method="dense")), A.requires_grad_()
+    )
+
+
+def test_rank_deficient_agree() -> None:
+    # rank 3, k = 5: two zero singular values, whose vectors are any null-space basis; the
+    # loss depends on the resolved triplets only (on the null ones it has no derivative).
+    A = matrix_with_singular_values([3.0, 2.0, 1.0, 0.0, 0.0, 0.0], 120, 60, seed=4)
+    a = weights((120,), F64, 1)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        return S[:3].sum() + (a @ U[:, :3]).square().sum()
+
+    results = _both(A, 5, loss, 1e-12)
+    (U1, S1, V1, g1), (U2, S2, V2, g2) = results
+    torch.testing.assert_close(S1, S2, atol=1e-11, rtol=0)
+    assert float(S1[3:].abs().max()) < 1e-12
+    torch.testing.assert_close(projector(U1[:, :3]), projector(U2[:, :3]), atol=1e-9, rtol=0)
+    assert rel(g1, g2) < 1e-8
+    for U, Vh in ((U1, V1), (U2, V2)):  # orthonormal, null vectors included
+        torch.testing.assert_close(U.mT @ U, torch.eye(5, dtype=F64), atol=1e-12, rtol=0)
+        torch.testing.assert_close(Vh @ Vh.mT, torch.eye(5, dtype=F64), atol=1e-12, rtol=0)
+
+
+def test_float32_dense_path_meets_default_tol() -> None:
+    A = matrix_with_singular_values(spectrum("gaussian", 64, seed=0), 2000, 64, seed=0).float()
+    U, S, Vh = svds(A, 4, method="dense")
+    A64, U, S, Vh = A.double(), U.double(), S.double(), Vh.double()
+    r1 = (A64 @ Vh.mT - U * S).norm(dim=0).max()
+    r2 = (A64.mT @ U - Vh.mT * S).norm(dim=0).max()
+    assert float(torch.maximum(r1, r2)) <= 6.5e-6 * float(S[0]) * 1.5
+
+
+def test_gram_misses_tol_then_krylov_takes_over() -> None:
+    # σ down to 1e-7·σ_1: the Gram matrix holds σ_5² = 1e-14·σ_1² at the rounding of float64,
+    # so its triplets miss tol = 1e-13 and svds must fall back instead of returning them.
+    s = torch.tensor([1.0, 1e-2, 1e-4, 1e-6, 1e-7] + [1e-9] * 35, dtype=F64)
+    A = matrix_with_singular_values(s, 400, 40, seed=6)
+    op = aslinearoperator(A)
+    _, ok = gram_topk(A, op, 5, 1e-13, torch.Generator().manual_seed(0))
+    assert not ok
+    U, S, Vh = svds(A, 5, tol=1e-13, method="dense")
+    r1 = (A @ Vh.mT - U * S).norm(dim=0).max()
+    r2 = (A.mT @ U - Vh.mT * S).norm(dim=0).max()
+    assert float(torch.maximum(r1, r2)) <= 1e-13 * 1.01
+    torch.testing.assert_close(S, s[:5], atol=1e-14, rtol=0)
+
+
+def test_vmap_and_jvp_on_the_dense_path() -> None:
+    A = matrix_with_singular_values(spectrum("decaying", 20, seed=1), 50, 20, seed=1)
+    batch = torch.stack([A, 2 * A])
+    S = torch.func.vmap(lambda X: svds(X, 3, tol=1e-13, method="dense")[1])(batch)
+    torch.testing.assert_close(S, torch.linalg.svdvals(batch)[:, :3], atol=1e-12, rtol=0)
+    dA = weights((50, 20), F64, 7)
+    _, dS = torch.func.jvp(lambda X: svds(X, 3, tol=1e-13, method="dense")[1], (A,), (dA,))
+    _, dS_ref = torch.func.jvp(lambda X: torch.linalg.svdvals(X)[:3], (A,), (dA,))
+    torch.testing.assert_close(dS, dS_ref, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "want"),
+    [
+        ((60000, 192), 10, "dense"),
+        ((60000, 192), 1, "dense"),
+        ((192, 60000), 10, "dense"),
+        ((300, 300), 10, "dense"),
+        ((4000, 4000), 10, "krylov"),
+        ((4000, 4000), 1, "krylov"),
+        ((10000, 1000), 10, "krylov"),
+        ((1000, 8000), 10, "krylov"),
+    ],
+)
+def test_chooser_follows_the_cost_model(shape: tuple[int, int], k: int, want: str) -> None:
+    op = aslinearoperator(torch.empty(shape, device="meta"))
+    costs = estimate_costs(*shape, k)
+    assert (costs.dense <= costs.krylov) == (want == "dense")
+    assert choose_method(op, k) == want
+
+
+def test_chooser_never_picks_dense_for_sparse_or_operators() -> None:
+    D = torch.eye(50, dtype=F64)
+    assert choose_method(aslinearoperator(D.to_sparse_csr()), 3) == "krylov"
+    op = LinearOperator((50, 50), lambda X: D @ X, lambda Y: D @ Y, dtype=F64)
+    assert choose_method(op, 3) == "krylov"
+    assert estimate_costs(50, 50, 3).dense < estimate_costs(50, 50, 3).krylov
+    with pytest.raises(ValueError, match="dense"):
+        svds(D.to_sparse_csr(), 3, method="dense")
+    with pytest.raises(ValueError, match="dense"):
+        svds(op, 3, method="dense")
+    with pytest.raises(ValueError, match="method"):
+        svds(D, 3, method="lanczos")
+
+
+def test_float32_batched_auto_matches_krylov() -> None:
+    A = torch.randn(3, 300, 40, generator=torch.Generator().manual_seed(0), dtype=F32)
+    S1 = svds(A, 3)[1]
+    S2 = svds(A, 3, method="krylov")[1]
+    torch.testing.assert_close(S1, S2, atol=1e-5 * float(S2.max()), rtol=0)
+
+
+def test_pca_of_dense_data_takes_the_dense_path_with_the_same_result() -> None:
+    from torchsvd._pca import _CenteredOperator
+
+    X = matrix_with_singular_values(spectrum("decaying", 30, seed=2), 400, 30, seed=2) + 3.0
+    assert choose_method(_CenteredOperator(aslinearoperator(X)), 4) == "dense"
+    sparse = _CenteredOperator(aslinearoperator(X.to_sparse_csr()))
+    assert choose_method(sparse, 4) == "krylov"
+    a = weights((400,), F64, 1)
+
+    def loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
+        return S.sum() + (a @ U).square().sum()
+
+    X1 = X.clone().requires_grad_()
+    U1, S1, _ = torchsvd.pca(X1, 4, tol=1e-12)
+    loss(U1, S1, _).backward()
+    X2 = X.clone().requires_grad_()
+    U2, S2, Vh2 = svds(X2 - X2.mean(dim=0), 4, tol=1e-12, method="krylov")
+    loss(U2, S2, Vh2).backward()
+    torch.testing.assert_close(S1.detach(), S2.detach(), atol=1e-11, rtol=0)
+    torch.testing.assert_close(projector(U1.detach()), projector(U2.detach()), atol=1e-9, rtol=0)
+    assert X1.grad is not None and X2.grad is not None and rel(X1.grad, X2.grad) < 1e-8
