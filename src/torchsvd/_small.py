@@ -483,7 +483,7 @@ def _jvp_tall(
     dU = U Ω_U + (dA V − U dP) Σ⁻¹, dV = V Ω_V, dS = diag(dP).
     """
     k, m, _ = Uc.shape
-    D, E, inv_s = _reciprocals(S, tie_rtol, zero_rtol, broadening)
+    D, E, inv_s = _reciprocals(S, _svd.forward_tie_rtol(tie_rtol, zero_rtol), zero_rtol, broadening)
     dAV = _combine(Vc.transpose(0, 1), dA)  # columns of dA V: Σ_l dA[l] V[l, j]
     dP = _mm(Uc, dAV)  # [i, j] = u_iᵀ (dA V)_j
     herm, skew = dP + dP.transpose(0, 1), dP - dP.transpose(0, 1)

@@ -39,8 +39,9 @@ Two different questions decide where a reciprocal is replaced by zero:
   themselves (1e-9 and 5e-10 next to σ_max = 1) are such a pair. Below that level (an exact tie,
   or a gap at rounding level) the basis is rounding: the term is dropped, with a warning if the
   numerator is clearly non-zero. Beyond tie_rtol·σ_max every term is kept (its rounding error is
-  at most √eps relative). The forward-mode rule sees no cotangent and drops the terms of every
-  pair inside tie_rtol·σ_max: exact for invariant losses only.
+  at most √eps relative). The forward-mode rule sees no cotangent: it keeps the term of every
+  resolved gap (`forward_tie_rtol`) and drops only unresolved pairs, whose basis has no
+  derivative (exact there for invariant losses only).
 - **Zeros** (numerical rank, as ``torch.linalg.matrix_rank``): σ ≤ max(m, n)·eps·σ_max is zero.
   Σ⁻¹ is replaced by zero there, and E where both values are zero (their vectors rotate
   independently). Every resolved σ keeps its 1/σ and its 1/(σ_i + σ_j), however small; where
@@ -488,12 +489,27 @@ def svd_backward(
     return gA
 
 
+def forward_tie_rtol(tie_rtol: float, zero_rtol: float) -> float:
+    """The tie tolerance of the forward-mode rule: every resolved gap keeps its term.
+
+    The forward rule sees no cotangent, so it cannot tell, as the reverse rule does, whether a
+    loss depends on the basis inside a near tie. The tangent of U and V is defined wherever the
+    gap is resolved (above `RESOLVED_GAP` times the numerical-rank level ``zero_rtol·σ_max``),
+    and the rule returns it there, accurate to about eps·σ_max/gap relative; only an unresolved
+    pair, whose basis has no derivative, is dropped.
+    """
+    return min(tie_rtol, RESOLVED_GAP * zero_rtol)
+
+
 def _svd_jvp(
     U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, dA: torch.Tensor, tie_rtol: float, b: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward rule of the reduced SVD: the map whose adjoint is `svd_backward`."""
     m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
-    D, E, inv_s, _ = gauge_reciprocals(S, tie_rtol, b, zero_rtol=rank_rtol(m, n, S.dtype))
+    zero_rtol = rank_rtol(m, n, S.dtype)
+    D, E, inv_s, _ = gauge_reciprocals(
+        S, forward_tie_rtol(tie_rtol, zero_rtol), b, zero_rtol=zero_rtol
+    )
     V = Vh.mH
     dAV = dA @ V
     dP = U.mH @ dAV
@@ -823,9 +839,9 @@ def svd(
         ``tie_rtol·σ_max`` the 1/(σ_j − σ_i) term is dropped where its numerator is at rounding
         level (the loss does not depend on the basis inside the pair), and kept where it is
         clearly non-zero and the gap is resolved (above ``100·max(m, n)·eps·σ_max``); the
-        forward-mode rule drops it. Default √eps of the dtype (1.5e-8 in float64). Zeros are a
-        separate, fixed test: σ at or below ``max(m, n)·eps·σ_max`` (the numerical rank of
-        ``torch.linalg.matrix_rank``).
+        forward-mode rule keeps it wherever the gap is resolved. Default √eps of the dtype
+        (1.5e-8 in float64). Zeros are a separate, fixed test: σ at or below
+        ``max(m, n)·eps·σ_max`` (the numerical rank of ``torch.linalg.matrix_rank``).
     broadening : float
         Opt-in Lorentzian broadening ε ≥ 0: the reciprocal gap 1/d of separated singular values
         is replaced by d/(d² + (ε·σ_max)²), which bounds it near ties at the price of a bias
