@@ -808,8 +808,14 @@ def _compare(
     # above its tie threshold, inside the loss's blocks too: eps/gap, at most √eps by design.
     masked = 30 * e_lib / exp.inner_gap if case.func in ("svd", "low_rank", "svds") else 0.0
     lib_err = scale * (base + 1e2 * e_lib / g + iterative + masked)
+    # Rounding of the differences themselves: the reference SVD is exact for a matrix within
+    # about max(m, n)·eps·‖A‖ of A, a change of the loss of up to that times its gradient;
+    # divided by the step and amplified 3× by the extrapolation (large where f′ is, 1/σ at a
+    # tiny σ, say).
+    steep = max(abs(x) for x in d_ref)
+    rounding = 3 * max(case.m, case.n) * e64 * float(st_.c.max()) * steep / h
     for dl, dr, er in zip(d_lib, d_ref, errs, strict=True):
-        tol = lib_err + 3 * er + 1e3 * e64 / (g * g)
+        tol = lib_err + 3 * er + 1e3 * e64 / (g * g) + rounding
         if not abs(dl - dr) <= tol:
             return Outcome(
                 "disagree",

@@ -354,6 +354,25 @@ def test_resolved_near_tie_of_small_values_forward_mode(batch: tuple[int, ...]) 
     assert rel(ours, ref) < 1e-5
 
 
+@pytest.mark.parametrize("batch", [(), (512,)], ids=["general", "fused-3x2"])
+def test_complement_projector_at_a_small_value_is_exact(batch: tuple[int, ...]) -> None:
+    """A tall 3×2 with σ = (1, 3e-12): the projector onto the last columns of a full U is
+    I − u₁u₁ᵀ, which does not depend on σ₂'s vector; the rounding of its out-of-span cotangent
+    divided by the small σ₂ must not reach the gradient (it did, at 5e-5 relative)."""
+    s = torch.tensor([1.0, 3e-12], dtype=F64)
+    A0 = matrix_with_singular_values(s, 3, 2, batch=batch, seed=70)
+    W = weights((*batch, 3, 3), F64, 71)
+    A = A0.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        U = torchsvd.svd(A, full_matrices=True)[0][..., 1:]
+        (ours,) = torch.autograd.grad((W * (U @ U.mT)).sum(), A)
+    A = A0.clone().requires_grad_()
+    u = torch.linalg.svd(A, full_matrices=False)[0][..., :1]
+    (ref,) = torch.autograd.grad((W * (torch.eye(3, dtype=F64) - u @ u.mT)).sum(), A)
+    assert rel(ours, ref) < 1e-9
+
+
 # --------------------------------------------------------------------------- reconstructions
 
 

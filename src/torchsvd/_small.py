@@ -438,11 +438,14 @@ def _backward_tall(
     if m > k and gUc is not None and M is not None:
         inv_s = _keep_reciprocal(S, (S > zero_rtol * S[:1]).to(S.dtype))
         for j in range(k):
-            # −U (UᵀŪ)_j / σ_j + Ū_j / σ_j: the part of Ū_j outside span(U), over σ_j
-            col = columns[j] + gUc[j] * inv_s[j]
+            # Ū_j − U (UᵀŪ)_j: the part of Ū_j outside span(U), over σ_j; dropped where it is
+            # rounding at a small σ (`torchsvd._svd.quiet_small_columns`).
+            out = gUc[j]
             for i in range(k):
-                col = col.addcmul(Uc[i], M[i][j] * inv_s[j], value=-1)
-            columns[j] = col
+                out = out.addcmul(Uc[i], M[i][j], value=-1)
+            with torch.no_grad():
+                quiet = (S[j] <= tie_rtol * S[0]) & (_dot(out, out).sqrt() <= level)
+            columns[j] = columns[j].addcmul(out, inv_s[j] * (~quiet).to(S.dtype))
     # Ā_il = Σ_j (U C)_ij V_lj.
     out = columns[0][:, None] * Vc[0, None]
     for j in range(1, k):

@@ -236,6 +236,26 @@ def quiet_small_sums(
     return torch.where(quiet, 0.0, E)
 
 
+def quiet_small_columns(
+    out: torch.Tensor,
+    inv_s: torch.Tensor,
+    S: torch.Tensor,
+    small: torch.Tensor,
+    level: torch.Tensor,
+) -> torch.Tensor:
+    """1/σ with the entries zeroed whose out-of-span cotangent column (``out`` (..., r, k)) is at
+    its rounding ``level`` (...,) and whose σ is at most ``small`` (tie_rtol·σ_max, (..., 1)).
+
+    The counterpart of `quiet_small_sums` for the rectangular part: that column is exactly zero
+    for a loss that does not rotate u_j (v_j) into the complement of the basis (the projector
+    onto a full U's last columns, say), and 1/σ of a resolved small σ would only amplify its
+    rounding; a genuine column that small contributes no more than that rounding either way.
+    """
+    with torch.no_grad():
+        quiet = (S <= small) & (torch.linalg.vector_norm(out, dim=-2) <= level.unsqueeze(-1))
+    return torch.where(quiet, 0.0, inv_s)
+
+
 def gauge_reciprocals(
     S: torch.Tensor, tie_rtol: float, broadening: float = 0.0, *, zero_rtol: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -482,10 +502,13 @@ def svd_backward(
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))
     gA = U @ inner @ Vh
+    small = tie_rtol * S[..., :1]
     if out_u is not None:
-        gA = gA + (out_u * inv_s.unsqueeze(-2)) @ Vh
+        inv_u = quiet_small_columns(out_u, inv_s, S, small, level)
+        gA = gA + (out_u * inv_u.unsqueeze(-2)) @ Vh
     if out_v is not None:
-        gA = gA + U @ (out_v * inv_s.unsqueeze(-2)).mH
+        inv_v = quiet_small_columns(out_v, inv_s, S, small, level)
+        gA = gA + U @ (out_v * inv_v.unsqueeze(-2)).mH
     return gA
 
 
