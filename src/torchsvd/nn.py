@@ -217,6 +217,18 @@ def _(
     return mat.new_empty(mat.shape[:1]), torch.empty_like(v)
 
 
+def _conv_op_args(geometry: ConvGeometry) -> list[object]:
+    """The fields of ``geometry`` as the custom operator takes them (lists for tuples)."""
+    fields = (getattr(geometry, f) for f in ConvGeometry.__dataclass_fields__)
+    return [list(g) if isinstance(g, tuple) else g for g in fields]
+
+
+def _geometry_from_op_args(*fields: object) -> ConvGeometry:
+    """The inverse of `_conv_op_args`: a custom operator's flat arguments (its schema has no
+    structured types) back as a `ConvGeometry`."""
+    return ConvGeometry(*(tuple(f) if isinstance(f, list) else f for f in fields))  # type: ignore[arg-type]
+
+
 _CONV_SCHEMA = (
     "(Tensor weight, Tensor v, float? tol, int? maxiter, bool transposed, int[] stride, "
     "int[] padding, int[] dilation, int groups, int[] output_padding, int[] pad, "
@@ -243,9 +255,9 @@ def _refine_conv_op(
     in_shape: list[int],
     out_shape: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    geometry = ConvGeometry(
-        transposed, tuple(stride), tuple(padding), tuple(dilation), groups,
-        tuple(output_padding), tuple(pad), padding_mode, tuple(in_shape), tuple(out_shape),
+    geometry = _geometry_from_op_args(
+        transposed, stride, padding, dilation, groups, output_padding, pad, padding_mode,
+        in_shape, out_shape,
     )  # fmt: skip
     u, v_new = _refine_conv(weight, v, tol, maxiter, geometry)
     return u.clone(), v_new.clone()
@@ -280,9 +292,9 @@ def _conv_gradient_op(
     in_shape: list[int],
     out_shape: list[int],
 ) -> torch.Tensor:
-    geometry = ConvGeometry(
-        transposed, tuple(stride), tuple(padding), tuple(dilation), groups,
-        tuple(output_padding), tuple(pad), padding_mode, tuple(in_shape), tuple(out_shape),
+    geometry = _geometry_from_op_args(
+        transposed, stride, padding, dilation, groups, output_padding, pad, padding_mode,
+        in_shape, out_shape,
     )  # fmt: skip
     return geometry.kernel_gradient(weight, v[None], u[None])
 
@@ -290,12 +302,6 @@ def _conv_gradient_op(
 @_conv_gradient_op.register_fake
 def _(weight: torch.Tensor, *args: object) -> torch.Tensor:
     return torch.empty_like(weight)
-
-
-def _conv_op_args(geometry: ConvGeometry) -> list[object]:
-    """The fields of ``geometry`` as the custom operator takes them (lists for tuples)."""
-    fields = (getattr(geometry, f) for f in ConvGeometry.__dataclass_fields__)
-    return [list(g) if isinstance(g, tuple) else g for g in fields]
 
 
 class _SpectralNorm(nn.Module):
