@@ -281,15 +281,25 @@ def gauge_reciprocals(
     with E_ij = 1/(σ_j + σ_i), zero where σ_i + σ_j ≤ zero_rtol·σ_max; ``inv_s`` = 1/σ, zero where
     σ ≤ zero_rtol·σ_max; and the boolean mask of separated pairs (False on the diagonal).
     """
-    top = S[..., :1]  # S is descending: σ_max first
-    diff = S.unsqueeze(-2) - S.unsqueeze(-1)  # (i, j) -> σ_j − σ_i
-    total = S.unsqueeze(-2) + S.unsqueeze(-1)
-    separated = diff.abs() > (tie_rtol * top).unsqueeze(-1)
-    D = gap_reciprocal(diff, separated, broadening, top.unsqueeze(-1))
-    zero_tol = zero_rtol * top
-    E = _masked_reciprocal(total, total > zero_tol.unsqueeze(-1))
-    inv_s = _masked_reciprocal(S, S > zero_tol)
-    return D, E, inv_s, separated
+    pairs = _Pairs(S, tie_rtol, zero_rtol)
+    D = gap_reciprocal(pairs.diff, pairs.separated, broadening, pairs.top)
+    return D, pairs.E, pairs.inv_s, pairs.separated
+
+
+class _Pairs:
+    """The pair quantities of S (..., k) both rules start from: ``top`` σ_max (..., 1, 1),
+    ``diff`` σ_j − σ_i and ``total`` σ_i + σ_j (..., k, k), the mask of ``separated`` pairs
+    (|σ_j − σ_i| > tie_rtol·σ_max, False on the diagonal), and the masked reciprocals ``E`` =
+    1/(σ_i + σ_j) and ``inv_s`` = 1/σ, zero at or below zero_rtol·σ_max."""
+
+    def __init__(self, S: torch.Tensor, tie_rtol: float, zero_rtol: float) -> None:
+        self.top = S[..., :1].unsqueeze(-1)  # S is descending: σ_max first
+        self.diff = S.unsqueeze(-2) - S.unsqueeze(-1)  # (i, j) -> σ_j − σ_i
+        self.total = S.unsqueeze(-2) + S.unsqueeze(-1)
+        self.separated = self.diff.abs() > tie_rtol * self.top
+        zero_tol = zero_rtol * S[..., :1]
+        self.E = _masked_reciprocal(self.total, self.total > zero_tol.unsqueeze(-1))
+        self.inv_s = _masked_reciprocal(S, S > zero_tol)
 
 
 def _values_known(x: torch.Tensor) -> bool:
@@ -491,7 +501,8 @@ def svd_backward(
             return torch.zeros((*S.shape[:-1], m, n), dtype=U.dtype, device=U.device)
         return (U * gS.unsqueeze(-2).to(U.dtype)) @ Vh
     zero_rtol = rank_rtol(m, n, S.dtype) if zero_rtol is None else zero_rtol
-    D, E, inv_s, separated = gauge_reciprocals(S, tie_rtol, broadening, zero_rtol=zero_rtol)
+    pairs = _Pairs(S, tie_rtol, zero_rtol)
+    separated, top, diff = pairs.separated, pairs.top, pairs.diff
     V = Vh.mH
     G = U.mH @ gU if gU is not None else None  # Uᴴ Ū
     H = V.mH @ gVh.mH if gVh is not None else None  # Vᴴ V̄
@@ -505,25 +516,22 @@ def svd_backward(
     # pair keep their exact term (module docstring, "Ties").
     level = numerator_noise(gU, gVh, eps(S.dtype) if noise is None else noise, S.dtype)
     assert level is not None  # gU or gVh is given
-    top = S[..., :1].unsqueeze(-1)
-    diff = S.unsqueeze(-2) - S.unsqueeze(-1)
     floor = (RESOLVED_GAP * zero_rtol if resolved_rtol is None else resolved_rtol) * top
     keep = resolved_near_ties(J + K, diff, separated, floor, level[..., None, None])
     D = gap_reciprocal(diff, separated | keep, broadening, top)
     separated = separated | keep
     _warn_gauge(S, separated, zero, G, H, gS, out_u, out_v, (gU, gVh), noise, level=level)
-    total = S.unsqueeze(-2) + S.unsqueeze(-1)
-    E = quiet_small_sums(J - K, E, total, tie_rtol * top, level[..., None, None])
+    E = quiet_small_sums(J - K, pairs.E, pairs.total, tie_rtol * top, level[..., None, None])
     inner = 0.5 * ((J + K) * D + (J - K) * E)
     if gS is not None:
         inner = inner + torch.diag_embed(gS.to(U.dtype))
     gA = U @ inner @ Vh
     small = tie_rtol * S[..., :1]
     if out_u is not None:
-        inv_u = quiet_small_columns(out_u, inv_s, S, small, level)
+        inv_u = quiet_small_columns(out_u, pairs.inv_s, S, small, level)
         gA = gA + (out_u * inv_u.unsqueeze(-2)) @ Vh
     if out_v is not None:
-        inv_v = quiet_small_columns(out_v, inv_s, S, small, level)
+        inv_v = quiet_small_columns(out_v, pairs.inv_s, S, small, level)
         gA = gA + U @ (out_v * inv_v.unsqueeze(-2)).mH
     return gA
 
