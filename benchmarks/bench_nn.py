@@ -15,8 +15,9 @@ Usage: python benchmarks/bench_nn.py [--quick] [--part linear|conv|cnn|compile|a
   alternated, and per step the relative error of the σ each convolution divided by against its
   operator norm (power iteration in float64, warm-started, written here with torch's conv and
   conv_transpose: independent of torchsvd).
-- compile: graph breaks (torch._dynamo.explain) and time of the first compiled training step
-  (compilation included) of the CNN, for each backend.
+- compile: graph breaks (torch._dynamo.explain), wall and CPU time of the first compiled
+  training step (compilation included) of the CNN, for each backend, and for inductor the size
+  of its FX graphs and the number of C++ kernels it compiles (load-independent).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import resource
 import statistics
 import time
 
@@ -274,17 +276,63 @@ def bench_cnn(quick: bool, steps: int | None, lr: float) -> None:
     print()
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its waited-for children (the C++
+    compiler that inductor runs): unlike wall time, nearly independent of the machine's load."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class _InductorCounts:
+    """What inductor compiles: nodes of the post-grad FX graphs (forward, then backward) and
+    the C++ kernels it generates, each one a separate compiler run (count, source size)."""
+
+    def __init__(self) -> None:
+        self.graph_nodes: list[int] = []
+        self.kernels = 0
+        self.source_chars = 0
+
+    def __enter__(self) -> _InductorCounts:
+        from torch._inductor import config
+        from torch._inductor.async_compile import AsyncCompile
+
+        self._config, self._cls = config, AsyncCompile
+        self._pass, self._binding = config.post_grad_custom_pre_pass, AsyncCompile.cpp_pybinding
+        binding = self._binding
+
+        def count_nodes(graph: torch.fx.Graph) -> None:
+            self.graph_nodes.append(len(graph.nodes))
+
+        def counted_binding(compiler: object, argtypes: list[str], source_code: str) -> object:
+            self.kernels += 1
+            self.source_chars += len(source_code)
+            return binding(compiler, argtypes, source_code)
+
+        config.post_grad_custom_pre_pass = count_nodes
+        AsyncCompile.cpp_pybinding = counted_binding  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._config.post_grad_custom_pre_pass = self._pass
+        self._cls.cpp_pybinding = self._binding  # type: ignore[method-assign]
+
+
 def bench_compile(quick: bool, backends: list[str], only: str | None) -> None:
-    """Graph breaks and first-step time of the compiled CNN; run each network in a fresh process
-    (``--only``) with TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 for compile times that do not depend
-    on what was compiled before."""
+    """Graph breaks, first-step time and CPU time of the compiled CNN, and for inductor what it
+    compiled; run each network in a fresh process (``--only``) with
+    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 for compile costs that do not depend on what was
+    compiled before."""
     batch = 16 if quick else 64
     x = torch.randn(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
     print(f"{_versions()}, the CNN of the cnn part, batch {batch}, forward + backward")
     print()
-    print("| layers | backend | graph breaks | graphs | first step (s) | later step (ms) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| layers | backend | graph breaks | graphs | first step (s) | first step CPU (s) "
+        "| FX nodes fwd / bwd | C++ kernels (kB source) | later step (ms) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     nets = ((TORCH, False), (OURS, True))
     for backend in backends:
         # Warm-up: the compiler's imports and first-time costs, on a network without either.
@@ -303,11 +351,20 @@ def bench_compile(quick: bool, backends: list[str], only: str | None) -> None:
             def step(compiled: nn.Module = compiled) -> None:
                 F.cross_entropy(compiled(x), y).backward()
 
-            first, _ = timed(step)
+            with _InductorCounts() as counts:
+                cpu = _cpu_seconds()
+                first, _ = timed(step)
+                cpu = _cpu_seconds() - cpu
             later = statistics.median(timed(step)[0] for _ in range(3))
+            if backend == "inductor":
+                nodes = " / ".join(map(str, counts.graph_nodes))
+                kernels = f"{counts.kernels} ({counts.source_chars / 1e3:.0f})"
+            else:
+                nodes = kernels = "–"
             print(
                 f"| {name} | {backend} | {explanation.graph_break_count} | "
-                f"{explanation.graph_count} | {first:.1f} | {1e3 * later:.1f} |"
+                f"{explanation.graph_count} | {first:.1f} | {cpu:.1f} | {nodes} | {kernels} "
+                f"| {1e3 * later:.1f} |"
             )
     print()
 

@@ -13,6 +13,7 @@ from test_conv import CASES as CONV_CASES
 from test_conv import dense_matrix
 from test_conv import make as make_conv
 from torchsvd._conv import conv_geometry
+from torchsvd.nn import _conv_op_args
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
 
@@ -387,3 +388,96 @@ def test_compiled_training_steps_match_eager() -> None:
     conv = compiled_net[0]
     dense = dense_matrix(conv, (2, 6, 6), torch.float32)
     assert abs(float(torch.linalg.matrix_norm(dense, 2)) - 1.0) < 1e-4
+
+
+def _compile_cases() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+    torch.manual_seed(11)
+    linear = nn.Linear(6, 5, dtype=C128)
+    transposed = nn.ConvTranspose2d(3, 2, 3, dtype=F64)  # dim=1, the reshaped kernel
+    conv = nn.Conv1d(2, 3, 3, stride=2, padding=1, padding_mode="reflect", dtype=F64)
+    return [
+        ("complex Linear", torchsvd.nn.spectral_norm(linear), (4, 6)),
+        ("ConvTranspose2d", torchsvd.nn.spectral_norm(transposed, max_norm=0.5), (2, 3, 5, 5)),
+        ("Conv1d operator", torchsvd.nn.spectral_norm(conv, input_shape=(2, 9)), (2, 2, 9)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(3), ids=[c[0] for c in _compile_cases()])
+def test_compiled_layer_matches_eager(case: int) -> None:
+    """The custom operators of the compiled layer (refinement writing the stored vectors in
+    place, ∂σ/∂W) give eager's output, gradient and buffers, in training and evaluation mode."""
+    torch._dynamo.reset()  # each layer is a new module: a recompile of the same code otherwise
+    _, eager, shape = _compile_cases()[case]
+    _, layer, _ = _compile_cases()[case]
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    dtype = layer.parametrizations.weight.original.dtype
+    x = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    step = torch.randn(
+        layer.parametrizations.weight.original.shape, generator=torch.Generator().manual_seed(4)
+    )
+    with torch.no_grad():  # a large step: the refinement has to iterate past the power steps
+        for net in (eager, layer):
+            net.parametrizations.weight.original.add_(step.to(dtype))
+    for mode in ("train", "eval"):
+        for net in (eager, layer):
+            net.train(mode == "train")
+            net.zero_grad()
+        out_eager, out = eager(x), compiled(x)
+        torch.testing.assert_close(out, out_eager)
+        out_eager.abs().square().sum().backward()
+        out.abs().square().sum().backward()
+        torch.testing.assert_close(
+            layer.parametrizations.weight.original.grad,
+            eager.parametrizations.weight.original.grad,
+        )
+        for a, b in zip(layer.state_dict().values(), eager.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_compiled_gradient_against_finite_differences(mode: str) -> None:
+    """The gradient of the compiled layer (σ = Re⟨G, W⟩ from the operators) is the derivative
+    of W/σ_1(W), checked by central differences of the exact σ_1 (torch.linalg.matrix_norm)."""
+    torch._dynamo.reset()
+    torch.manual_seed(12)
+    layer = torchsvd.nn.spectral_norm(nn.Linear(5, 7, dtype=F64), max_norm=0.3, tol=1e-13)
+    layer.train(mode == "train")
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 5, dtype=F64, generator=torch.Generator().manual_seed(4))
+    weight = layer.parametrizations.weight.original
+    compiled(x).sin().sum().backward()
+    assert weight.grad is not None
+
+    def loss(W: torch.Tensor) -> torch.Tensor:
+        scale = torch.clamp(torch.linalg.matrix_norm(W, 2) / 0.3, min=1.0)
+        return nn.functional.linear(x, W / scale, layer.bias).sin().sum()
+
+    W0 = weight.detach()
+    direction = torch.randn(W0.shape, dtype=F64, generator=torch.Generator().manual_seed(5))
+    h = 1e-6
+    numeric = (loss(W0 + h * direction) - loss(W0 - h * direction)) / (2 * h)
+    torch.testing.assert_close((weight.grad * direction).sum(), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_refine_operators_update_the_stored_vectors_in_place() -> None:
+    """The refinement operators write the top singular pair into the buffers they are given
+    (no copy back after the compiled graph), and pass torch.library.opcheck."""
+    gen = torch.Generator().manual_seed(6)
+    mat = torch.randn(7, 5, dtype=F64, generator=gen)
+    u, v = torch.zeros(7, dtype=F64), torch.randn(5, dtype=F64, generator=gen)
+    v /= v.norm()
+    torch.ops.torchsvd.spectral_norm_refine(mat, u, v, 1e-12, None)
+    U, _, Vh = torch.linalg.svd(mat)
+    sign = torch.sign(u @ U[:, 0])
+    torch.testing.assert_close(u, sign * U[:, 0])
+    torch.testing.assert_close(v, sign * Vh[0])
+    u0, v0 = torch.zeros(7, dtype=F64), torch.randn(5, dtype=F64, generator=gen)
+    torch.library.opcheck(
+        torch.ops.torchsvd.spectral_norm_refine, (mat, u0, v0 / v0.norm(), None, None)
+    )
+    conv = nn.Conv1d(2, 3, 3, padding=1, dtype=F64)
+    geometry = conv_geometry(conv, (2, 6))
+    uc = torch.zeros(geometry.out_shape, dtype=F64)
+    vc = torch.randn(geometry.in_shape, dtype=F64, generator=gen)
+    args = (conv.weight.detach(), uc, vc / vc.norm(), None, None, *_conv_op_args(geometry))
+    torch.library.opcheck(torch.ops.torchsvd.spectral_norm_refine_conv, args)

@@ -195,26 +195,30 @@ def _refine_conv(
     return u.reshape(geometry.out_shape), v.reshape(geometry.in_shape)
 
 
-# The refinement as custom operators: torch.compile calls them as opaque functions (their
-# shapes come from the fake implementations), so the data-dependent loop runs eagerly inside a
-# compiled graph instead of breaking it at every residual test.
+# Under torch.compile the refinement and G = ∂σ/∂W are custom operators, opaque to the
+# compiler (their shapes come from the fake implementations): the data-dependent loop runs
+# eagerly inside the compiled graph instead of breaking it at every residual test. Inductor
+# compiles each run of traced operations between two opaque calls as a separate C++ kernel, so
+# the refinement writes the stored vectors in place (a functional one makes the compiler copy
+# them back after the graph: one more kernel) and only σ = Re⟨G, W⟩ and W/σ are traced.
 @torch.library.custom_op(
     "torchsvd::spectral_norm_refine",
-    mutates_args=(),
-    schema="(Tensor mat, Tensor v, float? tol, int? maxiter) -> (Tensor, Tensor)",
+    mutates_args=("u", "v"),
+    schema="(Tensor mat, Tensor(a!) u, Tensor(b!) v, float? tol, int? maxiter) -> ()",
 )
 def _refine_matrix_op(
-    mat: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    u, v_new = _refine_matrix(mat, v, tol, maxiter)
-    return u.clone(), v_new.clone()  # outputs of a custom operator may not alias its inputs
+    mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
+) -> None:
+    u_new, v_new = _refine_matrix(mat, v, tol, maxiter)
+    u.copy_(u_new)
+    v.copy_(v_new)
 
 
 @_refine_matrix_op.register_fake
 def _(
-    mat: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return mat.new_empty(mat.shape[:1]), torch.empty_like(v)
+    mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, tol: float | None, maxiter: int | None
+) -> None:
+    return None
 
 
 def _conv_op_args(geometry: ConvGeometry) -> list[object]:
@@ -229,79 +233,82 @@ def _geometry_from_op_args(*fields: object) -> ConvGeometry:
     return ConvGeometry(*(tuple(f) if isinstance(f, list) else f for f in fields))  # type: ignore[arg-type]
 
 
-_CONV_SCHEMA = (
-    "(Tensor weight, Tensor v, float? tol, int? maxiter, bool transposed, int[] stride, "
-    "int[] padding, int[] dilation, int groups, int[] output_padding, int[] pad, "
-    "str padding_mode, int[] in_shape, int[] out_shape) -> (Tensor, Tensor)"
+_GEOMETRY_SCHEMA = (
+    "bool transposed, int[] stride, int[] padding, int[] dilation, int groups, "
+    "int[] output_padding, int[] pad, str padding_mode, int[] in_shape, int[] out_shape"
 )
 
 
 @torch.library.custom_op(
-    "torchsvd::spectral_norm_refine_conv", mutates_args=(), schema=_CONV_SCHEMA
+    "torchsvd::spectral_norm_refine_conv",
+    mutates_args=("u", "v"),
+    schema="(Tensor weight, Tensor(a!) u, Tensor(b!) v, float? tol, int? maxiter, "
+    f"{_GEOMETRY_SCHEMA}) -> ()",
 )
 def _refine_conv_op(
     weight: torch.Tensor,
+    u: torch.Tensor,
     v: torch.Tensor,
     tol: float | None,
     maxiter: int | None,
-    transposed: bool,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    groups: int,
-    output_padding: list[int],
-    pad: list[int],
-    padding_mode: str,
-    in_shape: list[int],
-    out_shape: list[int],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    geometry = _geometry_from_op_args(
-        transposed, stride, padding, dilation, groups, output_padding, pad, padding_mode,
-        in_shape, out_shape,
-    )  # fmt: skip
-    u, v_new = _refine_conv(weight, v, tol, maxiter, geometry)
-    return u.clone(), v_new.clone()
+    *fields: object,
+) -> None:
+    u_new, v_new = _refine_conv(weight, v, tol, maxiter, _geometry_from_op_args(*fields))
+    u.copy_(u_new)
+    v.copy_(v_new)
 
 
 @_refine_conv_op.register_fake
-def _(weight: torch.Tensor, v: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
-    out_shape = args[-1]
-    assert isinstance(out_shape, list | tuple)
-    return weight.new_empty(tuple(out_shape)), torch.empty_like(v)
+def _(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *args: object) -> None:
+    return None
 
 
 @torch.library.custom_op(
     "torchsvd::spectral_norm_conv_gradient",
     mutates_args=(),
-    schema=_CONV_SCHEMA.replace("Tensor v, float? tol, int? maxiter", "Tensor u, Tensor v").replace(
-        "-> (Tensor, Tensor)", "-> Tensor"
-    ),
+    schema=f"(Tensor weight, Tensor u, Tensor v, {_GEOMETRY_SCHEMA}) -> Tensor",
 )
 def _conv_gradient_op(
-    weight: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    transposed: bool,
-    stride: list[int],
-    padding: list[int],
-    dilation: list[int],
-    groups: int,
-    output_padding: list[int],
-    pad: list[int],
-    padding_mode: str,
-    in_shape: list[int],
-    out_shape: list[int],
+    weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *fields: object
 ) -> torch.Tensor:
-    geometry = _geometry_from_op_args(
-        transposed, stride, padding, dilation, groups, output_padding, pad, padding_mode,
-        in_shape, out_shape,
-    )  # fmt: skip
+    geometry = _geometry_from_op_args(*fields)
     return geometry.kernel_gradient(weight, v[None], u[None])
 
 
 @_conv_gradient_op.register_fake
 def _(weight: torch.Tensor, *args: object) -> torch.Tensor:
     return torch.empty_like(weight)
+
+
+@torch.library.custom_op(
+    "torchsvd::spectral_norm_matrix_gradient",
+    mutates_args=(),
+    schema="(Tensor u, Tensor v, int dim, int[] shape) -> Tensor",
+)
+def _matrix_gradient_op(
+    u: torch.Tensor, v: torch.Tensor, dim: int, shape: list[int]
+) -> torch.Tensor:
+    return _matrix_gradient(u, v, dim, shape)
+
+
+@_matrix_gradient_op.register_fake
+def _(u: torch.Tensor, v: torch.Tensor, dim: int, shape: list[int]) -> torch.Tensor:
+    return u.new_empty(shape)
+
+
+def _matrix_gradient(u: torch.Tensor, v: torch.Tensor, dim: int, shape: list[int]) -> torch.Tensor:
+    """``∂/∂W Re uᴴ W_mat v = u vᴴ`` in the layout of the weight ``shape``, whose matrix
+    ``W_mat`` has dimension ``dim`` first and the others flattened."""
+    moved = [shape[dim], *shape[:dim], *shape[dim + 1 :]]
+    # conj_physical, not a lazy conj view: inside a compiled graph the operator runs with the
+    # dispatch key that resolves such views excluded, and the product would read v unconjugated.
+    return torch.outer(u, v.conj_physical()).reshape(moved).movedim(0, dim).contiguous()
+
+
+def _divisor(sigma: torch.Tensor, eps: float, max_norm: float | None) -> torch.Tensor:
+    """What the weight is divided by: max(σ, eps), or max(1, max(σ, eps)/max_norm)."""
+    sigma = sigma.clamp_min(eps)  # a zero weight stays zero instead of 0/0
+    return sigma if max_norm is None else torch.clamp(sigma / max_norm, min=1.0)
 
 
 class _SpectralNorm(nn.Module):
@@ -360,21 +367,21 @@ class _SpectralNorm(nn.Module):
             weight = weight.movedim(self.dim, 0)
         return weight.flatten(1)
 
-    def _scale(self, weight: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = sigma.clamp_min(self.eps)  # a zero weight stays zero instead of 0/0
-        if self.max_norm is None:
-            return weight / sigma
-        return weight / torch.clamp(sigma / self.max_norm, min=1.0)
-
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1:
             # A vector's only singular value is its norm: no iteration needed.
-            return self._scale(weight, torch.linalg.vector_norm(weight))
+            sigma = torch.linalg.vector_norm(weight)
+            return weight / _divisor(sigma, self.eps, self.max_norm)
+        if torch.compiler.is_compiling():
+            return self._compiled_forward(weight)
         geometry = self.geometry
         mat = weight if geometry is not None else self._as_matrix(weight)
         if self.training:
             with torch.no_grad():
-                u, v = self._refine(mat.detach())
+                if geometry is None:
+                    u, v = _refine_matrix(mat.detach(), self._v, self.tol, self.maxiter)
+                else:
+                    u, v = _refine_conv(mat.detach(), self._v, self.tol, self.maxiter, geometry)
                 # In place, so that replicas sharing the buffers (DataParallel) see the update.
                 self._u.copy_(u)
                 self._v.copy_(v)
@@ -387,25 +394,28 @@ class _SpectralNorm(nn.Module):
             sigma = torch.vdot(u, torch.mv(mat, v)).real
         else:
             # Re⟨u, A_W v⟩ is linear in W: it is Re⟨G, W⟩ with G its (constant) gradient, one
-            # weight-gradient convolution of a single input; traced, that is a product and a sum.
-            if torch.compiler.is_compiling():
-                G = _conv_gradient_op(weight.detach(), u, v, *_conv_op_args(geometry))
-            else:
-                G = geometry.kernel_gradient(weight.detach(), v[None], u[None])
+            # weight-gradient convolution of a single input.
+            G = geometry.kernel_gradient(weight.detach(), v[None], u[None])
             sigma = (G.conj() * weight).sum().real
-        return self._scale(weight, sigma)
+        return weight / _divisor(sigma, self.eps, self.max_norm)
 
-    def _refine(self, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The top singular pair to relative residual ``tol``, from the stored one."""
+    def _compiled_forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """The forward as the custom operators: the same σ, W/σ and gradient, in place of the
+        eager code that the compiler would trace."""
         geometry = self.geometry
-        compiling = torch.compiler.is_compiling()
+        detached = weight.detach()
         if geometry is None:
-            refine = _refine_matrix_op if compiling else _refine_matrix
-            return refine(mat, self._v, self.tol, self.maxiter)
-        if compiling:
+            if self.training:
+                mat = self._as_matrix(detached)
+                _refine_matrix_op(mat, self._u, self._v, self.tol, self.maxiter)
+            G = _matrix_gradient_op(self._u, self._v, self.dim, list(weight.shape))
+        else:
             args = _conv_op_args(geometry)
-            return _refine_conv_op(mat, self._v, self.tol, self.maxiter, *args)
-        return _refine_conv(mat, self._v, self.tol, self.maxiter, geometry)
+            if self.training:
+                _refine_conv_op(detached, self._u, self._v, self.tol, self.maxiter, *args)
+            G = _conv_gradient_op(detached, self._u, self._v, *args)
+        sigma = (G.conj() * weight).sum().real
+        return weight / _divisor(sigma, self.eps, self.max_norm)
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
         # Assigning to the parametrized weight stores the value itself (as PyTorch does).
