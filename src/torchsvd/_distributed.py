@@ -44,11 +44,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 
 from torchsvd._operators import LinearOperator, _dense_products
+from torchsvd._space import Space
 from torchsvd._validate import compute_dtype
 
 if TYPE_CHECKING:
@@ -121,14 +122,15 @@ class _Layout:
         """This rank's part of a replicated tensor along ``dim``."""
         return t.narrow(dim, self.offset, self.sizes[self.rank])
 
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        """The sum of ``t`` over the ranks (in place on a contiguous copy)."""
+    def all_reduce(self, t: torch.Tensor, largest: bool = False) -> torch.Tensor:
+        """The sum (``largest``: the maximum) of ``t`` over the ranks, in place if contiguous."""
         import torch.distributed as dist
 
         t = t.contiguous()
         for counter in _COUNTERS:
             counter.add("all_reduce", t)
-        dist.all_reduce(_real(t), group=self.group)
+        op = dist.ReduceOp.MAX if largest else dist.ReduceOp.SUM
+        dist.all_reduce(_real(t), op=op, group=self.group)
         return t
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
@@ -213,30 +215,127 @@ def _layout(A: DTensor) -> tuple[_Layout, torch.Tensor]:
     return _Layout(mesh, group, dim, sizes, rank), local
 
 
-class _ShardedOperator(LinearOperator):
-    """A DTensor as a `LinearOperator`: local products and one collective each (module doc).
+class _SplitSpace(Space):
+    """Vectors split like ``A``'s sharded dimension: this rank holds its block of entries.
 
-    The parameter is ``A`` itself; `param_grads` forms this rank's block of ``L Rᴴ`` only and
-    returns it as a DTensor placed like ``A``.
+    Contractions are local products followed by one all-reduce of the small result (a
+    coefficient block of p×q, p norms), the same on every rank.
     """
 
-    def __init__(self, A: DTensor) -> None:
+    split = True
+
+    def __init__(self, layout: _Layout) -> None:
+        super().__init__(sum(layout.sizes))
+        self.layout = layout
+
+    @property
+    def local(self) -> int:
+        return self.layout.sizes[self.layout.rank]
+
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        return self.layout.all_reduce(t.clone()) if t.numel() else t
+
+    def norm(self, X: torch.Tensor) -> torch.Tensor:
+        # Partial sums of squares: the operators the solvers see are scaled into a range
+        # where squares neither under- nor overflow (`torchsvd._topk._safe_scale`).
+        return self.reduce(torch.linalg.vector_norm(X, dim=-1) ** 2).sqrt()
+
+    def any(self, t: torch.Tensor) -> bool:
+        flag = torch.tensor([float(bool(t.any()))], dtype=torch.float64, device=t.device)
+        return bool(self.reduce(flag) > 0)
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        return self.layout.take(t, -1)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        return self.layout.all_gather(t.mT).mT
+
+    def qr_rows(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classical Gram–Schmidt, row by row, repeated until a pass keeps most of the row.
+
+        The fallback of Cholesky QR for ill-conditioned blocks, with ``|R_ii|`` the norm of
+        what is left of row i. A pass that keeps at least 1/√2 of the row leaves it orthogonal
+        to the previous ones to working precision (Daniel, Gragg, Kaufman and Stewart); one
+        that keeps less (a row nearly dependent on the previous ones) is repeated on the
+        normalized remainder, at most `_PASSES` times, so that even a remainder of rounding
+        comes out orthonormal (Householder QR gives the same guarantee, but needs whole
+        vectors). Each pass reduces one inner product of at most p entries and one norm [2]_.
+        A row that vanishes altogether (``|R_ii| = 0``) is zero;
+        `torchsvd._lanczos._orthonormalize` replaces it.
+        """
+        rows = torch.zeros_like(W)
+        kept = torch.zeros(W.shape[:-1], dtype=W.dtype.to_real(), device=W.device)
+        tiny = torch.finfo(kept.dtype).tiny
+        for i in range(W.shape[-2]):
+            done = rows[..., :i, :]
+            size = self.norm(W[..., i : i + 1, :])  # (..., 1)
+            row = W[..., i : i + 1, :] / size.clamp_min(tiny).unsqueeze(-1)
+            for _ in range(_PASSES if i else 0):
+                row = row - self.dot(row, done) @ done
+                share = self.norm(row)
+                size = size * share
+                row = row / share.clamp_min(tiny).unsqueeze(-1)
+                if bool((share >= _KEEP).all()):
+                    break
+            kept[..., i] = size[..., 0]
+            rows[..., i : i + 1, :] = torch.where(size.unsqueeze(-1) > 0, row, 0.0)
+        return rows, kept
+
+
+_PASSES = 4  # Gram–Schmidt passes per row at most (rounding is removed in two or three)
+_KEEP = 0.5**0.5
+
+
+class _ShardedOperator(LinearOperator):
+    """A DTensor (optionally centred) as a `LinearOperator` on its local block (module doc).
+
+    The products take and return the vectors of the sharded side as this rank's entries (its
+    `spaces` say which side is split). ``center``: the operator is ``A − 1μ`` with the column
+    means ``μ = 1ᵀA / m`` (`torchsvd.pca`), whose correction joins the collective the product
+    has anyway. The parameter is ``A`` itself; `param_grads` forms this rank's block of the
+    cotangent ``L Rᴴ`` from this rank's rows of the split factor and returns it as a DTensor
+    placed like ``A``.
+    """
+
+    def __init__(self, A: DTensor, center: bool = False) -> None:
         layout, local = _layout(A)
-        self.layout, self.matrix = layout, A
+        self.layout, self.matrix, self.center = layout, A, center
+        m = A.shape[-2]
         matmat, rmatmat = _dense_products(local)
+        mean = None
+        if center:
+            sums = local.sum(dim=-2, keepdim=True)  # (..., 1, n or n_r)
+            mean = (layout.all_reduce(sums) if layout.dim == -2 else sums) / m
+        self.mean = mean
+
+        def a_x(X: torch.Tensor) -> torch.Tensor:  # A X, or its rows here (Shard(-2))
+            return matmat(X) if mean is None else matmat(X) - mean @ X
+
+        def ah_y(Y: torch.Tensor) -> torch.Tensor:  # Aᴴ Y, or the partial sum of its rows here
+            if mean is None:
+                return rmatmat(Y)
+            return rmatmat(Y) - mean.mH @ Y.sum(dim=-2, keepdim=True)
+
         if layout.dim == -2:
-            products = (
-                lambda X: layout.all_gather(matmat(X)),
-                lambda Y: layout.all_reduce(rmatmat(layout.take(Y))),
-            )
+            products = (a_x, lambda Y: layout.all_reduce(ah_y(Y)))
         elif layout.dim == -1:
-            products = (
-                lambda X: layout.all_reduce(matmat(layout.take(X))),
-                lambda Y: layout.all_gather(rmatmat(Y)),
-            )
+            products = (lambda X: layout.all_reduce(a_x(X)), ah_y)
         else:
-            products = (matmat, rmatmat)
+            products = (a_x, ah_y)
         super().__init__(A.shape, *products, dtype=local.dtype, device=local.device, params=(A,))
+        if layout.dim == -2:
+            self.spaces = (_SplitSpace(layout), self.spaces[1])
+        elif layout.dim == -1:
+            self.spaces = (self.spaces[0], _SplitSpace(layout))
+
+    def _magnitude(self) -> torch.Tensor:
+        # ‖A x‖_∞ for a random unit x, as `LinearOperator._magnitude`, the same on every rank.
+        gen = torch.Generator(device=self.device).manual_seed(1)
+        right = self.spaces[1]
+        x = right.randn((*self.batch_shape, 1), gen, self.dtype, self.device)
+        x = x / right.norm(x).unsqueeze(-1)
+        size = torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
+        return self.layout.all_reduce(size, largest=True) if self.layout.dim is not None else size
 
     def param_grads(
         self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
@@ -245,10 +344,10 @@ class _ShardedOperator(LinearOperator):
 
         if not needs[0]:
             return (None,)
-        if self.layout.dim == -2:
-            left = self.layout.take(left)
-        elif self.layout.dim == -1:
-            right = self.layout.take(right)
+        if self.center:
+            # ⟨L Rᴴ, C dA⟩ = ⟨(C L) Rᴴ, dA⟩ with C = I − 11ᵀ/m (`torchsvd._pca`).
+            sums = self.spaces[0].reduce(left.sum(dim=-2, keepdim=True))
+            left = left - sums / self.shape[-2]
         A = self.matrix
         # The DTensor of A's placements, shape and strides, built here: DTensor's own backward
         # of to_local would infer the global strides as if the shards were of equal size.
@@ -264,36 +363,21 @@ class _ShardedOperator(LinearOperator):
         )
 
 
-class _Take(torch.autograd.Function):
-    """This rank's part of a replicated tensor; the backward gathers the parts' cotangents."""
-
-    @staticmethod
-    def forward(full: torch.Tensor, layout: _Layout, dim: int) -> torch.Tensor:
-        return layout.take(full, dim).clone()
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.layout, ctx.dim = inputs[1], inputs[2]
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        gathered = ctx.layout.all_gather(grad.movedim(ctx.dim, -2)).movedim(-2, ctx.dim)
-        return gathered, None, None
-
-
 def _wrap(t: torch.Tensor, layout: _Layout, dim: int | None) -> DTensor:
-    """A replicated result as a DTensor: sharded along ``dim`` like A, or replicated."""
+    """A result as a DTensor: this rank's block along ``dim`` (sharded like A), or replicated."""
     from torch.distributed.tensor import DTensor, Replicate, Shard
 
     if dim is None:
         return DTensor.from_local(t, layout.mesh, [Replicate()], run_check=False)
-    stride = tuple(math.prod(t.shape[i + 1 :]) for i in range(t.ndim))
+    shape = list(t.shape)
+    shape[dim] = sum(layout.sizes)
+    stride = tuple(math.prod(shape[i + 1 :]) for i in range(t.ndim))
     return DTensor.from_local(
-        _Take.apply(t, layout, dim),
+        t,
         layout.mesh,
         [Shard(dim % t.ndim)],
         run_check=False,
-        shape=t.shape,
+        shape=torch.Size(shape),
         stride=stride,
     )
 
@@ -360,10 +444,8 @@ def pca(
     v0: torch.Tensor | None,
 ) -> tuple[DTensor, DTensor, DTensor]:
     """`torchsvd.pca` of a DTensor: the centred operator over the sharded products."""
-    from torchsvd._pca import _CenteredOperator
     from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
 
-    sharded = _ShardedOperator(A)
-    op = _CenteredOperator(sharded) if center else sharded
-    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, sharded.layout))
-    return _outputs(result, A, sharded.layout)
+    op = _ShardedOperator(A, center=center)
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
+    return _outputs(result, A, op.layout)
