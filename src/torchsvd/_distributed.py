@@ -1,33 +1,47 @@
 r"""`svds`, `spectral_norm` and `pca` of a matrix sharded with torch.distributed (a DTensor).
 
 The Krylov solver and the implicit backward touch ``A`` only through the products ``A X`` and
-``Aᴴ Y`` with blocks of ``b`` vectors (`LinearOperator`), so a sharded ``A`` needs nothing but
-sharded products. On a 1-D device mesh of ``P`` ranks, rank ``r`` holds
+``Aᴴ Y`` with blocks of ``b`` vectors (`LinearOperator`), and their vectors only through local
+combinations and contractions over the vectors' length (`torchsvd._space`). On a 1-D device
+mesh of ``P`` ranks, rank ``r`` holds
 
-* ``Shard(-2)`` (rows): the block ``A_r`` (m_r × n). ``A X = [A_1 X; …; A_P X]`` is local work
-  followed by one all-gather of the m × b result; ``Aᴴ Y = Σ_r A_rᴴ Y_r`` is local work on the
-  rows of ``Y`` this rank owns followed by one all-reduce of n × b.
-* ``Shard(-1)`` (columns): the block ``A_r`` (m × n_r), the mirror image: ``A X = Σ_r A_r X_r``
-  (all-reduce of m × b), ``Aᴴ Y`` (all-gather of n × b).
+* ``Shard(-2)`` (rows): the block ``A_r`` (m_r × n) and, of every vector of the m-space (the
+  U basis, ``A V``, the CG vectors of the backward), its own m_r entries; the n-space vectors
+  are replicated. ``A X = A_r X`` is local; ``Aᴴ Y = Σ_r A_rᴴ Y_r`` is local work followed by
+  one all-reduce of n × b.
+* ``Shard(-1)`` (columns): the mirror image, the n-space split: ``A X = Σ_r A_r X_r`` (one
+  all-reduce of m × b), ``Aᴴ Y = A_rᴴ Y`` local.
 * ``Replicate``: every rank holds ``A``; everything is local, no communication.
 
-Design: the Krylov vectors are replicated. Every rank runs the same solver on the same
-(replicated) blocks, so every decision it takes (convergence, restarts, CG steps) is the same
-on every rank, and the only communication is the two collectives per block step above, each of
-the size of one block of vectors (``(m + n)·b`` elements per step, independent of ``P``); ``A``
-itself is never sent. Bit-identical replicas rely on the collectives returning the same result
-on every rank (true of gloo's and NCCL's all-reduce and of any all-gather) and on the local
-arithmetic being deterministic. The price of replication is memory: each rank holds the bases
-(``(m + n)·d`` elements for a basis of ``d`` ≤ ``max(k + 10 b, 60)`` vectors) next to its shard.
+So per block step the only collective whose size grows with a dimension is the all-reduce of
+one product, of the side ``A`` does not shard (n·b for rows, m·b for columns); the sharded
+side's vectors never travel. Every inner product, norm and Gram matrix of sharded vectors (the
+Gram–Schmidt of the new U block against the basis, its Cholesky QR, the residual norms, the
+dot products of CG) is a local product followed by an all-reduce of the small result: at most
+d × b numbers (d ≤ max(k + 10 b, 60), the basis size), independent of m, n and P [2]_. The
+replicated small matrices (the projected B, the Ritz values, the CG coefficients) are then the
+same on every rank, so every decision (convergence, restarts, CG steps) is too: this relies on
+the all-reduce returning the same result on every rank (gloo's and NCCL's do) and on
+deterministic local arithmetic. Random vectors of the split side are drawn whole from the same
+seeded generator and each rank keeps its entries, so they are those of one process and the
+generators stay in step. ``A`` itself is never sent.
 
-Outputs follow ``A``: the side ``A`` shards is sharded the same way (``Shard(-2)``: ``U`` is
-``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh`` is
-``Shard(-1)`` with A's column blocks, ``U`` and ``S`` replicated). Gradients: a sharded output
-passes back the gradient of this rank's shard (an all-gather makes the cotangent replicated
-again), a replicated one the gradient of the one global loss, the same on every rank (DTensor's
-convention). The cotangent of ``A`` is ``L Rᴴ`` with replicated factors, so the gradient of
-the local shard is ``L_r Rᴴ`` (or ``L R_rᴴ``), formed locally: ``A.grad`` is a DTensor with
-A's placements, and no rank ever holds more of it than its own shard.
+Small problems (min(m, n) at most the basis size), which a single process decomposes densely,
+run as a Rayleigh–Ritz on the whole short side (`torchsvd._lanczos._dense_split`): the
+identity's products, orthonormalized with reduced Gram matrices, and the SVD of the small
+coefficient matrix; ``A`` is not formed on any rank. Where the short side is the unsharded one
+(a tall ``A`` by rows), the collectives are s × s reductions (s = min(m, n)); where it is the
+sharded one, the products of the identity are one all-reduce of (long side) × s, the collectives
+of s/b block steps, and the s × s coefficients are gathered.
+
+Outputs follow ``A``: the side ``A`` shards is returned as this rank's block (``Shard(-2)``:
+``U`` is ``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh``
+is ``Shard(-1)`` with A's column blocks, ``U`` and ``S`` replicated). Gradients: a sharded
+output passes back the gradient of this rank's block, a replicated one the gradient of the one
+global loss, the same on every rank (DTensor's convention). The cotangent of ``A`` is
+``L Rᴴ``, ``L`` in the m-space and ``R`` in the n-space, each held as its space is, so the
+gradient of the local shard ``L_r Rᴴ`` (or ``L R_rᴴ``) is formed locally: ``A.grad`` is a
+DTensor with A's placements, and no rank ever holds more of it than its own shard.
 
 References
 ----------
@@ -72,22 +86,31 @@ def is_dtensor(A: object) -> TypeGuard[DTensor]:
 
 @dataclass
 class CollectiveCount:
-    """Collectives issued by the sharded products: how many, and the elements' bytes.
+    """Collectives issued by a sharded `svds`: how many, and the elements' bytes, per purpose.
 
-    ``bytes`` (per kind) and ``largest`` (one collective) count the size of each collective's
-    result (an all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block,
-    padding included), not what a particular algorithm of the backend puts on the wire.
+    The purposes (keys of ``calls`` and ``bytes``): ``"product"``, the all-reduce that
+    completes a product with ``A`` (``Aᴴ Y`` for ``Shard(-2)``, ``A X`` for ``Shard(-1)``);
+    ``"inner"``, the all-reduce of the inner products and norms of vectors of the sharded side
+    (coefficient blocks of at most d × b, Gram matrices b × b, norms); ``"gather"``, the
+    all-gather of a small result (the s × s matrix of a small problem with a sharded short
+    side, a sharded warm start); ``"setup"``, the column means of `pca` and the size probe.
+    ``bytes`` and ``largest`` (one collective) count the size of each collective's result (an
+    all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block, padding
+    included), not what a particular algorithm of the backend puts on the wire; ``sizes``
+    lists every collective's ``(purpose, bytes)`` in order.
     """
 
     calls: dict[str, int] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
     largest: int = 0
+    sizes: list[tuple[str, int]] = field(default_factory=list)
 
     def add(self, kind: str, t: torch.Tensor) -> None:
         size = t.numel() * t.element_size()
         self.calls[kind] = self.calls.get(kind, 0) + 1
         self.bytes[kind] = self.bytes.get(kind, 0) + size
         self.largest = max(self.largest, size)
+        self.sizes.append((kind, size))
 
 
 _COUNTERS: list[CollectiveCount] = []
@@ -122,13 +145,16 @@ class _Layout:
         """This rank's part of a replicated tensor along ``dim``."""
         return t.narrow(dim, self.offset, self.sizes[self.rank])
 
-    def all_reduce(self, t: torch.Tensor, largest: bool = False) -> torch.Tensor:
-        """The sum (``largest``: the maximum) of ``t`` over the ranks, in place if contiguous."""
+    def all_reduce(self, t: torch.Tensor, kind: str, largest: bool = False) -> torch.Tensor:
+        """The sum (``largest``: the maximum) of ``t`` over the ranks, in place if contiguous.
+
+        ``kind``: its purpose, as `CollectiveCount` counts it.
+        """
         import torch.distributed as dist
 
         t = t.contiguous()
         for counter in _COUNTERS:
-            counter.add("all_reduce", t)
+            counter.add(kind, t)
         op = dist.ReduceOp.MAX if largest else dist.ReduceOp.SUM
         dist.all_reduce(_real(t), op=op, group=self.group)
         return t
@@ -146,7 +172,7 @@ class _Layout:
         padded[: rows.shape[0]] = rows
         out = padded.new_empty((len(self.sizes) * tallest, *rows.shape[1:]))
         for counter in _COUNTERS:
-            counter.add("all_gather", out)
+            counter.add("gather", out)
         dist.all_gather_single(_real(out), _real(padded), group=self.group)
         parts = [out[r * tallest : r * tallest + s] for r, s in enumerate(self.sizes)]
         return torch.cat(parts).movedim(0, -2)
@@ -233,7 +259,7 @@ class _SplitSpace(Space):
         return self.layout.sizes[self.layout.rank]
 
     def reduce(self, t: torch.Tensor) -> torch.Tensor:
-        return self.layout.all_reduce(t.clone()) if t.numel() else t
+        return self.layout.all_reduce(t.clone(), "inner") if t.numel() else t
 
     def norm(self, X: torch.Tensor) -> torch.Tensor:
         # Partial sums of squares: the operators the solvers see are scaled into a range
@@ -305,7 +331,7 @@ class _ShardedOperator(LinearOperator):
         mean = None
         if center:
             sums = local.sum(dim=-2, keepdim=True)  # (..., 1, n or n_r)
-            mean = (layout.all_reduce(sums) if layout.dim == -2 else sums) / m
+            mean = (layout.all_reduce(sums, "setup") if layout.dim == -2 else sums) / m
         self.mean = mean
 
         def a_x(X: torch.Tensor) -> torch.Tensor:  # A X, or its rows here (Shard(-2))
@@ -317,9 +343,9 @@ class _ShardedOperator(LinearOperator):
             return rmatmat(Y) - mean.mH @ Y.sum(dim=-2, keepdim=True)
 
         if layout.dim == -2:
-            products = (a_x, lambda Y: layout.all_reduce(ah_y(Y)))
+            products = (a_x, lambda Y: layout.all_reduce(ah_y(Y), "product"))
         elif layout.dim == -1:
-            products = (lambda X: layout.all_reduce(a_x(X)), ah_y)
+            products = (lambda X: layout.all_reduce(a_x(X), "product"), ah_y)
         else:
             products = (a_x, ah_y)
         super().__init__(A.shape, *products, dtype=local.dtype, device=local.device, params=(A,))
@@ -335,7 +361,9 @@ class _ShardedOperator(LinearOperator):
         x = right.randn((*self.batch_shape, 1), gen, self.dtype, self.device)
         x = x / right.norm(x).unsqueeze(-1)
         size = torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
-        return self.layout.all_reduce(size, largest=True) if self.layout.dim is not None else size
+        if self.layout.dim is None:
+            return size
+        return self.layout.all_reduce(size, "setup", largest=True)
 
     def param_grads(
         self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
