@@ -452,8 +452,9 @@ def svds(
 ) -> tuple[DTensor, DTensor, DTensor]:
     """`torchsvd.svds` of a DTensor (module docstring): DTensor outputs placed like ``A``.
 
-    The sharded operator always takes the Krylov forward (``method="dense"`` raises, as for any
-    operator): the dense path would gather ``A``.
+    The sharded operator takes the Krylov forward (``method="dense"`` raises, as for any
+    operator: the Gram-matrix path of a dense tensor needs ``A`` on one rank); small problems
+    are solved without forming ``A`` (module docstring).
     """
     from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
 
