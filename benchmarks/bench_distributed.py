@@ -4,11 +4,13 @@ Usage: python benchmarks/bench_distributed.py [--quick] [--repeats N] [--k K] [-
 
 A float32 matrix ``m × n`` with a decaying spectrum (``--quick``: 4000 × 500, else 20000 × 2000)
 is built shard by shard (each process makes only its own rows or columns) and `torchsvd.svds`
-runs on the DTensor, forward and forward+backward of a loss of U, S and V. The collectives of
-the sharded products are counted by ``torchsvd._distributed.count_collectives``: calls and
-bytes, per block step (one product with A and one with Aᴴ; the steps are the products with A,
-which include the start and the check products). The peer is single-process `torchsvd.svds` on
-the whole matrix, with 1 and with 2 threads, timed in the same run: configurations alternate
+runs on the DTensor, forward and forward+backward of a loss of U and S. The collectives are
+counted by ``torchsvd._distributed.count_collectives``, by purpose: the all-reduces that complete
+a product (one per block step: ``Aᴴ Y`` for rows, ``A X`` for columns; the start and the
+convergence checks add some), the all-reduces of inner products and norms of the sharded side's
+vectors, and the setup (size probe); bytes per block step are per product collective. The
+peer is single-process `torchsvd.svds` on the whole matrix, with 1 and with 2 threads, timed in
+the same run: configurations alternate
 round by round (each a fresh launch), times are medians over the repeats inside a launch, then
 over the rounds. On a machine with fewer cores than processes the processes share cores: only
 the counts, not the times, then say anything about a cluster (docs/distributed.md has the model).
@@ -188,10 +190,11 @@ def main() -> None:
     )
     print()
     print(
-        "| configuration | collectives fwd (gather, reduce) | fwd+bwd | KiB / block step "
-        "| fwd (s) | ratio | fwd+bwd (s) | ratio |"
+        "| configuration | collectives fwd (product, inner, setup) | fwd+bwd "
+        "| KiB / step: product | inner | fwd (s) | ratio | fwd+bwd (s) | ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+    kinds_of = ("product", "inner")
     peer = runs[configs[0][0]]
     peer_fwd = statistics.median(float(r["fwd"]) for r in peer)  # type: ignore[arg-type]
     peer_both = statistics.median(float(r["both"]) for r in peer)  # type: ignore[arg-type]
@@ -202,18 +205,21 @@ def main() -> None:
         calls: dict[str, int] = rec[0]["fwd_calls"]  # type: ignore[assignment]
         sent: dict[str, int] = rec[0]["fwd_bytes"]  # type: ignore[assignment]
         every: dict[str, int] = rec[0]["all_calls"]  # type: ignore[assignment]
-        gathers, reduces = calls.get("all_gather", 0), calls.get("all_reduce", 0)
-        steps = gathers if args.sharding == "rows" else reduces  # the products with A
-        per_step = sum(sent.values()) / steps / 1024 if steps else 0.0
+        kinds = [calls.get(kind, 0) for kind in ("product", "inner", "setup")]
+        steps = kinds[0]  # one product collective per block step
+        product, inner = (sent.get(kind, 0) / steps / 1024 if steps else 0.0 for kind in kinds_of)
         print(
-            f"| {label} | {gathers + reduces} ({gathers}, {reduces}) | {sum(every.values())} "
-            f"| {per_step:.1f} | {fwd:.3g} | {peer_fwd / fwd:.2f}× | {both:.3g} "
-            f"| {peer_both / both:.2f}× |"
+            f"| {label} | {sum(calls.values())} ({', '.join(map(str, kinds))}) "
+            f"| {sum(every.values())} | {product:.1f} | {inner:.1f} | {fwd:.3g} "
+            f"| {peer_fwd / fwd:.2f}× | {both:.3g} | {peer_both / both:.2f}× |"
         )
     print()
+    unsharded = args.n if args.sharding == "rows" else args.m
     print(
-        f"Model of one block step: an all-gather of m·b and an all-reduce of n·b, "
-        f"(m + n)·b·4 B = {(args.m + args.n) * b * 4 / 1024:.1f} KiB in float32."
+        f"Model of one block step: one all-reduce of the unsharded side × b, "
+        f"{unsharded}·{b}·4 B = {unsharded * b * 4 / 1024:.1f} KiB in float32, and about "
+        "8 all-reduces of at most d × b float64 numbers (d: the basis size) for the inner "
+        "products of the sharded side."
     )
 
 

@@ -10,6 +10,8 @@ one product with ``Cᴴ`` and one with ``C`` on the whole block (two GEMMs, not 
 search directions are re-projected onto the complement at every step, so rounding never lets
 them drift into span(Q), where the operator is indefinite. Converged columns are frozen. ``Cᴴ x``
 is accumulated along the way (``Cᴴ x = Σ α_j Cᴴ p_j``), which saves one product at the end.
+Inner products run in a `torchsvd._space.Space` (vectors split over processes: partial sums
+reduced), so every decision (convergence, curvature) is the same on every process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from torchsvd._space import Space
 
 __all__ = ["CGResult", "projected_shifted_cg"]
 
@@ -34,13 +38,16 @@ class CGResult:
     steps: int
 
 
-def _project(Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    return W - (W @ Q.mH) @ Q
+def _project(Q: torch.Tensor, W: torch.Tensor, space: Space | None = None) -> torch.Tensor:
+    if space is None:
+        return W - (W @ Q.mH) @ Q
+    return W - space.dot(W, Q) @ Q
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _dot(a: torch.Tensor, b: torch.Tensor, space: Space | None = None) -> torch.Tensor:
     """Row-wise ``Re ⟨a, b⟩``; real on the Hermitian operators CG sees."""
-    return (a.conj() * b).real.sum(-1)
+    partial = (a.conj() * b).real.sum(-1)
+    return partial if space is None else space.reduce(partial)
 
 
 def projected_shifted_cg(
@@ -53,6 +60,8 @@ def projected_shifted_cg(
     active: torch.Tensor,
     tol: float,
     maxiter: int,
+    space: Space | None = None,
+    aux_space: Space | None = None,
 ) -> CGResult:
     """Solve ``(s_i I − G) x_i = (I − QᴴQ) b_i`` on the complement of the rows of ``Q``.
 
@@ -70,6 +79,9 @@ def projected_shifted_cg(
     tol : float
         Stop a column when its residual is below ``tol`` times its right-hand side.
     maxiter : int
+    space, aux_space : Space, optional
+        Where the rows of ``rhs``, ``Q`` (length N) and of ``Q_aux`` (N') live; default: held
+        whole.
 
     Returns
     -------
@@ -77,12 +89,12 @@ def projected_shifted_cg(
         ``indefinite`` flags columns that met non-positive curvature (no gap: the operator is
         not positive definite there); they are frozen at their last iterate.
     """
-    r = _project(Q, rhs)
+    r = _project(Q, rhs, space)
     r = torch.where(active.unsqueeze(-1), r, torch.zeros_like(r))
     x = torch.zeros_like(r)
     p = r
     aux = None
-    rs = _dot(r, r)
+    rs = _dot(r, r, space)
     rs0 = torch.where(rs > 0, rs, torch.ones_like(rs))
     target = (tol * tol) * rs
     live = active & (rs > 0)
@@ -92,8 +104,8 @@ def projected_shifted_cg(
         Gp, aux_p = gram(p)
         if aux is None:
             aux = torch.zeros_like(aux_p)
-        Mp = _project(Q, shifts.unsqueeze(-1) * p - Gp)
-        curvature = _dot(p, Mp)
+        Mp = _project(Q, shifts.unsqueeze(-1) * p - Gp, space)
+        curvature = _dot(p, Mp, space)
         bad = live & (curvature <= 0)
         indefinite = indefinite | bad
         live = live & ~bad
@@ -101,14 +113,21 @@ def projected_shifted_cg(
         x = x + alpha.unsqueeze(-1) * p
         aux = aux + alpha.unsqueeze(-1) * aux_p
         r = r - alpha.unsqueeze(-1) * Mp
-        rs_new = _dot(r, r)
+        rs_new = _dot(r, r, space)
         live = live & (rs_new > target)
         beta = torch.where(live, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
-        p = _project(Q, r + beta.unsqueeze(-1) * p)
+        p = _project(Q, r + beta.unsqueeze(-1) * p, space)
         rs = rs_new
         steps += 1
     if aux is None:
         aux = torch.zeros((*rhs.shape[:-1], Q_aux.shape[-1]), dtype=rhs.dtype, device=rhs.device)
     converged = active & ~indefinite & ~live
     residuals = (rs / rs0).sqrt()  # relative to the right-hand side
-    return CGResult(_project(Q, x), _project(Q_aux, aux), converged, indefinite, residuals, steps)
+    return CGResult(
+        _project(Q, x, space),
+        _project(Q_aux, aux, aux_space),
+        converged,
+        indefinite,
+        residuals,
+        steps,
+    )

@@ -1,33 +1,47 @@
 r"""`svds`, `spectral_norm` and `pca` of a matrix sharded with torch.distributed (a DTensor).
 
 The Krylov solver and the implicit backward touch ``A`` only through the products ``A X`` and
-``Aᴴ Y`` with blocks of ``b`` vectors (`LinearOperator`), so a sharded ``A`` needs nothing but
-sharded products. On a 1-D device mesh of ``P`` ranks, rank ``r`` holds
+``Aᴴ Y`` with blocks of ``b`` vectors (`LinearOperator`), and their vectors only through local
+combinations and contractions over the vectors' length (`torchsvd._space`). On a 1-D device
+mesh of ``P`` ranks, rank ``r`` holds
 
-* ``Shard(-2)`` (rows): the block ``A_r`` (m_r × n). ``A X = [A_1 X; …; A_P X]`` is local work
-  followed by one all-gather of the m × b result; ``Aᴴ Y = Σ_r A_rᴴ Y_r`` is local work on the
-  rows of ``Y`` this rank owns followed by one all-reduce of n × b.
-* ``Shard(-1)`` (columns): the block ``A_r`` (m × n_r), the mirror image: ``A X = Σ_r A_r X_r``
-  (all-reduce of m × b), ``Aᴴ Y`` (all-gather of n × b).
+* ``Shard(-2)`` (rows): the block ``A_r`` (m_r × n) and, of every vector of the m-space (the
+  U basis, ``A V``, the CG vectors of the backward), its own m_r entries; the n-space vectors
+  are replicated. ``A X = A_r X`` is local; ``Aᴴ Y = Σ_r A_rᴴ Y_r`` is local work followed by
+  one all-reduce of n × b.
+* ``Shard(-1)`` (columns): the mirror image, the n-space split: ``A X = Σ_r A_r X_r`` (one
+  all-reduce of m × b), ``Aᴴ Y = A_rᴴ Y`` local.
 * ``Replicate``: every rank holds ``A``; everything is local, no communication.
 
-Design: the Krylov vectors are replicated. Every rank runs the same solver on the same
-(replicated) blocks, so every decision it takes (convergence, restarts, CG steps) is the same
-on every rank, and the only communication is the two collectives per block step above, each of
-the size of one block of vectors (``(m + n)·b`` elements per step, independent of ``P``); ``A``
-itself is never sent. Bit-identical replicas rely on the collectives returning the same result
-on every rank (true of gloo's and NCCL's all-reduce and of any all-gather) and on the local
-arithmetic being deterministic. The price of replication is memory: each rank holds the bases
-(``(m + n)·d`` elements for a basis of ``d`` ≤ ``max(k + 10 b, 60)`` vectors) next to its shard.
+So per block step the only collective whose size grows with a dimension is the all-reduce of
+one product, of the side ``A`` does not shard (n·b for rows, m·b for columns); the sharded
+side's vectors never travel. Every inner product, norm and Gram matrix of sharded vectors (the
+Gram–Schmidt of the new U block against the basis, its Cholesky QR, the residual norms, the
+dot products of CG) is a local product followed by an all-reduce of the small result: at most
+d × b numbers (d ≤ max(k + 10 b, 60), the basis size), independent of m, n and P [2]_. The
+replicated small matrices (the projected B, the Ritz values, the CG coefficients) are then the
+same on every rank, so every decision (convergence, restarts, CG steps) is too: this relies on
+the all-reduce returning the same result on every rank (gloo's and NCCL's do) and on
+deterministic local arithmetic. Random vectors of the split side are drawn whole from the same
+seeded generator and each rank keeps its entries, so they are those of one process and the
+generators stay in step. ``A`` itself is never sent.
 
-Outputs follow ``A``: the side ``A`` shards is sharded the same way (``Shard(-2)``: ``U`` is
-``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh`` is
-``Shard(-1)`` with A's column blocks, ``U`` and ``S`` replicated). Gradients: a sharded output
-passes back the gradient of this rank's shard (an all-gather makes the cotangent replicated
-again), a replicated one the gradient of the one global loss, the same on every rank (DTensor's
-convention). The cotangent of ``A`` is ``L Rᴴ`` with replicated factors, so the gradient of
-the local shard is ``L_r Rᴴ`` (or ``L R_rᴴ``), formed locally: ``A.grad`` is a DTensor with
-A's placements, and no rank ever holds more of it than its own shard.
+Small problems (min(m, n) at most the basis size), which a single process decomposes densely,
+run as a Rayleigh–Ritz on the whole short side (`torchsvd._lanczos._dense_split`): the
+identity's products, orthonormalized with reduced Gram matrices, and the SVD of the small
+coefficient matrix; ``A`` is not formed on any rank. Where the short side is the unsharded one
+(a tall ``A`` by rows), the collectives are s × s reductions (s = min(m, n)); where it is the
+sharded one, the products of the identity are one all-reduce of (long side) × s, the collectives
+of s/b block steps, and the s × s coefficients are gathered.
+
+Outputs follow ``A``: the side ``A`` shards is returned as this rank's block (``Shard(-2)``:
+``U`` is ``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh``
+is ``Shard(-1)`` with A's column blocks, ``U`` and ``S`` replicated). Gradients: a sharded
+output passes back the gradient of this rank's block, a replicated one the gradient of the one
+global loss, the same on every rank (DTensor's convention). The cotangent of ``A`` is
+``L Rᴴ``, ``L`` in the m-space and ``R`` in the n-space, each held as its space is, so the
+gradient of the local shard ``L_r Rᴴ`` (or ``L R_rᴴ``) is formed locally: ``A.grad`` is a
+DTensor with A's placements, and no rank ever holds more of it than its own shard.
 
 References
 ----------
@@ -44,11 +58,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 import torch
 
 from torchsvd._operators import LinearOperator, _dense_products
+from torchsvd._space import Space
 from torchsvd._validate import compute_dtype
 
 if TYPE_CHECKING:
@@ -71,22 +86,31 @@ def is_dtensor(A: object) -> TypeGuard[DTensor]:
 
 @dataclass
 class CollectiveCount:
-    """Collectives issued by the sharded products: how many, and the elements' bytes.
+    """Collectives issued by a sharded `svds`: how many, and the elements' bytes, per purpose.
 
-    ``bytes`` (per kind) and ``largest`` (one collective) count the size of each collective's
-    result (an all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block,
-    padding included), not what a particular algorithm of the backend puts on the wire.
+    The purposes (keys of ``calls`` and ``bytes``): ``"product"``, the all-reduce that
+    completes a product with ``A`` (``Aᴴ Y`` for ``Shard(-2)``, ``A X`` for ``Shard(-1)``);
+    ``"inner"``, the all-reduce of the inner products and norms of vectors of the sharded side
+    (coefficient blocks of at most d × b, Gram matrices b × b, norms); ``"gather"``, the
+    all-gather of a small result (the s × s matrix of a small problem with a sharded short
+    side, a sharded warm start); ``"setup"``, the column means of `pca` and the size probe.
+    ``bytes`` and ``largest`` (one collective) count the size of each collective's result (an
+    all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block, padding
+    included), not what a particular algorithm of the backend puts on the wire; ``sizes``
+    lists every collective's ``(purpose, bytes)`` in order.
     """
 
     calls: dict[str, int] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
     largest: int = 0
+    sizes: list[tuple[str, int]] = field(default_factory=list)
 
     def add(self, kind: str, t: torch.Tensor) -> None:
         size = t.numel() * t.element_size()
         self.calls[kind] = self.calls.get(kind, 0) + 1
         self.bytes[kind] = self.bytes.get(kind, 0) + size
         self.largest = max(self.largest, size)
+        self.sizes.append((kind, size))
 
 
 _COUNTERS: list[CollectiveCount] = []
@@ -121,14 +145,18 @@ class _Layout:
         """This rank's part of a replicated tensor along ``dim``."""
         return t.narrow(dim, self.offset, self.sizes[self.rank])
 
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        """The sum of ``t`` over the ranks (in place on a contiguous copy)."""
+    def all_reduce(self, t: torch.Tensor, kind: str, largest: bool = False) -> torch.Tensor:
+        """The sum (``largest``: the maximum) of ``t`` over the ranks, in place if contiguous.
+
+        ``kind``: its purpose, as `CollectiveCount` counts it.
+        """
         import torch.distributed as dist
 
         t = t.contiguous()
         for counter in _COUNTERS:
-            counter.add("all_reduce", t)
-        dist.all_reduce(_real(t), group=self.group)
+            counter.add(kind, t)
+        op = dist.ReduceOp.MAX if largest else dist.ReduceOp.SUM
+        dist.all_reduce(_real(t), op=op, group=self.group)
         return t
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
@@ -144,7 +172,7 @@ class _Layout:
         padded[: rows.shape[0]] = rows
         out = padded.new_empty((len(self.sizes) * tallest, *rows.shape[1:]))
         for counter in _COUNTERS:
-            counter.add("all_gather", out)
+            counter.add("gather", out)
         dist.all_gather_single(_real(out), _real(padded), group=self.group)
         parts = [out[r * tallest : r * tallest + s] for r, s in enumerate(self.sizes)]
         return torch.cat(parts).movedim(0, -2)
@@ -213,30 +241,129 @@ def _layout(A: DTensor) -> tuple[_Layout, torch.Tensor]:
     return _Layout(mesh, group, dim, sizes, rank), local
 
 
-class _ShardedOperator(LinearOperator):
-    """A DTensor as a `LinearOperator`: local products and one collective each (module doc).
+class _SplitSpace(Space):
+    """Vectors split like ``A``'s sharded dimension: this rank holds its block of entries.
 
-    The parameter is ``A`` itself; `param_grads` forms this rank's block of ``L Rᴴ`` only and
-    returns it as a DTensor placed like ``A``.
+    Contractions are local products followed by one all-reduce of the small result (a
+    coefficient block of p×q, p norms), the same on every rank.
     """
 
-    def __init__(self, A: DTensor) -> None:
+    split = True
+
+    def __init__(self, layout: _Layout) -> None:
+        super().__init__(sum(layout.sizes))
+        self.layout = layout
+
+    @property
+    def local(self) -> int:
+        return self.layout.sizes[self.layout.rank]
+
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        return self.layout.all_reduce(t.clone(), "inner") if t.numel() else t
+
+    def norm(self, X: torch.Tensor) -> torch.Tensor:
+        # Partial sums of squares: the operators the solvers see are scaled into a range
+        # where squares neither under- nor overflow (`torchsvd._topk._safe_scale`).
+        return self.reduce(torch.linalg.vector_norm(X, dim=-1) ** 2).sqrt()
+
+    def any(self, t: torch.Tensor) -> bool:
+        flag = torch.tensor([float(bool(t.any()))], dtype=torch.float64, device=t.device)
+        return bool(self.reduce(flag) > 0)
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        return self.layout.take(t, -1)
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        return self.layout.all_gather(t.mT).mT
+
+    def qr_rows(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classical Gram–Schmidt, row by row, repeated until a pass keeps most of the row.
+
+        The fallback of Cholesky QR for ill-conditioned blocks, with ``|R_ii|`` the norm of
+        what is left of row i. A pass that keeps at least 1/√2 of the row leaves it orthogonal
+        to the previous ones to working precision (Daniel, Gragg, Kaufman and Stewart); one
+        that keeps less (a row nearly dependent on the previous ones) is repeated on the
+        normalized remainder, at most `_PASSES` times, so that even a remainder of rounding
+        comes out orthonormal (Householder QR gives the same guarantee, but needs whole
+        vectors). Each pass reduces one inner product of at most p entries and one norm [2]_.
+        A row that vanishes altogether (``|R_ii| = 0``) is zero;
+        `torchsvd._lanczos._orthonormalize` replaces it.
+        """
+        rows = torch.zeros_like(W)
+        kept = torch.zeros(W.shape[:-1], dtype=W.dtype.to_real(), device=W.device)
+        tiny = torch.finfo(kept.dtype).tiny
+        for i in range(W.shape[-2]):
+            done = rows[..., :i, :]
+            size = self.norm(W[..., i : i + 1, :])  # (..., 1)
+            row = W[..., i : i + 1, :] / size.clamp_min(tiny).unsqueeze(-1)
+            for _ in range(_PASSES if i else 0):
+                row = row - self.dot(row, done) @ done
+                share = self.norm(row)
+                size = size * share
+                row = row / share.clamp_min(tiny).unsqueeze(-1)
+                if bool((share >= _KEEP).all()):
+                    break
+            kept[..., i] = size[..., 0]
+            rows[..., i : i + 1, :] = torch.where(size.unsqueeze(-1) > 0, row, 0.0)
+        return rows, kept
+
+
+_PASSES = 4  # Gram–Schmidt passes per row at most (rounding is removed in two or three)
+_KEEP = 0.5**0.5
+
+
+class _ShardedOperator(LinearOperator):
+    """A DTensor (optionally centred) as a `LinearOperator` on its local block (module doc).
+
+    The products take and return the vectors of the sharded side as this rank's entries (its
+    `spaces` say which side is split). ``center``: the operator is ``A − 1μ`` with the column
+    means ``μ = 1ᵀA / m`` (`torchsvd.pca`), whose correction joins the collective the product
+    has anyway. The parameter is ``A`` itself; `param_grads` forms this rank's block of the
+    cotangent ``L Rᴴ`` from this rank's rows of the split factor and returns it as a DTensor
+    placed like ``A``.
+    """
+
+    def __init__(self, A: DTensor, center: bool = False) -> None:
         layout, local = _layout(A)
-        self.layout, self.matrix = layout, A
+        self.layout, self.matrix, self.center = layout, A, center
+        m = A.shape[-2]
         matmat, rmatmat = _dense_products(local)
+        mean = None
+        if center:
+            sums = local.sum(dim=-2, keepdim=True)  # (..., 1, n or n_r)
+            mean = (layout.all_reduce(sums, "setup") if layout.dim == -2 else sums) / m
+        self.mean = mean
+
+        def a_x(X: torch.Tensor) -> torch.Tensor:  # A X, or its rows here (Shard(-2))
+            return matmat(X) if mean is None else matmat(X) - mean @ X
+
+        def ah_y(Y: torch.Tensor) -> torch.Tensor:  # Aᴴ Y, or the partial sum of its rows here
+            if mean is None:
+                return rmatmat(Y)
+            return rmatmat(Y) - mean.mH @ Y.sum(dim=-2, keepdim=True)
+
         if layout.dim == -2:
-            products = (
-                lambda X: layout.all_gather(matmat(X)),
-                lambda Y: layout.all_reduce(rmatmat(layout.take(Y))),
-            )
+            products = (a_x, lambda Y: layout.all_reduce(ah_y(Y), "product"))
         elif layout.dim == -1:
-            products = (
-                lambda X: layout.all_reduce(matmat(layout.take(X))),
-                lambda Y: layout.all_gather(rmatmat(Y)),
-            )
+            products = (lambda X: layout.all_reduce(a_x(X), "product"), ah_y)
         else:
-            products = (matmat, rmatmat)
+            products = (a_x, ah_y)
         super().__init__(A.shape, *products, dtype=local.dtype, device=local.device, params=(A,))
+        if layout.dim == -2:
+            self.spaces = (_SplitSpace(layout), self.spaces[1])
+        elif layout.dim == -1:
+            self.spaces = (self.spaces[0], _SplitSpace(layout))
+
+    def _magnitude(self) -> torch.Tensor:
+        # ‖A x‖_∞ for a random unit x, as `LinearOperator._magnitude`, the same on every rank.
+        gen = torch.Generator(device=self.device).manual_seed(1)
+        right = self.spaces[1]
+        x = right.randn((*self.batch_shape, 1), gen, self.dtype, self.device)
+        x = x / right.norm(x).unsqueeze(-1)
+        size = torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
+        if self.layout.dim is None:
+            return size
+        return self.layout.all_reduce(size, "setup", largest=True)
 
     def param_grads(
         self, left: torch.Tensor, right: torch.Tensor, needs: Sequence[bool]
@@ -245,10 +372,10 @@ class _ShardedOperator(LinearOperator):
 
         if not needs[0]:
             return (None,)
-        if self.layout.dim == -2:
-            left = self.layout.take(left)
-        elif self.layout.dim == -1:
-            right = self.layout.take(right)
+        if self.center:
+            # ⟨L Rᴴ, C dA⟩ = ⟨(C L) Rᴴ, dA⟩ with C = I − 11ᵀ/m (`torchsvd._pca`).
+            sums = self.spaces[0].reduce(left.sum(dim=-2, keepdim=True))
+            left = left - sums / self.shape[-2]
         A = self.matrix
         # The DTensor of A's placements, shape and strides, built here: DTensor's own backward
         # of to_local would infer the global strides as if the shards were of equal size.
@@ -264,36 +391,21 @@ class _ShardedOperator(LinearOperator):
         )
 
 
-class _Take(torch.autograd.Function):
-    """This rank's part of a replicated tensor; the backward gathers the parts' cotangents."""
-
-    @staticmethod
-    def forward(full: torch.Tensor, layout: _Layout, dim: int) -> torch.Tensor:
-        return layout.take(full, dim).clone()
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.layout, ctx.dim = inputs[1], inputs[2]
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        gathered = ctx.layout.all_gather(grad.movedim(ctx.dim, -2)).movedim(-2, ctx.dim)
-        return gathered, None, None
-
-
 def _wrap(t: torch.Tensor, layout: _Layout, dim: int | None) -> DTensor:
-    """A replicated result as a DTensor: sharded along ``dim`` like A, or replicated."""
+    """A result as a DTensor: this rank's block along ``dim`` (sharded like A), or replicated."""
     from torch.distributed.tensor import DTensor, Replicate, Shard
 
     if dim is None:
         return DTensor.from_local(t, layout.mesh, [Replicate()], run_check=False)
-    stride = tuple(math.prod(t.shape[i + 1 :]) for i in range(t.ndim))
+    shape = list(t.shape)
+    shape[dim] = sum(layout.sizes)
+    stride = tuple(math.prod(shape[i + 1 :]) for i in range(t.ndim))
     return DTensor.from_local(
-        _Take.apply(t, layout, dim),
+        t,
         layout.mesh,
         [Shard(dim % t.ndim)],
         run_check=False,
-        shape=t.shape,
+        shape=torch.Size(shape),
         stride=stride,
     )
 
@@ -340,8 +452,9 @@ def svds(
 ) -> tuple[DTensor, DTensor, DTensor]:
     """`torchsvd.svds` of a DTensor (module docstring): DTensor outputs placed like ``A``.
 
-    The sharded operator always takes the Krylov forward (``method="dense"`` raises, as for any
-    operator): the dense path would gather ``A``.
+    The sharded operator takes the Krylov forward (``method="dense"`` raises, as for any
+    operator: the Gram-matrix path of a dense tensor needs ``A`` on one rank); small problems
+    are solved without forming ``A`` (module docstring).
     """
     from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
 
@@ -360,10 +473,8 @@ def pca(
     v0: torch.Tensor | None,
 ) -> tuple[DTensor, DTensor, DTensor]:
     """`torchsvd.pca` of a DTensor: the centred operator over the sharded products."""
-    from torchsvd._pca import _CenteredOperator
     from torchsvd._topk import svds as solve  # here, not above: _topk dispatches to us
 
-    sharded = _ShardedOperator(A)
-    op = _CenteredOperator(sharded) if center else sharded
-    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, sharded.layout))
-    return _outputs(result, A, sharded.layout)
+    op = _ShardedOperator(A, center=center)
+    result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
+    return _outputs(result, A, op.layout)

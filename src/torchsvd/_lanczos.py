@@ -44,6 +44,7 @@ import torch
 
 from torchsvd._errors import ConvergenceError
 from torchsvd._operators import LinearOperator
+from torchsvd._space import Space
 
 __all__ = ["KrylovResult", "block_lanczos", "default_block_size", "default_max_dim"]
 
@@ -86,7 +87,7 @@ _DGKS = 0.5**0.5  # repeat a Gram–Schmidt pass that kept less than this fracti
 
 
 def _project_out(
-    Q: torch.Tensor, W: torch.Tensor, local: int = 0
+    Q: torch.Tensor, W: torch.Tensor, local: int = 0, space: Space | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ``W`` minus their components along the orthonormal rows of ``Q``, and ``W Qᴴ``.
 
@@ -97,27 +98,31 @@ def _project_out(
     always enough). In Lanczos the large components of ``W`` lie along the last ``local`` rows
     of ``Q``, the previous block: removing those first, at the cost of ``local`` rows, leaves
     the full pass little to cancel, and it is rarely repeated. The returned coefficients are
-    those of ``W`` itself, ``W Qᴴ``, up to rounding.
+    those of ``W`` itself, ``W Qᴴ``, up to rounding. ``space``: where the rows live
+    (`torchsvd._space`; default: held whole).
     """
     if Q.shape[-2] == 0:
         return W, W @ Q.mH
+    space = space or Space(W.shape[-1])
     local = min(local, Q.shape[-2])
     near = None
     if local:
         Q_near = Q[..., -local:, :]
-        near = W @ Q_near.mH
+        near = space.dot(W, Q_near)
         W = W - near @ Q_near
-    before = W.norm(dim=-1)
-    coef = W @ Q.mH
+    before = space.norm(W)
+    coef = space.dot(W, Q)
     W = W - coef @ Q
-    if bool((W.norm(dim=-1) < _DGKS * before).any()):
-        W = W - (W @ Q.mH) @ Q
+    if bool((space.norm(W) < _DGKS * before).any()):
+        W = W - space.dot(W, Q) @ Q
     if near is not None:
         coef = torch.cat([coef[..., :-local], coef[..., -local:] + near], dim=-1)
     return W, coef
 
 
-def _orthonormal_rows(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _orthonormal_rows(
+    W: torch.Tensor, space: Space | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthonormal rows spanning the rows of ``W`` (..., p, N), and ``|diag R|`` of ``W = Rᵀ Q``.
 
     Cholesky QR twice (CholQR2: two Gram matrices and triangular solves, GEMM-speed) when ``W``
@@ -125,27 +130,30 @@ def _orthonormal_rows(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     than LAPACK's Householder QR (docs/topk.md), and as accurate while
     cond(W)·√eps is small, which the ratio of the first Cholesky diagonal checks.
     """
-    L, info = torch.linalg.cholesky_ex(W @ W.mH)
+    space = space or Space(W.shape[-1])
+    L, info = torch.linalg.cholesky_ex(space.dot(W, W))
     diag = L.diagonal(dim1=-2, dim2=-1)
     real = torch.finfo(diag.dtype)  # the diagonal of a Hermitian Cholesky factor is real
     ratio = diag.real.amin(dim=-1) / diag.real.amax(dim=-1).clamp_min(real.tiny)
     if bool((info != 0).any()) or bool((ratio <= real.eps**0.25).any()):
-        # Wᵀ = Qm R; the columns of Qm, as rows, are orthonormal in the sense W Wᴴ = I.
-        Qm, R = torch.linalg.qr(W.mT)
-        return Qm.mT, R.diagonal(dim1=-2, dim2=-1).abs()
+        return space.qr_rows(W)
     Q1 = torch.linalg.solve_triangular(L, W, upper=False)
-    L2 = torch.linalg.cholesky(Q1 @ Q1.mH)
+    L2 = torch.linalg.cholesky(space.dot(Q1, Q1))
     rows = torch.linalg.solve_triangular(L2, Q1, upper=False)
     return rows, (diag * L2.diagonal(dim1=-2, dim2=-1)).real
 
 
 def _orthonormalize(
-    W: torch.Tensor, Q: torch.Tensor, gen: torch.Generator, size: torch.Tensor | None = None
+    W: torch.Tensor,
+    Q: torch.Tensor,
+    gen: torch.Generator,
+    size: torch.Tensor | None = None,
+    space: Space | None = None,
 ) -> torch.Tensor:
     """Orthonormal rows spanning ``W`` projected off ``Q``; vanishing directions become random.
 
     ``size``: when given, ``W`` is already projected off ``Q`` (`_project_out`) and ``size``
-    holds its row norms before that.
+    holds its row norms before that. ``space``: where the rows live (default: held whole).
 
     A remainder that is exactly zero (to eps² of the row: zero matrix, exhausted Krylov space)
     carries no direction and is replaced by a seeded random row. Any other remainder is kept,
@@ -155,18 +163,19 @@ def _orthonormalize(
     case (nothing vanished).
     """
     eps = torch.finfo(W.dtype.to_real()).eps
+    space = space or Space(W.shape[-1])
     if size is None:
-        size = W.norm(dim=-1)
-        W = _project_out(Q, W)[0]
-    rows, kept = _orthonormal_rows(W)
+        size = space.norm(W)
+        W = _project_out(Q, W, space=space)[0]
+    rows, kept = _orthonormal_rows(W, space)
     vanished = kept <= eps * eps * size
     if bool(vanished.any()):
-        fresh = torch.randn(W.shape, generator=gen, dtype=W.dtype, device=W.device)
-        W = _project_out(Q, torch.where(vanished.unsqueeze(-1), fresh, W))[0]
-        size = torch.where(vanished, W.norm(dim=-1), size)
-        rows, kept = _orthonormal_rows(W)
+        fresh = space.randn(W.shape[:-1], gen, W.dtype, W.device)
+        W = _project_out(Q, torch.where(vanished.unsqueeze(-1), fresh, W), space=space)[0]
+        size = torch.where(vanished, space.norm(W), size)
+        rows, kept = _orthonormal_rows(W, space)
     if bool((kept <= eps**0.5 * size).any()):
-        rows = _orthonormal_rows(_project_out(Q, rows)[0])[0]
+        rows = _orthonormal_rows(_project_out(Q, rows, space=space)[0], space)[0]
     return rows
 
 
@@ -180,11 +189,14 @@ class _Bidiagonalization:
     Preallocated to ``dmax`` rows (growing by concatenation copied every basis at every step);
     the live part is ``[:d]``: ``V`` (d×n) and ``U`` (d×m) orthonormal rows, ``AV`` the stored
     products ``A V`` (as rows), ``B = Uᴴ A V`` (d×d). The newest ``fresh`` rows of ``U`` await
-    their product with ``Aᴴ`` (`residual`).
+    their product with ``Aᴴ`` (`residual`). Rows hold the entries of the operator's `spaces`
+    this process holds (all of them, unless they are split over processes).
     """
 
     def __init__(self, op: LinearOperator, dmax: int, gen: torch.Generator) -> None:
-        *batch, m, n = op.shape
+        batch = op.batch_shape
+        self.left, self.right = op.spaces
+        m, n = self.left.local, self.right.local
         dtype, device = op.dtype, op.device
         self.op, self.gen = op, gen
         self._V = torch.empty((*batch, dmax, n), dtype=dtype, device=device)
@@ -209,10 +221,10 @@ class _Bidiagonalization:
         """Start the recurrence afresh from the block ``rows`` (..., w, n)."""
         w = rows.shape[-2]
         V, U, AV = self._V[..., :w, :], self._U[..., :w, :], self._AV[..., :w, :]
-        V[...] = _orthonormalize(rows, self._V[..., :0, :], self.gen)
+        V[...] = _orthonormalize(rows, self._V[..., :0, :], self.gen, space=self.right)
         AV[...] = self.op.matmat_rows(V)
-        U[...] = _orthonormalize(AV, self._U[..., :0, :], self.gen)
-        self._B[..., :w, :w] = U.conj() @ AV.mT  # B_ij = u_iᴴ A v_j
+        U[...] = _orthonormalize(AV, self._U[..., :0, :], self.gen, space=self.left)
+        self._B[..., :w, :w] = self.left.dot(U.conj(), AV.conj())  # B_ij = u_iᴴ A v_j
         self.d = self.fresh = w
 
     def residual(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -223,7 +235,8 @@ class _Bidiagonalization:
         first (`_project_out`).
         """
         Z = self.op.rmatmat_rows(self.U[..., self.d - self.fresh :, :])
-        return Z, _project_out(self.V, Z, local=self.fresh)[0], Z.norm(dim=-1)
+        projected = _project_out(self.V, Z, local=self.fresh, space=self.right)[0]
+        return Z, projected, self.right.norm(Z)
 
     def ritz(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The SVD ``B = P Θ Qᴴ`` of the projected matrix."""
@@ -248,7 +261,7 @@ class _Bidiagonalization:
         Uk, Vk = self.vectors(P, Qh, keep)
         AVk = Qh[..., :keep, :].conj() @ self._AV[..., : self.d, :]
         self._U[..., :keep, :], self._V[..., :keep, :], self._AV[..., :keep, :] = Uk, Vk, AVk
-        self._B[..., :keep, :keep] = Uk.conj() @ AVk.mT
+        self._B[..., :keep, :keep] = self.left.dot(Uk.conj(), AVk.conj())
         self.d = keep
 
     def expand(self, Z: torch.Tensor, z_size: torch.Tensor) -> None:
@@ -262,14 +275,18 @@ class _Bidiagonalization:
         """
         d, w = self.d, self.fresh  # w: the block width, b, or k > b after a restart from k
         U = self.U
-        self._V[..., d : d + w, :] = _orthonormalize(Z, self.V, self.gen, size=z_size)
+        self._V[..., d : d + w, :] = _orthonormalize(
+            Z, self.V, self.gen, size=z_size, space=self.right
+        )
         AV_new = self.op.matmat_rows(self._V[..., d : d + w, :])
         self._AV[..., d : d + w, :] = AV_new
-        W, coef = _project_out(U, AV_new, local=w)
+        W, coef = _project_out(U, AV_new, local=w, space=self.left)
         self._B[..., :d, d : d + w] = coef.mT
-        self._U[..., d : d + w, :] = _orthonormalize(W, U, self.gen, size=AV_new.norm(dim=-1))
+        self._U[..., d : d + w, :] = _orthonormalize(
+            W, U, self.gen, size=self.left.norm(AV_new), space=self.left
+        )
         new = self._U[..., d : d + w, :].conj()
-        self._B[..., d : d + w, : d + w] = new @ self._AV[..., : d + w, :].mT
+        self._B[..., d : d + w, : d + w] = self.left.dot(new, self._AV[..., : d + w, :].conj())
         self.d = d + w
 
 
@@ -277,7 +294,8 @@ class _Accepted:
     """The triplets accepted so far, per batch element (elements converge at different steps)."""
 
     def __init__(self, op: LinearOperator, k: int) -> None:
-        *batch, m, n = op.shape
+        batch = op.batch_shape
+        m, n = op.spaces[0].local, op.spaces[1].local
         dtype, device, real = op.dtype, op.device, op.dtype.to_real()
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.U = torch.zeros((*batch, k, m), dtype=dtype, device=device)
@@ -381,10 +399,11 @@ def block_lanczos(
         # space of A before it does): form A with min(m, n) products and decompose it densely.
         return _dense(op, k, eps, gen)
 
-    start = torch.randn((*batch, b, n), generator=gen, dtype=dtype, device=device)
+    right = op.spaces[1]
+    start = right.randn((*batch, b), gen, dtype, device)
     if v0 is not None:
         p = min(v0.shape[-2], b)
-        start[..., :p, :] = v0[..., :p, :].to(dtype).conj()
+        start[..., :p, :] = right.take(v0[..., :p, :]).to(dtype).conj()
     basis = _Bidiagonalization(op, dmax, gen)
     basis.begin(start)
     best, restarts = float("inf"), 0  # stagnation: the lowest residual, restarts since it fell
@@ -392,7 +411,8 @@ def block_lanczos(
     while True:
         AhU, Z, z_size = basis.residual()
         if step == 1:
-            _check_adjoint(basis.V.conj() @ AhU.mT, basis.B.mH, eps)  # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
+            # Vᴴ (Aᴴ U) = (Uᴴ A V)ᴴ
+            _check_adjoint(right.dot(basis.V.conj(), AhU.conj()), basis.B.mH, eps)
         P, theta, Qh = basis.ritz()
         drifted = torch.zeros_like(accepted.done)
         if basis.d < k:
@@ -406,13 +426,13 @@ def block_lanczos(
             scale = sigma1.clamp_min(tiny)
             # The residual estimate: the rows of the newest U block, Z projected off V.
             last = P[..., basis.d - basis.fresh :, :k]
-            estimate = (last.mT @ Z).norm(dim=-1)
+            estimate = right.norm(last.mT @ Z)
             ok = (estimate <= tol * sigma1).all(dim=-1) & ~accepted.done
             rel = estimate / scale
             Sk = theta[..., :k]
             if bool(ok.any()):
                 Uk, Vk = basis.vectors(P, Qh, k)
-                true = (op.rmatmat_rows(Uk) - Sk.unsqueeze(-1) * Vk).norm(dim=-1)
+                true = right.norm(op.rmatmat_rows(Uk) - Sk.unsqueeze(-1) * Vk)
                 accept = ok & (true <= tol * sigma1).all(dim=-1)
                 # Off by more than the rounding of the check itself: the recurrence drifted.
                 drifted = ok & (true > 4 * tol * sigma1).any(dim=-1)
@@ -462,9 +482,7 @@ def block_lanczos(
             # the block size): two products, and the recurrence is exact again. A true residual
             # just above tol is left to the next steps: at tol near the rounding of the products
             # a restart would only throw the basis away.
-            fill = torch.randn(
-                (*batch, max(b - k, 0), n), generator=gen, dtype=dtype, device=device
-            )
+            fill = right.randn((*batch, max(b - k, 0)), gen, dtype, device)
             basis.begin(torch.cat([Vk, fill], dim=-2))
             restarts += 1
             continue
@@ -485,6 +503,8 @@ def _dense(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> Kryl
     conjugated.)
     """
     *batch, m, n = op.shape
+    if op.spaces[0].split or op.spaces[1].split:
+        return _dense_split(op, k, eps, gen)
     if m > n:
         r = _dense(op.H, k, eps, gen)
         return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0)
@@ -498,6 +518,41 @@ def _dense(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> Kryl
     residuals = residuals / S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
     nxt = S[..., k] if k < S.shape[-1] else torch.zeros_like(S[..., 0])
     return KrylovResult(U[..., :k], S[..., :k], Vh[..., :k, :], nxt, residuals, 0)
+
+
+def _dense_split(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> KrylovResult:
+    """Small problems with vectors split over processes: ``A = Qᵀ M`` and the SVD of ``M``.
+
+    With ``s = min(m, n)`` (at most the largest basis), the ``s`` products of the short side's
+    identity are the columns of ``A`` (or of ``Aᴴ``); orthonormalized in the long side's space
+    (`_orthonormalize`: Gram matrices reduced over the processes) they give ``Q`` (s rows) with
+    ``A = Qᵀ M``, ``M = Qᴴ A`` (s×s, one more product). The SVD ``M = P Σ Yᴴ`` gives
+    ``U = Qᵀ P`` and ``V = Y``: Rayleigh–Ritz on the whole short side, exact to the accuracy of
+    the orthonormalization, without ever forming ``A`` on one process (``_dense`` forms it).
+    Where the short side is split, ``M``'s s×s entries are gathered; it is never larger than
+    the basis the Krylov solver would hold.
+    """
+    *batch, m, n = op.shape
+    if m < n:
+        r = _dense_split(op.H, k, eps, gen)
+        return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0)
+    left, right = op.spaces
+    dtype, device = op.dtype, op.device
+    # Rows e_i of the n-space identity, as this process holds them.
+    eye = right.take(torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n))
+    columns = op.matmat_rows(eye)  # row i: A e_i
+    none = torch.empty((*batch, 0, left.local), dtype=dtype, device=device)
+    Q = _orthonormalize(columns, none, gen, space=left)
+    M = right.gather(op.rmatmat_rows(Q)).conj()  # rows of Qᴴ A, (..., n, n)
+    # <Aᴴ q_i, e_j> = <q_i, A e_j>: the two products agree.
+    _check_adjoint(left.dot(columns, Q).mT, M, eps)
+    P, S, Yh = torch.linalg.svd(M, full_matrices=False)
+    U_rows = P[..., :k].mT @ Q
+    V_rows = right.take(Yh[..., :k, :].conj())
+    true = left.norm(op.matmat_rows(V_rows) - S[..., :k, None] * U_rows)
+    residuals = true / S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
+    nxt = S[..., k] if k < S.shape[-1] else torch.zeros_like(S[..., 0])
+    return KrylovResult(U_rows.mT, S[..., :k], V_rows.conj(), nxt, residuals, 0)
 
 
 def _check_adjoint(got: torch.Tensor, want: torch.Tensor, eps: float) -> None:

@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map_only
 
 from torchsvd._errors import DegenerateGradientWarning
+from torchsvd._space import Space
 from torchsvd._validate import all_finite, check_int, check_matrix, compute_dtype
 
 __all__ = ["LinearOperator", "aslinearoperator"]
@@ -161,6 +162,8 @@ class LinearOperator:
         self.block_size = block_size
         # The precision the products are rounded to: lower than `dtype` for a promoted view.
         self.product_dtype = dtype
+        # The m-space and the n-space: where the solvers' vectors live (`torchsvd._space`).
+        self.spaces = (Space(self.shape[-2]), Space(self.shape[-1]))
 
     @classmethod
     def from_function(
@@ -294,13 +297,13 @@ class LinearOperator:
             `matmat` returned a block of the wrong shape or dtype, or non-finite values.
         """
         out = self.matmat(X.mT)
-        self._check(out, "matmat", self.shape[-2], X.shape[-2])
+        self._check(out, "matmat", self.spaces[0].local, X.shape[-2])
         return out.mT
 
     def rmatmat_rows(self, Y: torch.Tensor) -> torch.Tensor:
         """``(Aᴴ Yᵀ)ᵀ`` for row vectors ``Y`` ``(..., p, m)``, checked as `matmat_rows`."""
         out = self.rmatmat(Y.mT)
-        self._check(out, "rmatmat", self.shape[-1], Y.shape[-2])
+        self._check(out, "rmatmat", self.spaces[1].local, Y.shape[-2])
         return out.mT
 
     def _check(self, out: object, name: str, rows: int, cols: int) -> None:
@@ -574,6 +577,7 @@ class _Adjoint(LinearOperator):
             block_size=base.block_size,
         )
         self.product_dtype = base.product_dtype
+        self.spaces = (base.spaces[1], base.spaces[0])
         self.base = base
 
     def _resolved(self) -> LinearOperator:
@@ -611,6 +615,7 @@ class _Promoted(LinearOperator):
             block_size=base.block_size,
         )
         self.product_dtype = base.product_dtype
+        self.spaces = base.spaces
         self.base = base
 
     def _resolved(self) -> LinearOperator:
@@ -656,6 +661,7 @@ class _Scaled(LinearOperator):
             block_size=base.block_size,
         )
         self.product_dtype = base.product_dtype
+        self.spaces = base.spaces
         self.base = base
 
     def _resolved(self) -> LinearOperator:

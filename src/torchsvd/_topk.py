@@ -164,7 +164,16 @@ def _complement(
             sol = dense_shifted_solve(op, S * S, rhs, Ur, Vr, active=solvable)
         else:
             sol = projected_shifted_cg(
-                gram, S * S, rhs, Ur, Vr, active=solvable, tol=tol, maxiter=maxiter
+                gram,
+                S * S,
+                rhs,
+                Ur,
+                Vr,
+                active=solvable,
+                tol=tol,
+                maxiter=maxiter,
+                space=op.spaces[0],
+                aux_space=op.spaces[1],
             )
         z, Ahz = sol.x, sol.aux
     else:
@@ -214,16 +223,18 @@ def _topk_cotangent(
     Vectors are handled as rows of plain (unconjugated) vectors, as in `torchsvd._lanczos`:
     ``Ur = Uᵀ``, ``Vr = Vᵀ = conj(Vh)``; for real tensors every ``conj`` is a no-op.
     """
-    m, n = U.shape[-2], Vh.shape[-1]
+    m, n = op.shape[-2], op.shape[-1]
+    # Where the vectors live: U, Ū in the m-space, Vh, V̄ in the n-space (`torchsvd._space`).
+    u_space, v_space = op.spaces
     k = S.shape[-1]
     Ur, Vr = U.mT, Vh.conj()
-    if gU is not None and not bool(gU.any()):
+    if gU is not None and not u_space.any(gU):
         gU = None
-    if gVh is not None and not bool(gVh.any()):
+    if gVh is not None and not v_space.any(gVh):
         gVh = None
     solvable, zero = _solvable(S, next_sigma, (m, n), tie_rtol, zero_rtol)
-    UhgU = U.mH @ gU if gU is not None else None  # Uᴴ Ū
-    VhgV = Vh @ gVh.mH if gVh is not None else None  # Vᴴ V̄, with V̄ = gVhᴴ
+    UhgU = u_space.reduce(U.mH @ gU) if gU is not None else None  # Uᴴ Ū
+    VhgV = v_space.reduce(Vh @ gVh.mH) if gVh is not None else None  # Vᴴ V̄, with V̄ = gVhᴴ
     # The k×k bracket is the reduced-SVD rule of the block: svd_backward with U = V = I_k and
     # the cotangents seen in those bases. Zero singular values are passed as exact zeros, so
     # that the block's rule treats them as zeros whatever its own threshold.
@@ -252,11 +263,11 @@ def _topk_cotangent(
     vbar = (
         gVh.conj() - VhgV.mT @ Vr if gVh is not None and VhgV is not None else torch.zeros_like(Vr)
     )
-    size = ubar.norm(dim=-1) + vbar.norm(dim=-1)
+    size = u_space.norm(ubar) + v_space.norm(vbar)
     cotangent = sum(
-        float(g.norm(dim=-2).amax())
-        for g in (gU, gVh.mH if gVh is not None else None)
-        if g is not None and g.numel()
+        float(space.norm(g).amax())  # the largest column norm of Ū, V̄
+        for space, g in ((u_space, None if gU is None else gU.mT), (v_space, gVh))
+        if g is not None
     )
     clear = size > 10 * tie_rtol * cotangent  # a complement cotangent above rounding
     if bool((zero & clear).any()):
@@ -467,8 +478,8 @@ def _backward(
     needs: tuple[bool, ...],
 ) -> tuple[torch.Tensor | None, ...]:
     U, S, Vh, next_sigma, scale = ctx.saved_tensors
-    m, n = U.shape[-2], Vh.shape[-1]
-    if U.device.type == "meta" or U.numel() == 0:
+    m, n = ctx.op.shape[-2], ctx.op.shape[-1]  # (U and Vh may hold one process's entries)
+    if U.device.type == "meta" or S.numel() == 0:
         L = torch.zeros((*U.shape[:-1], 2 * S.shape[-1]), dtype=U.dtype, device=U.device)
         R = torch.zeros((*Vh.shape[:-2], n, 2 * S.shape[-1]), dtype=U.dtype, device=U.device)
         return ctx.op.param_grads(L, R, needs)
