@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -93,6 +94,27 @@ def _loss(
     return (w["U"] * U.abs() ** 2).sum() + (w["S"] * S).sum() + (w["V"] * Vh.abs() ** 2).sum()
 
 
+def _both_runs(
+    t: Rank, full: torch.Tensor, placement: object, even: bool, w: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Any, tuple[Any, ...], Any]:
+    """`_loss` with weights ``w`` through single-process svds of ``full`` and through svds of its
+    shards (collectives counted): (reference A, its triplets, sharded A, its triplets, count)."""
+    ref_A = full.clone().requires_grad_()
+    ref = torchsvd.svds(ref_A, K)
+    _loss(*ref, w).backward()
+    assert ref_A.grad is not None
+    A = t.shard(full, placement, even).requires_grad_()
+    with _distributed.count_collectives() as count:
+        U, S, Vh = torchsvd.svds(A, K)
+        uses = {
+            "U": t.local_part(w["U"], placement, 0, even),
+            "S": w["S"],
+            "V": t.local_part(w["V"], placement, 1, even),
+        }
+        _loss(U.to_local(), S.to_local(), Vh.to_local(), uses).backward()
+    return ref_A, ref, A, (U, S, Vh), count
+
+
 def check_svds(t: Rank, placement: object, dtype: torch.dtype, even: bool, parts: str) -> None:
     """Forward and gradients of a loss of ``parts`` (of U, S, V) against single-process svds."""
     name = f"svds {placement} {dtype} even={even} loss={parts}"
@@ -103,26 +125,8 @@ def check_svds(t: Rank, placement: object, dtype: torch.dtype, even: bool, parts
         "S": _weights((K,), 2) * ("S" in parts),
         "V": _weights((K, N), 3) * ("V" in parts),
     }
-    ref_A = full.clone().requires_grad_()
-    ref = torchsvd.svds(ref_A, K)
-    _loss(*ref, {k: v.to(dtype.to_real()) for k, v in w.items()}).backward()
-    assert ref_A.grad is not None
-
-    A = t.shard(full, placement, even).requires_grad_()
-    with _distributed.count_collectives() as count:
-        U, S, Vh = torchsvd.svds(A, K)
-        uses = {
-            "U": t.local_part(w["U"], placement, 0, even),
-            "S": w["S"],
-            "V": t.local_part(w["V"], placement, 1, even),
-        }
-        loss = _loss(
-            U.to_local(),
-            S.to_local(),
-            Vh.to_local(),
-            {k: v.to(dtype.to_real()) for k, v in uses.items()},
-        )
-        loss.backward()
+    w = {k: v.to(dtype.to_real()) for k, v in w.items()}
+    ref_A, ref, A, (U, S, Vh), count = _both_runs(t, full, placement, even, w)
     row, col = (
         isinstance(placement, Shard) and placement.dim == 0,
         isinstance(placement, Shard) and placement.dim == 1,
@@ -205,19 +209,7 @@ def check_small(t: Rank, placement: Shard, even: bool) -> None:
     name = f"small {placement} even={even}"
     full = matrix_with_singular_values(SPECTRUM, m, n, dtype=F64, seed=17)
     w = {"U": _weights((m, K), 1), "S": _weights((K,), 2), "V": _weights((K, n), 3)}
-    ref_A = full.clone().requires_grad_()
-    ref = torchsvd.svds(ref_A, K)
-    _loss(*ref, w).backward()
-    assert ref_A.grad is not None
-    A = t.shard(full, placement, even).requires_grad_()
-    with _distributed.count_collectives() as count:
-        U, S, Vh = torchsvd.svds(A, K)
-        uses = {
-            "U": t.local_part(w["U"], placement, 0, even),
-            "S": w["S"],
-            "V": t.local_part(w["V"], placement, 1, even),
-        }
-        _loss(U.to_local(), S.to_local(), Vh.to_local(), uses).backward()
+    ref_A, ref, A, (U, S, Vh), count = _both_runs(t, full, placement, even, w)
     t.check(name + " S", _rel(S.to_local(), ref[1]) <= 1e-12, f"{_rel(S.to_local(), ref[1]):.3g}")
     Uf, Vf = t.full(U, even), t.full(Vh, even)
     for side, got, exp in (("U", Uf, ref[0]), ("V", Vf.mH, ref[2].mH)):
