@@ -108,7 +108,7 @@ def test_gram_misses_tol_then_krylov_takes_over() -> None:
     s = torch.tensor([1.0, 1e-2, 1e-4, 1e-6, 1e-7] + [1e-9] * 35, dtype=F64)
     A = matrix_with_singular_values(s, 400, 40, seed=6)
     op = aslinearoperator(A)
-    _, ok = gram_topk(A, op, 5, 1e-13, torch.Generator().manual_seed(0))
+    _, ok, _ = gram_topk(A, op, 5, 1e-13, torch.Generator().manual_seed(0))
     assert not ok
     U, S, Vh = svds(A, 5, tol=1e-13, method="dense")
     r1 = (A @ Vh.mT - U * S).norm(dim=0).max()

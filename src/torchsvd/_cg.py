@@ -12,6 +12,12 @@ them drift into span(Q), where the operator is indefinite. Converged columns are
 is accumulated along the way (``Cᴴ x = Σ α_j Cᴴ p_j``), which saves one product at the end.
 Inner products run in a `torchsvd._space.Space` (vectors split over processes: partial sums
 reduced), so every decision (convergence, curvature) is the same on every process.
+
+With a preconditioner (an approximate inverse of each column's operator, symmetric positive
+definite on the complement) the iteration is preconditioned CG: the same products per step, and
+for an inverse built from an eigendecomposition of ``G`` a step count that no longer grows as
+the gap ``s_i − λ_{k+1}`` shrinks. Convergence is still judged on the unpreconditioned
+residual, so the stopping rule means the same with or without it.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ def projected_shifted_cg(
     maxiter: int,
     space: Space | None = None,
     aux_space: Space | None = None,
+    precondition: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> CGResult:
     """Solve ``(s_i I − G) x_i = (I − QᴴQ) b_i`` on the complement of the rows of ``Q``.
 
@@ -82,6 +89,10 @@ def projected_shifted_cg(
     space, aux_space : Space, optional
         Where the rows of ``rhs``, ``Q`` (length N) and of ``Q_aux`` (N') live; default: held
         whole.
+    precondition : callable, optional
+        ``precondition(R)`` for residual rows ``R`` (..., k, N) returns rows of ``M_i⁻¹ r_i``,
+        an approximation of ``(s_i I − G)⁻¹`` that is symmetric positive definite on the
+        complement (its output is projected onto it). Vectors held whole (no split ``space``).
 
     Returns
     -------
@@ -89,12 +100,20 @@ def projected_shifted_cg(
         ``indefinite`` flags columns that met non-positive curvature (no gap: the operator is
         not positive definite there); they are frozen at their last iterate.
     """
+    if precondition is not None and space is not None and space.split:
+        raise ValueError("projected_shifted_cg: a preconditioner needs vectors held whole")
+
+    def preconditioned(r: torch.Tensor) -> torch.Tensor:
+        return r if precondition is None else _project(Q, precondition(r))
+
     r = _project(Q, rhs, space)
     r = torch.where(active.unsqueeze(-1), r, torch.zeros_like(r))
     x = torch.zeros_like(r)
-    p = r
+    z = preconditioned(r)
+    p = z
     aux = None
     rs = _dot(r, r, space)
+    rz = _dot(r, z, space)  # ⟨r, M⁻¹ r⟩; equal to rs without a preconditioner
     rs0 = torch.where(rs > 0, rs, torch.ones_like(rs))
     target = (tol * tol) * rs
     live = active & (rs > 0)
@@ -109,15 +128,17 @@ def projected_shifted_cg(
         bad = live & (curvature <= 0)
         indefinite = indefinite | bad
         live = live & ~bad
-        alpha = torch.where(live, rs / torch.where(live, curvature, torch.ones_like(rs)), 0.0)
+        alpha = torch.where(live, rz / torch.where(live, curvature, torch.ones_like(rs)), 0.0)
         x = x + alpha.unsqueeze(-1) * p
         aux = aux + alpha.unsqueeze(-1) * aux_p
         r = r - alpha.unsqueeze(-1) * Mp
-        rs_new = _dot(r, r, space)
-        live = live & (rs_new > target)
-        beta = torch.where(live, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
-        p = _project(Q, r + beta.unsqueeze(-1) * p, space)
-        rs = rs_new
+        rs = _dot(r, r, space)
+        live = live & (rs > target)
+        z = preconditioned(r)
+        rz_new = _dot(r, z, space)
+        beta = torch.where(live, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), 0.0)
+        p = _project(Q, z + beta.unsqueeze(-1) * p, space)
+        rz = rz_new
         steps += 1
     if aux is None:
         aux = torch.zeros((*rhs.shape[:-1], Q_aux.shape[-1]), dtype=rhs.dtype, device=rhs.device)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from torchsvd._gram import OVERSAMPLE, gram_topk
+from torchsvd._gram import OVERSAMPLE, GramEigen, gram_topk
 from torchsvd._lanczos import KrylovResult, block_lanczos, default_block_size, default_max_dim
 from torchsvd._operators import LinearOperator, _DenseOperator
 
@@ -92,10 +92,12 @@ def solve(
     maxiter: int,
     v0: torch.Tensor | None,
     method: str,
-) -> KrylovResult:
+) -> tuple[KrylovResult, GramEigen | None]:
     """Top-k triplets of ``work`` (the solver's view of ``op``, scaled by ``scale``) by ``method``.
 
-    The dense path falls back to Krylov, warm-started from its triplets, when they miss ``tol``.
+    The dense path falls back to Krylov, warm-started from its triplets, when they miss ``tol``;
+    it returns the eigendecomposition of the scaled Gram matrix too (the backward's
+    preconditioner), also after a fallback; the Krylov path returns None.
     """
     if method == "auto":
         method = choose_method(op, k)
@@ -105,8 +107,8 @@ def solve(
             A = A * scale.to(device=A.device, dtype=A.dtype.to_real())[..., None, None]
         gen = torch.Generator(device=work.device)
         gen.manual_seed(0)
-        res, ok = gram_topk(A, work, k, tol, gen)
+        res, ok, eigen = gram_topk(A, work, k, tol, gen)
         if ok:
-            return res
-        v0 = res.Vh
-    return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0)
+            return res, eigen
+        return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=res.Vh), eigen
+    return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0), None

@@ -1,6 +1,6 @@
 """The dense path of `svds`: Gram matrix of the short side, symmetric eigensolve, one refinement.
 
-For a dense ``A`` (m×n, m ≥ n; the wide case runs on ``Aᴴ``) with a small or short side:
+For a dense ``A`` (m×n, m > n; the wide and the square case run on ``Aᴴ``) with a short side:
 
 1. ``G = AᴴA`` (n×n), one GEMM, in the precision of ``A``; ``G = V Λ Vᴴ`` by
    ``torch.linalg.eigh``; ``V_0`` the ``p = min(n, k + 10)`` leading eigenvectors.
@@ -16,10 +16,12 @@ For a dense ``A`` (m×n, m ≥ n; the wide case runs on ``Aᴴ``) with a small o
 
 The triplets are those of the Krylov path up to ``tol`` (and the gauge), so the implicit
 backward of `svds` applies unchanged; ``next_sigma`` is the Rayleigh–Ritz value σ_{k+1} of the
-refined basis, a lower estimate as in the Krylov solver. Where the forward took this path, the
-backward's projected linear systems are solved the same way (`dense_shifted_solve`: one
-eigendecomposition of the short side's Gram matrix instead of CG, whose step count grows as
-the gap σ_k − σ_{k+1} shrinks).
+refined basis, a lower estimate as in the Krylov solver. The eigendecomposition of step 1 is
+returned too (`GramEigen`): where the forward took this path, the backward's projected linear
+systems are solved by CG preconditioned with it (`gram_preconditioner`), which converges in a
+few steps whatever the gap σ_k − σ_{k+1}, instead of plain CG, whose step count grows as the
+gap shrinks. The Gram matrix is that of the side the backward solves in: ``A Aᴴ`` (m×m) when
+``m <= n``, else ``AᴴA``.
 
 References
 ----------
@@ -32,33 +34,54 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from torchsvd._cg import CGResult, _project
 from torchsvd._lanczos import KrylovResult, _orthonormalize
 from torchsvd._operators import LinearOperator
 
-__all__ = ["OVERSAMPLE", "dense_shifted_solve", "gram_topk"]
+__all__ = ["OVERSAMPLE", "GramEigen", "gram_preconditioner", "gram_topk"]
 
 OVERSAMPLE = 10  # eigenvectors kept beyond k: the power step converges with σ_{p+1}/σ_k
 
 
+@dataclass(frozen=True)
+class GramEigen:
+    """``G = W diag(values) Wᴴ``, the short side's Gram matrix, in the precision of ``A``.
+
+    ``values`` ``(..., s)`` ascending, ``vectors`` ``(..., s, s)`` (columns ``w_j``).
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+
+
 def gram_topk(
     A: torch.Tensor, op: LinearOperator, k: int, tol: float, gen: torch.Generator
-) -> tuple[KrylovResult, bool]:
-    """Top-k triplets of the dense ``A`` (module docstring), and whether all meet ``tol``.
+) -> tuple[KrylovResult, bool, GramEigen]:
+    """Top-k triplets of the dense ``A`` (module docstring), whether all meet ``tol``, and the
+    eigendecomposition of the Gram matrix.
 
     ``A`` ``(..., m, n)`` is the matrix the products of ``op`` multiply with (detached, scaled
     as ``op``); ``op`` is the solver's view of it (float64 bases for a float32 ``A``), through
     which the refinement and the check run. ``residuals`` are ``‖A v_i − σ_i u_i‖ / σ_1``.
     """
+    if A.shape[-2] <= A.shape[-1]:
+        r, ok, eigen = _right_gram_topk(A.mH, op.H, k, tol, gen)
+        return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0), ok, eigen
+    return _right_gram_topk(A, op, k, tol, gen)
+
+
+def _right_gram_topk(
+    A: torch.Tensor, op: LinearOperator, k: int, tol: float, gen: torch.Generator
+) -> tuple[KrylovResult, bool, GramEigen]:
+    """`gram_topk` by the Gram matrix ``AᴴA`` of the right side, whatever the shape."""
     m, n = A.shape[-2], A.shape[-1]
-    if m < n:
-        r, ok = gram_topk(A.mH, op.H, k, tol, gen)
-        return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0), ok
     p = min(n, k + OVERSAMPLE)
     # eigh in the precision of A: its backward error, eps·‖G‖, is that of forming G anyway.
-    _, vectors = torch.linalg.eigh(A.mH @ A)
+    values, vectors = torch.linalg.eigh(A.mH @ A)
     start = vectors[..., -p:].flip(-1).mT.to(op.dtype)  # rows v_iᵀ, leading first
     none = torch.empty((*A.shape[:-2], 0, m), dtype=op.dtype, device=A.device)
     Q = _orthonormalize(op.matmat_rows(start), none, gen)
@@ -71,44 +94,35 @@ def gram_topk(
     ok = bool((true <= tol * sigma1).all())
     residuals = true / sigma1.clamp_min(torch.finfo(S.dtype).tiny)
     nxt = S[..., k] if k < p else torch.zeros_like(S[..., 0])
-    return KrylovResult(U_rows.mT, S[..., :k], Yh[..., :k, :], nxt, residuals, 0), ok
+    res = KrylovResult(U_rows.mT, S[..., :k], Yh[..., :k, :], nxt, residuals, 0)
+    return res, ok, GramEigen(values, vectors)
 
 
-def dense_shifted_solve(
-    op: LinearOperator,
-    shifts: torch.Tensor,
-    rhs: torch.Tensor,
-    Q: torch.Tensor,
-    Q_aux: torch.Tensor,
-    *,
-    active: torch.Tensor,
-) -> CGResult:
-    """The problem of `torchsvd._cg.projected_shifted_cg`, solved by one eigendecomposition.
+def gram_preconditioner(
+    eigen: GramEigen, shifts: torch.Tensor, deflated: int, dtype: torch.dtype
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``M_i⁻¹ = W diag(f_ij) Wᴴ``, approximate inverses of ``s_i I − G`` on the complement.
 
-    ``(s_i I − G) x_i = (I − QᴴQ) b_i`` on the complement of the rows of ``Q`` (the top-k left
-    singular vectors, ``s_i = σ_i²``), with ``G = A Aᴴ`` formed from ``m`` products of each kind
-    (``op`` is ``m × n`` with ``m`` the short side). ``G`` maps the complement to itself, so
-    with the deflated ``G' = G − Qᴴ diag(s) Q`` (zero on span(Q), ``G`` on the complement),
-    ``G' = W Λ Wᴴ`` and ``x_i = Σ_j w_j (w_jᴴ b_i) / (s_i − λ_j)``: the right-hand sides have no
-    component along span(Q), where ``s_i − λ_j = s_i``. Deflating by ``Q`` rather than dropping
-    the top eigenpairs keeps the complement that of ``Q`` when null vectors are among them (any
-    basis of a null space). Same results as CG at its tolerance, in one ``m³`` solve instead
-    of iterations whose number grows as the gap ``σ_k − σ_{k+1}`` shrinks. ``indefinite``
-    flags columns with ``λ_j >= s_i`` (no gap), returned as zero.
+    For `torchsvd._cg.projected_shifted_cg` with ``G = W Λ Wᴴ`` (``eigen``) and the complement
+    that of the top ``deflated`` singular vectors: ``f_ij = 1/(s_i − λ_j)`` for the trailing
+    eigenpairs, ``1/s_i`` for the top ``deflated`` ones, which the projection removes (exactly
+    the deflated operator's inverse when span(Q) is their span). Keeping them, rather than
+    dropping them, makes ``M_i`` positive definite everywhere, so that it stays so on the
+    complement where span(Q) and the top eigenvectors differ (null vectors among them, or
+    the rounding of a float32 ``G``). ``s_i − λ_j`` is floored at the resolution of the
+    eigenvalues, ``10·eps·λ_max``: a preconditioner, not a solve, it needs to be positive, not
+    exact, where ``λ_j`` is (numerically) at the shift.
     """
-    m = op.shape[-2]
-    eye = torch.eye(m, dtype=op.dtype, device=op.device).expand(*op.batch_shape, m, m)
-    G = op.matmat_rows(op.rmatmat_rows(eye)).mT  # row i of the product is (G e_i)ᵀ
-    G = G - (Q.mT * shifts.unsqueeze(-2).to(Q.dtype)) @ Q.conj()
-    lam, W = torch.linalg.eigh(0.5 * (G + G.mH))
-    r = _project(Q, rhs)
-    r = torch.where(active.unsqueeze(-1), r, torch.zeros_like(r))
-    denom = shifts.unsqueeze(-1) - lam.unsqueeze(-2)  # (..., k, m)
-    indefinite = active & (denom <= 0).any(dim=-1)
-    inverse = torch.where(denom > 0, 1 / torch.where(denom > 0, denom, 1.0), 0.0)
-    x = ((r @ W.conj()) * inverse.to(r.dtype)) @ W.mT
-    keep = (active & ~indefinite).unsqueeze(-1)
-    x = _project(Q, torch.where(keep, x, torch.zeros_like(x)))
-    aux = _project(Q_aux, op.rmatmat_rows(x))
-    residuals = torch.zeros(shifts.shape, dtype=shifts.dtype, device=shifts.device)
-    return CGResult(x, aux, active & ~indefinite, indefinite, residuals, 0)
+    values = eigen.values.to(dtype.to_real())
+    W = eigen.vectors.to(dtype)
+    size = values.shape[-1]
+    top = torch.arange(size, device=values.device) >= size - deflated
+    resolution = 10 * torch.finfo(eigen.values.dtype).eps * values[..., -1:].clamp_min(0)
+    gaps = shifts.unsqueeze(-1) - values.unsqueeze(-2)  # (..., k, size)
+    gaps = torch.where(top, shifts.unsqueeze(-1), gaps)
+    f = 1 / torch.maximum(gaps, resolution.unsqueeze(-2)).clamp_min(torch.finfo(gaps.dtype).tiny)
+
+    def precondition(R: torch.Tensor) -> torch.Tensor:
+        return ((R @ W.conj()) * f.to(R.dtype)) @ W.mT  # rows: W diag(f_i) Wᴴ r_i
+
+    return precondition

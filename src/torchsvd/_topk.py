@@ -32,8 +32,9 @@ One solve suffices: by the push-through identity A (σ² − AᴴA)⁻¹ = (σ²
 
 (check: σ_i w_i − Aᴴ z_i = (σ_i² − AᴴA) y_i = P_V v̄_i), or the mirror image in the n-space when
 n < m. The solve is batched CG over the k columns (``torchsvd._cg``), two products with blocks of
-k vectors per step, to relative residual ``tol`` (after the dense forward: one eigendecomposition
-of the short side's Gram matrix, ``torchsvd._gram.dense_shifted_solve``). The whole cotangent
+k vectors per step, to relative residual ``tol`` (after the dense forward: preconditioned by the
+forward's eigendecomposition of the short side's Gram matrix, ``torchsvd._gram``, a few steps
+whatever the gap). The whole cotangent
 is the rank-2k product
 
     Ā = [U, Z] [V Bᴴ + W, V]ᴴ,        B = the k×k bracket above,
@@ -64,14 +65,18 @@ import torch
 
 from torchsvd import _distributed
 from torchsvd._cg import CGResult, projected_shifted_cg
-from torchsvd._dispatch import METHODS, choose_method, densifiable, solve
+from torchsvd._dispatch import METHODS, densifiable, solve
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
-from torchsvd._gram import dense_shifted_solve
+from torchsvd._gram import GramEigen, gram_preconditioner
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
 from torchsvd._svd import default_rtol, svd_backward
 from torchsvd._validate import all_finite, eps, rank_rtol
 
 __all__ = ["default_tol", "spectral_norm", "svds"]
+
+# Step budget of the preconditioned solve before plain CG takes over: with the forward's
+# eigendecomposition it needs 1–2 steps in float64 and a few for a float32 A.
+PRECONDITIONED_STEPS = 50
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -131,7 +136,7 @@ def _complement(
     *,
     tol: float,
     maxiter: int,
-    dense: bool = False,
+    eigen: GramEigen | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, CGResult | None]:
     """Rows of ``z_i = (σ_i² − AAᴴ)⁻¹ (σ_i a_i + A b_i)`` and ``w_i = (Aᴴ z_i + b_i) / σ_i``.
 
@@ -141,13 +146,14 @@ def _complement(
     in the smaller space: for m > n the same formulas hold for Aᴴ with the roles of (U, a) and
     (V, b) exchanged. When k fills that space its complement is empty (A's range lies in
     span(U)): then x = 0 without a solve. Columns that are not ``solvable`` are zero.
-    ``dense``: solve by one eigendecomposition of the short side's Gram matrix instead of CG
-    (`torchsvd._gram.dense_shifted_solve`; the forward took the dense path).
+    ``eigen``: the eigendecomposition of the Gram matrix of the space solved in (the forward
+    took the dense path): CG preconditioned with it (`torchsvd._gram.gram_preconditioner`),
+    and plain CG where that does not converge within `PRECONDITIONED_STEPS` steps.
     """
     m, n = op.shape[-2], op.shape[-1]
     if m > n:
         w, z, sol = _complement(
-            op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter, dense=dense
+            op.H, Vr, Ur, S, b, a, solvable, tol=tol, maxiter=maxiter, eigen=eigen
         )
         return z, w, sol
     safe_s = torch.where(solvable, S, torch.ones_like(S)).unsqueeze(-1)
@@ -160,10 +166,8 @@ def _complement(
             AhP = op.rmatmat_rows(P)
             return op.matmat_rows(AhP), AhP
 
-        if dense:
-            sol = dense_shifted_solve(op, S * S, rhs, Ur, Vr, active=solvable)
-        else:
-            sol = projected_shifted_cg(
+        def cg(precondition: Any, steps: int) -> CGResult:
+            return projected_shifted_cg(
                 gram,
                 S * S,
                 rhs,
@@ -171,10 +175,20 @@ def _complement(
                 Vr,
                 active=solvable,
                 tol=tol,
-                maxiter=maxiter,
+                maxiter=steps,
                 space=op.spaces[0],
                 aux_space=op.spaces[1],
+                precondition=precondition,
             )
+
+        sol = None
+        if eigen is not None:
+            k = S.shape[-1]
+            sol = cg(gram_preconditioner(eigen, S * S, k, op.dtype), PRECONDITIONED_STEPS)
+            if bool((solvable & ~sol.converged & ~sol.indefinite).any()):
+                sol = None
+        if sol is None:
+            sol = cg(None, maxiter)
         z, Ahz = sol.x, sol.aux
     else:
         z, Ahz = torch.zeros_like(a), torch.zeros_like(b)
@@ -216,7 +230,7 @@ def _topk_cotangent(
     maxiter: int,
     tie_rtol: float,
     zero_rtol: float,
-    dense: bool = False,
+    eigen: GramEigen | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors ``(L, R)`` of ``Ā = L Rᴴ`` (module docstring), ``(..., m, 2k)``, ``(..., n, 2k)``.
 
@@ -287,7 +301,7 @@ def _topk_cotangent(
             stacklevel=4,
         )
     z, w, sol = _complement(
-        op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter, dense=dense
+        op, Ur, Vr, S, ubar, vbar, solvable, tol=tol, maxiter=maxiter, eigen=eigen
     )
     _check_solve(sol, solvable, tol, maxiter)
     L = torch.cat([Ur, z], dim=-2).mT
@@ -358,12 +372,18 @@ class _SVDS(torch.autograd.Function):
         v0: torch.Tensor | None,
         method: str,
         *params: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(U, S, Vh, σ_{k+1} estimate, scale)``, the last two non-differentiable."""
+    ) -> tuple[torch.Tensor, ...]:
+        """``(U, S, Vh, σ_{k+1} estimate, scale, Gram eigenvalues, Gram eigenvectors)``, the
+        last four non-differentiable; the last two are the dense path's `GramEigen` (of the
+        scaled matrix), empty after the Krylov path."""
         op = op._with_params(params)  # under torch.func the params arrive unwrapped
         *batch, m, n = op.shape
         dtype, device = op.dtype, op.device
         real = dtype.to_real()
+        no_eigen = (
+            torch.zeros((*batch, 0), dtype=real, device=device),
+            torch.zeros((*batch, 0, 0), dtype=dtype, device=device),
+        )
         if device.type == "meta" or math.prod(batch) == 0:
             # Shapes only (meta tensors have no values; an empty batch has no matrices).
             return (
@@ -372,12 +392,13 @@ class _SVDS(torch.autograd.Function):
                 torch.zeros((*batch, k, n), dtype=dtype, device=device),
                 torch.zeros(batch, dtype=real, device=device),
                 torch.ones(batch, dtype=real, device=device),
+                *no_eigen,
             )
         scale = _safe_scale(op)
         unit = torch.ones(batch, dtype=real, device=device) if scale is None else scale
         try:
             work = _working(op, scale)
-            res = solve(op, work, scale, k, tol=tol, maxiter=maxiter, v0=v0, method=method)
+            res, eigen = solve(op, work, scale, k, tol=tol, maxiter=maxiter, v0=v0, method=method)
         except ConvergenceError as err:
             if isinstance(err.result, tuple):  # the partial result in the input's precision
                 U, S, Vh = err.result
@@ -391,18 +412,16 @@ class _SVDS(torch.autograd.Function):
             _cast(res.Vh, dtype),
             _cast(res.next_sigma / unit, dtype),
             unit,
+            *(no_eigen if eigen is None else (eigen.values, eigen.vectors)),
         )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        op, k, tol, maxiter, _, method, *params = inputs
-        U, S, Vh, next_sigma, scale = output
-        ctx.mark_non_differentiable(next_sigma, scale)
+        op, _, tol, maxiter, _, _, *params = inputs
+        ctx.mark_non_differentiable(*output[3:])
         ctx.op, ctx.tol, ctx.maxiter = op._with_params(params), tol, maxiter
-        # The backward's solve follows the forward's method (the same cost model).
-        ctx.dense = (choose_method(op, k) if method == "auto" else method) == "dense"
-        ctx.save_for_backward(U, S, Vh, next_sigma, scale)
-        ctx.save_for_forward(U, S, Vh, next_sigma, scale)
+        ctx.save_for_backward(*output)
+        ctx.save_for_forward(*output)
 
     @staticmethod
     def backward(
@@ -454,7 +473,7 @@ class _SVDS(torch.autograd.Function):
         A = _batch_first(params[0], in_dims[6], info.batch_size)
         rows = None if v0 is None else _batch_first(v0, in_dims[4], info.batch_size)
         out = _SVDS.apply(_DenseOperator(A), k, tol, maxiter, rows, method, A)
-        return out, (0, 0, 0, 0, 0)
+        return out, (0,) * len(out)
 
 
 _TRANSFORMS = (
@@ -470,6 +489,11 @@ def _batch_first(t: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
     return t.movedim(dim, 0)
 
 
+def _eigen(values: torch.Tensor, vectors: torch.Tensor) -> GramEigen | None:
+    """The forward's `GramEigen` from its saved outputs; None after the Krylov path."""
+    return GramEigen(values, vectors) if values.shape[-1] > 0 else None
+
+
 def _backward(
     ctx: Any,
     gU: torch.Tensor | None,
@@ -477,7 +501,7 @@ def _backward(
     gVh: torch.Tensor | None,
     needs: tuple[bool, ...],
 ) -> tuple[torch.Tensor | None, ...]:
-    U, S, Vh, next_sigma, scale = ctx.saved_tensors
+    U, S, Vh, next_sigma, scale, *eigen = ctx.saved_tensors
     m, n = ctx.op.shape[-2], ctx.op.shape[-1]  # (U and Vh may hold one process's entries)
     if U.device.type == "meta" or S.numel() == 0:
         L = torch.zeros((*U.shape[:-1], 2 * S.shape[-1]), dtype=U.dtype, device=U.device)
@@ -506,7 +530,7 @@ def _backward(
         maxiter=ctx.maxiter,
         tie_rtol=default_rtol(ctx.op.dtype),
         zero_rtol=rank_rtol(m, n, ctx.op.dtype),
-        dense=ctx.dense,
+        eigen=_eigen(*eigen),
     )
     # Detached: the saved outputs carry this node as grad_fn, and param_grads differentiates
     # with grad mode on; Ā must enter it as a constant (else autograd runs this backward again).
@@ -522,10 +546,10 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]
     """
     if not isinstance(ctx.op, _DenseOperator):
         raise NotImplementedError(_TRANSFORMS)
-    U, S, Vh, next_sigma, scale = ctx.saved_tensors
+    U, S, Vh, next_sigma, scale, *eigen = ctx.saved_tensors
     dA = tangents[0]
     if dA is None:
-        return (torch.zeros_like(U), torch.zeros_like(S), torch.zeros_like(Vh), None, None)
+        return (torch.zeros_like(U), torch.zeros_like(S), torch.zeros_like(Vh), *(None,) * 4)
     m, n = U.shape[-2], Vh.shape[-1]
     dtype = ctx.op.dtype
     work = _working(_DenseOperator(ctx.op.matrix.detach()), _applied(scale))
@@ -546,12 +570,12 @@ def _jvp(ctx: Any, tangents: tuple[Any, ...]) -> tuple[torch.Tensor | None, ...]
     a = (dAV - U @ dP).mT  # rows of P_U dA v_i
     b = (dAhU - V @ dP.mH).mT  # rows of P_V dAᴴ u_i
     du, dv, sol = _complement(
-        work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter, dense=ctx.dense
+        work, Ur, Vr, S, a, b, solvable, tol=ctx.tol, maxiter=ctx.maxiter, eigen=_eigen(*eigen)
     )
     _check_solve(sol, solvable, ctx.tol, ctx.maxiter)
     dU = U @ omega_u + du.mT
     dVh = (V @ omega_v + dv.mT).mH
-    return (_cast(dU, dtype), _cast(dS / c, dtype), _cast(dVh, dtype), None, None)
+    return (_cast(dU, dtype), _cast(dS / c, dtype), _cast(dVh, dtype), *(None,) * 4)
 
 
 def _check_options(
@@ -742,7 +766,7 @@ def svds(
             f"{'a sparse tensor' if isinstance(A, torch.Tensor) else type(A).__name__}; "
             "use method='auto' or 'krylov'"
         )
-    U, S, Vh, _, _ = _SVDS.apply(op, k, tol_final, iters, rows, method, *op.params)
+    U, S, Vh, *_ = _SVDS.apply(op, k, tol_final, iters, rows, method, *op.params)
     if isinstance(A, torch.Tensor) and A.dtype != op.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh
