@@ -64,3 +64,60 @@ def test_inactive_columns_are_zero_and_indefinite_ones_flagged() -> None:
         maxiter=200,
     )
     assert bool(bad.indefinite.all())
+
+
+def _gram_preconditioner(A: torch.Tensor, S: torch.Tensor, k: int):  # type: ignore[no-untyped-def]
+    from torchsvd._gram import GramEigen, gram_preconditioner
+
+    values, vectors = torch.linalg.eigh(A @ A.mT)
+    return gram_preconditioner(GramEigen(values, vectors), S * S, k, F64)
+
+
+def test_preconditioned_matches_plain_cg_in_one_step() -> None:
+    # With the exact eigendecomposition of G the preconditioner is the inverse on the
+    # complement: one step; a wrong one would need more (or stall) and give another x.
+    A, Q, Q_aux, S = _setup(2)
+    rhs = torch.randn(2, 30, generator=torch.Generator().manual_seed(3), dtype=F64)
+    active = torch.ones(2, dtype=torch.bool)
+    plain = projected_shifted_cg(
+        _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-13, maxiter=200
+    )
+    pre = projected_shifted_cg(
+        _gram(A),
+        S * S,
+        rhs,
+        Q,
+        Q_aux,
+        active=active,
+        tol=1e-13,
+        maxiter=200,
+        precondition=_gram_preconditioner(A, S, 2),
+    )
+    assert bool(pre.converged.all()) and pre.steps == 1 < plain.steps
+    torch.testing.assert_close(pre.x, plain.x, atol=1e-11, rtol=0)
+    torch.testing.assert_close(pre.aux, plain.aux, atol=1e-11, rtol=0)
+
+
+def test_an_inexact_preconditioner_still_converges_to_the_solution() -> None:
+    # The preconditioner of another matrix (positive definite, wrong): CG still solves the
+    # right system, judged on the unpreconditioned residual.
+    A, Q, Q_aux, S = _setup(2)
+    B = A + 0.05 * torch.randn(30, 20, generator=torch.Generator().manual_seed(4), dtype=F64)
+    rhs = torch.randn(2, 30, generator=torch.Generator().manual_seed(5), dtype=F64)
+    active = torch.ones(2, dtype=torch.bool)
+    plain = projected_shifted_cg(
+        _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-13, maxiter=200
+    )
+    pre = projected_shifted_cg(
+        _gram(A),
+        S * S,
+        rhs,
+        Q,
+        Q_aux,
+        active=active,
+        tol=1e-13,
+        maxiter=200,
+        precondition=_gram_preconditioner(B, S, 2),
+    )
+    assert bool(pre.converged.all()) and pre.steps > 1
+    torch.testing.assert_close(pre.x, plain.x, atol=1e-10, rtol=0)

@@ -65,12 +65,52 @@ def test_dense_and_krylov_agree(shape: tuple[int, ...], k: int, dtype: torch.dty
     torch.testing.assert_close(S1, torch.linalg.svdvals(A)[..., :k], atol=1e-11, rtol=0)
 
 
-def test_dense_path_gradcheck() -> None:
-    A = matrix_with_singular_values([3.0, 2.0, 1.5, 1.0, 0.5], 12, 7, seed=3)
-    loss = _loss(12, 7, F64)
+@pytest.mark.parametrize("dtype", [F64, C128])
+@pytest.mark.parametrize(("m", "n"), [(12, 7), (7, 12), (8, 8)])
+def test_dense_path_gradcheck(m: int, n: int, dtype: torch.dtype) -> None:
+    A = matrix_with_singular_values([3.0, 2.0, 1.5, 1.0, 0.5], m, n, dtype=dtype, seed=3)
+    loss = _loss(m, n, dtype)
     torch.autograd.gradcheck(
         lambda X: loss(*svds(X, 2, tol=1e-13, method="dense")), A.requires_grad_()
     )
+
+
+def _cg_steps(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """Records (preconditioned, steps) of every backward solve."""
+    import torchsvd._topk
+
+    log: list[tuple[bool, int]] = []
+    original = torchsvd._topk.projected_shifted_cg
+
+    def recorded(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        sol = original(*args, **kwargs)  # type: ignore[arg-type]
+        log.append((kwargs["precondition"] is not None, sol.steps))
+        return sol
+
+    monkeypatch.setattr(torchsvd._topk, "projected_shifted_cg", recorded)
+    return log
+
+
+@pytest.mark.parametrize(("dtype", "most"), [(F64, 2), (F32, 4), (C128, 2)])
+@pytest.mark.parametrize(("m", "n"), [(600, 60), (60, 600), (100, 100)])
+def test_dense_backward_is_preconditioned_and_matches_krylov(
+    m: int, n: int, dtype: torch.dtype, most: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Gaussian spectrum: small gaps, where plain CG needs dozens of steps.
+    gen = torch.Generator().manual_seed(8)
+    A = torch.randn(m, n, generator=gen, dtype=dtype)
+    loss = _loss(m, n, dtype)
+    log = _cg_steps(monkeypatch)
+    (_, _, _, g_dense), _ = _both(A, 6, loss, 1e-12 if dtype != F32 else 1e-5)
+    assert log[0][0] and log[0][1] <= most, log  # a wrong preconditioner needs more steps
+    assert not log[1][0] and log[1][1] > 3 * most, log
+    ref = _both(
+        A.to(C128 if dtype.is_complex else F64),
+        6,
+        _loss(m, n, C128 if dtype.is_complex else F64),
+        1e-12,
+    )
+    assert rel(g_dense.to(ref[1][3].dtype), ref[1][3]) < (1e-9 if dtype != F32 else 1e-3)
 
 
 def test_rank_deficient_agree() -> None:
