@@ -11,7 +11,8 @@ Prints Markdown tables:
 4. ``--table dispatch``: svds (method chosen by its cost model) against torch.linalg.svd
    (full_matrices=False) and torch.svd_lowrank on tall, square and wide float32 matrices,
    decaying and Gaussian spectra, k = 1 and 10, forward and forward+backward, all timed
-   alternately in one loop, with each method's residual.
+   alternately in one loop, with each method's residual beside its time; svds runs with the
+   tol that matches torch.linalg.svd's residual (equal accuracy).
 
 Every svds row reports the passes over A (products with A or Aᴴ) and the floor they imply:
 passes × bytes of A / memory read bandwidth (measured here: a sum over 256 MB). Timings are
@@ -45,6 +46,7 @@ import torchsvd
 from _timing import machine_line, median_time
 from torchsvd import LinearOperator
 from torchsvd._operators import aslinearoperator
+from torchsvd._topk import default_tol
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -329,17 +331,35 @@ def alternated(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tupl
     return {name: (statistics.median(times[name]), outs[name]) for name in fns}
 
 
+# The smallest float32 residual svds is asked for: the rounding of float32 products confirms
+# about 1.5e-6·σ_1 on a 4000² Gaussian matrix (docs/topk.md), and a tol below what can be
+# confirmed raises ConvergenceError.
+FLOAT32_FLOOR = 2e-6
+
+
+def equal_accuracy_tol(A: torch.Tensor, reference: Triplets, k: int) -> float:
+    """svds's tol for the accuracy of ``reference`` (torch.linalg.svd) on the top ``k``: its
+    residual, within [FLOAT32_FLOOR, default tol]."""
+    U, S, Vh = reference
+    res = residual(A, U[:, :k], S[:k], Vh[:k])
+    return min(default_tol(torch.float32), max(res, FLOAT32_FLOOR))
+
+
 def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
-    """svds (auto) against torch.linalg.svd and torch.svd_lowrank, float32, alternated."""
+    """svds (auto) against torch.linalg.svd and torch.svd_lowrank, float32, alternated.
+
+    svds runs at the accuracy of torch.linalg.svd (`equal_accuracy_tol`); each residual is
+    printed beside its method's time.
+    """
     from torchsvd._dispatch import estimate_costs
 
     print("\n## Dispatch: svds (cost model) vs torch.linalg.svd and torch.svd_lowrank\n")
     print(
-        "| shape | matrix | k | method | svd fwd (s) | svds fwd (s) | ratio | lowrank fwd (s) "
-        "| svd fwd+bwd (s) | svds fwd+bwd (s) | ratio | lowrank fwd+bwd (s) "
-        "| svd residual | svds residual | lowrank residual |"
+        "| shape | matrix | k | method | svds tol | svd fwd (s) | svd residual | svds fwd (s) "
+        "| svds residual | ratio | lowrank fwd (s) | lowrank residual | svd fwd+bwd (s) "
+        "| svds fwd+bwd (s) | ratio | lowrank fwd+bwd (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m, n in shapes:
         for kind in ("decaying", "gaussian"):
             A = rectangular(kind, m, n)
@@ -359,6 +379,8 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
             def svd(X: torch.Tensor) -> Triplets:
                 return torch.linalg.svd(X, full_matrices=False)
 
+            reference = svd(A)
+            tols = {k: equal_accuracy_tol(A, reference, k) for k in (1, 10)}
             fns: dict[str, Callable[[], Any]] = {
                 "svd": partial(svd, A),
                 "svd_bwd": partial(fwd_bwd, svd, 10),
@@ -369,8 +391,9 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
                     U, S, V = torch.svd_lowrank(X, q=k + 10, niter=4)
                     return U, S, V.mT
 
-                fns[f"svds{k}"] = partial(torchsvd.svds, A, k)
-                fns[f"svds{k}_bwd"] = partial(fwd_bwd, partial(torchsvd.svds, k=k), k)
+                svds_k = partial(torchsvd.svds, k=k, tol=tols[k])
+                fns[f"svds{k}"] = partial(svds_k, A)
+                fns[f"svds{k}_bwd"] = partial(fwd_bwd, svds_k, k)
                 fns[f"lr{k}"] = partial(lowrank, A)
                 fns[f"lr{k}_bwd"] = partial(fwd_bwd, lowrank, k)
             got = alternated(fns, repeat)
@@ -388,11 +411,11 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
                 }
                 t = {name: got[name][0] for name in got}
                 print(
-                    f"| {m}×{n} | {kind} | {k} | {method} | {t['svd']:.3f} | {t[f'svds{k}']:.3f} "
-                    f"| {t[f'svds{k}'] / t['svd']:.2f} | {t[f'lr{k}']:.3f} | {t['svd_bwd']:.3f} "
-                    f"| {t[f'svds{k}_bwd']:.3f} | {t[f'svds{k}_bwd'] / t['svd_bwd']:.2f} "
-                    f"| {t[f'lr{k}_bwd']:.3f} | {res['svd']:.1e} | {res['svds']:.1e} "
-                    f"| {res['lr']:.1e} |",
+                    f"| {m}×{n} | {kind} | {k} | {method} | {tols[k]:.1e} | {t['svd']:.3f} "
+                    f"| {res['svd']:.1e} | {t[f'svds{k}']:.3f} | {res['svds']:.1e} "
+                    f"| {t[f'svds{k}'] / t['svd']:.2f} | {t[f'lr{k}']:.3f} | {res['lr']:.1e} "
+                    f"| {t['svd_bwd']:.3f} | {t[f'svds{k}_bwd']:.3f} "
+                    f"| {t[f'svds{k}_bwd'] / t['svd_bwd']:.2f} | {t[f'lr{k}_bwd']:.3f} |",
                     flush=True,
                 )
 
