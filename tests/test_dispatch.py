@@ -230,3 +230,17 @@ def test_pca_of_dense_data_takes_the_dense_path_with_the_same_result() -> None:
     torch.testing.assert_close(S1.detach(), S2.detach(), atol=1e-11, rtol=0)
     torch.testing.assert_close(projector(U1.detach()), projector(U2.detach()), atol=1e-9, rtol=0)
     assert X1.grad is not None and X2.grad is not None and rel(X1.grad, X2.grad) < 1e-8
+
+
+def test_unconverged_preconditioned_solve_falls_back_to_plain_cg(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torchsvd._topk
+
+    A = torch.randn(200, 40, generator=torch.Generator().manual_seed(9), dtype=F64)
+    loss = _loss(200, 40, F64)
+    monkeypatch.setattr(torchsvd._topk, "PRECONDITIONED_STEPS", 0)
+    log = _cg_steps(monkeypatch)
+    (_, _, _, g_dense), (_, _, _, g_krylov) = _both(A, 4, loss, 1e-12)
+    assert log[0] == (True, 0) and log[1][0] is False and log[1][1] > 0, log
+    assert rel(g_dense, g_krylov) < 1e-8
