@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -166,7 +167,7 @@ def _complement(
             AhP = op.rmatmat_rows(P)
             return op.matmat_rows(AhP), AhP
 
-        def cg(precondition: Any, steps: int) -> CGResult:
+        def cg(precondition: Callable[[torch.Tensor], torch.Tensor] | None, steps: int) -> CGResult:
             return projected_shifted_cg(
                 gram,
                 S * S,
