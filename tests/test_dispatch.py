@@ -244,3 +244,19 @@ def test_unconverged_preconditioned_solve_falls_back_to_plain_cg(
     (_, _, _, g_dense), (_, _, _, g_krylov) = _both(A, 4, loss, 1e-12)
     assert log[0] == (True, 0) and log[1][0] is False and log[1][1] > 0, log
     assert rel(g_dense, g_krylov) < 1e-8
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_preconditioner_follows_the_internal_scaling(
+    scale: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The forward's eigendecomposition is of the internally scaled matrix, the one the
+    # backward solves with; were it of the unscaled one, the shifts would not match and the
+    # solve would take many steps (or fall back to plain CG).
+    A = torch.randn(300, 40, generator=torch.Generator().manual_seed(10), dtype=F64)
+    X = (A * scale).requires_grad_()
+    log = _cg_steps(monkeypatch)
+    U, S, _ = svds(X, 4, tol=1e-12, method="dense")
+    ((weights((300,), F64, 1) @ U).square().sum() + S.sum() / scale).backward()
+    assert log == [(True, 1)], log
+    assert X.grad is not None and bool(torch.isfinite(X.grad).all())
