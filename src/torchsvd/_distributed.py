@@ -24,15 +24,17 @@ same on every rank, so every decision (convergence, restarts, CG steps) is too: 
 the all-reduce returning the same result on every rank (gloo's and NCCL's do) and on
 deterministic local arithmetic. Random vectors of the split side are drawn whole from the same
 seeded generator and each rank keeps its entries, so they are those of one process and the
-generators stay in step. ``A`` itself is never sent.
+generators stay in step. ``A`` itself is never sent, only its products with blocks of vectors
+(for a small problem, those of the identity: below).
 
 Small problems (min(m, n) at most the basis size), which a single process decomposes densely,
-run as a Rayleigh–Ritz on the whole short side (`torchsvd._lanczos._dense_split`): the
-identity's products, orthonormalized with reduced Gram matrices, and the SVD of the small
-coefficient matrix; ``A`` is not formed on any rank. Where the short side is the unsharded one
-(a tall ``A`` by rows), the collectives are s × s reductions (s = min(m, n)); where it is the
-sharded one, the products of the identity are one all-reduce of (long side) × s, the collectives
-of s/b block steps, and the s × s coefficients are gathered.
+take the products of the short side's identity in blocks of ``b`` vectors
+(`torchsvd._lanczos._dense_split`), so their collectives are those of block steps too. Where the
+short side is the unsharded one (a tall ``A`` by rows), they are orthonormalized in the sharded
+long side's space (reductions of at most s × b numbers, s = min(m, n)) for a Rayleigh–Ritz on the
+whole short side, and ``A`` is not formed on any rank. Where it is the sharded one (a tall ``A``
+by columns), each block is one all-reduce of (long side) × b; the blocks are ``A``'s columns,
+which every rank then holds (as it would a basis of s vectors) and decomposes densely.
 
 Outputs follow ``A``: the side ``A`` shards is returned as this rank's block (``Shard(-2)``:
 ``U`` is ``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh``
@@ -92,8 +94,7 @@ class CollectiveCount:
     completes a product with ``A`` (``Aᴴ Y`` for ``Shard(-2)``, ``A X`` for ``Shard(-1)``);
     ``"inner"``, the all-reduce of the inner products and norms of vectors of the sharded side
     (coefficient blocks of at most d × b, Gram matrices b × b, norms); ``"gather"``, the
-    all-gather of a small result (the s × s matrix of a small problem with a sharded short
-    side, a sharded warm start); ``"setup"``, the column means of `pca` and the size probe.
+    all-gather of a sharded warm start; ``"setup"``, the column means of `pca` and the size probe.
     ``bytes`` and ``largest`` (one collective) count the size of each collective's result (an
     all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block, padding
     included), not what a particular algorithm of the backend puts on the wire; ``sizes``
@@ -272,9 +273,6 @@ class _SplitSpace(Space):
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         return self.layout.take(t, -1)
-
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        return self.layout.all_gather(t.mT).mT
 
     def qr_rows(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Classical Gram–Schmidt, row by row, repeated until a pass keeps most of the row.
