@@ -8,6 +8,7 @@ failed check and exits with status 1 if there was any; the process group is alwa
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import traceback
@@ -26,6 +27,7 @@ from torchsvd.testing import matrix_with_singular_values
 F32, F64, C128 = torch.float32, torch.float64, torch.complex128
 M, N, K = 157, 97, 3  # min(m, n) above the largest basis (83): the Krylov path, not the dense one
 SPECTRUM = [5.0, 4.0, 3.0, 1.0, 0.9, 0.8, 0.5]
+COLLECTIVE_TIMEOUT = 40.0  # seconds; tests/test_distributed.py allows a whole group more
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -182,9 +184,11 @@ def check_comm(
     products = [b for kind, b in count.sizes if kind == "product"]
     inner = [b for kind, b in count.sizes if kind == "inner"]
     t.check(name + " comm: no gather", "gather" not in count.calls, f"{count.calls}")
+    # (A product may carry one more element: the verdict of a local product's finiteness.)
     t.check(
         name + " comm: products are blocks of the unsharded side",
-        bool(products) and all(b % vector == 0 and b <= block * vector for b in products),
+        bool(products)
+        and all(b % vector in (0, itemsize) and b <= block * vector + itemsize for b in products),
         f"{sorted(set(products))} for vectors of {vector} B",
     )
     t.check(
@@ -342,6 +346,16 @@ def check_errors(t: Rank) -> None:
         bad[-1, -1] = float("nan")
     rows = t.shard(bad, Shard(0), False)  # from_local: each rank's own data
     cases.append(("NaN on one rank", lambda: torchsvd.svds(rows, K), ValueError))
+    # Finite entries whose products overflow float64, in one rank's shard only: that rank's
+    # local products (A X of rows, Aᴴ Y of columns) are the non-finite ones.
+    huge = A.clone()
+    huge[-8:, :] = 1.5e308
+    tall = t.shard(huge, Shard(0), False)  # the last rows: the last rank's
+    cases.append(("overflow in one rank's rows", lambda: torchsvd.svds(tall, K), ValueError))
+    huge = A.clone()
+    huge[:, -8:] = 1.5e308
+    wide = t.shard(huge, Shard(1), True)  # the last columns: the last rank's
+    cases.append(("overflow in one rank's columns", lambda: torchsvd.svds(wide, K), ValueError))
     for what, call, error in cases:
         try:
             call()
@@ -355,7 +369,9 @@ def check_errors(t: Rank) -> None:
 
 def main() -> int:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    # A collective that waits longer than this raises: a rank left waiting (a check that
+    # raised on another rank only) fails its check instead of hanging the group.
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT))
     try:
         t = Rank(init_device_mesh("cpu", (dist.get_world_size(),)))
         # "short": one loss of U, S and V per placement (for a second world size).

@@ -130,13 +130,18 @@ def count_collectives() -> Iterator[CollectiveCount]:
 
 @dataclass(frozen=True)
 class _Layout:
-    """How a matrix is split: the sharded dimension (-2, -1 or None) and every rank's extent."""
+    """How a matrix is split: the sharded dimension (-2, -1 or None) and every rank's extent.
+
+    ``deferred`` holds the verdict of this rank's local products since the last collective
+    (whether one returned NaN or infinity), not yet shared: the next collective carries it.
+    """
 
     mesh: DeviceMesh
     group: ProcessGroup
     dim: int | None
     sizes: tuple[int, ...]
     rank: int
+    deferred: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def offset(self) -> int:
@@ -154,11 +159,51 @@ class _Layout:
         import torch.distributed as dist
 
         t = t.contiguous()
-        for counter in _COUNTERS:
-            counter.add(kind, t)
         op = dist.ReduceOp.MAX if largest else dist.ReduceOp.SUM
-        dist.all_reduce(_real(t), op=op, group=self.group)
+        if not self.deferred:
+            for counter in _COUNTERS:
+                counter.add(kind, t)
+            dist.all_reduce(_real(t), op=op, group=self.group)
+            return t
+        # A pending verdict rides on this collective as one more element (no extra latency);
+        # its sum (or maximum) over the ranks is the same everywhere, and so is the decision.
+        values = _real(t).reshape(-1)
+        buffer = torch.cat([values, self.deferred.pop().to(values.dtype).reshape(1)])
+        for counter in _COUNTERS:
+            counter.add(kind, buffer)
+        dist.all_reduce(buffer, op=op, group=self.group)
+        values.copy_(buffer[:-1])
+        self._verdict(buffer[-1])
         return t
+
+    def defer(self, out: torch.Tensor) -> None:
+        """Note whether the local product ``out`` is finite, for the next collective to share."""
+        bad = ~torch.isfinite(out).all()  # a tensor: no wait for the device here
+        self.deferred.append(bad if not self.deferred else self.deferred.pop() | bad)
+
+    def settle(self) -> None:
+        """Share a pending verdict now (one all-reduce of one number), before a gather or a return.
+
+        Every rank runs the same products and collectives, so whether a verdict is pending is
+        the same on every rank: they all issue this collective, or none does.
+        """
+        import torch.distributed as dist
+
+        if not self.deferred:
+            return
+        flag = self.deferred.pop().to(torch.float32).reshape(1)
+        for counter in _COUNTERS:
+            counter.add("inner", flag)
+        dist.all_reduce(flag, group=self.group)
+        self._verdict(flag[0])
+
+    def _verdict(self, flag: torch.Tensor) -> None:
+        if bool(flag > 0):
+            raise ValueError(
+                "a product of the sharded A with a block of vectors returned NaN or infinity on "
+                "at least one rank, although A's entries are finite: they are too large for the "
+                "products in its dtype; scale A down (svds(c·A) has singular values c·σ)"
+            )
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
         """The blocks ``t`` (..., size_r, p) of all ranks, stacked along dim -2 in rank order.
@@ -167,6 +212,7 @@ class _Layout:
         """
         import torch.distributed as dist
 
+        self.settle()
         tallest = max(self.sizes)
         rows = t.movedim(-2, 0)  # (size_r, ..., p): the gather stacks along dim 0
         padded = rows.new_zeros((tallest, *rows.shape[1:]))
@@ -352,6 +398,15 @@ class _ShardedOperator(LinearOperator):
         elif layout.dim == -1:
             self.spaces = (self.spaces[0], _SplitSpace(layout))
 
+    def _check_finite(self, out: torch.Tensor, name: str) -> None:
+        # The product completed by an all-reduce is the same on every rank, and so is the check
+        # of it; the local one (A X of rows, Aᴴ Y of columns) is decided at the next collective.
+        local = {-2: "matmat", -1: "rmatmat", None: None}[self.layout.dim]
+        if name == local:
+            self.layout.defer(out)
+        else:
+            super()._check_finite(out, name)
+
     def _magnitude(self) -> torch.Tensor:
         # ‖A x‖_∞ for a random unit x, as `LinearOperator._magnitude`, the same on every rank.
         gen = torch.Generator(device=self.device).manual_seed(1)
@@ -368,6 +423,7 @@ class _ShardedOperator(LinearOperator):
     ) -> tuple[torch.Tensor | None, ...]:
         from torch.distributed.tensor import DTensor
 
+        self.layout.settle()  # the backward's last local product, if no collective followed it
         if not needs[0]:
             return (None,)
         if self.center:
@@ -458,6 +514,7 @@ def svds(
 
     op = _ShardedOperator(A)
     result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout), method=method)
+    op.layout.settle()  # a last local product that no collective followed
     return _outputs(result, A, op.layout)
 
 
@@ -475,4 +532,5 @@ def pca(
 
     op = _ShardedOperator(A, center=center)
     result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
+    op.layout.settle()  # a last local product that no collective followed
     return _outputs(result, A, op.layout)
