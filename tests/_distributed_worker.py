@@ -43,6 +43,8 @@ class Rank:
         self.mesh = mesh
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.failures: list[str] = []
+        # Shard sizes of the uneven split, when a check chooses them (`check_empty_rank`).
+        self.uneven: tuple[int, ...] | None = None
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         if not ok:
@@ -52,6 +54,8 @@ class Rank:
         """Shard sizes: torch.chunk's (distribute_tensor's) or a deliberately lopsided split."""
         if even:
             return tuple(c.shape[0] for c in torch.arange(extent).chunk(self.size))
+        if self.uneven is not None:
+            return self.uneven
         base = [extent // (2 * self.size)] * (self.size - 1)
         return (*base, extent - sum(base))
 
@@ -229,6 +233,30 @@ def check_small(t: Rank, placement: Shard, even: bool, wide: bool = False) -> No
     check_comm(t, name, count, n if placement.dim == 0 else m, full.element_size())
 
 
+def check_empty_rank(t: Rank, placement: Shard, m: int, n: int, sizes: tuple[int, ...]) -> None:
+    """Shards of ``sizes`` along the sharded side, one of them empty: svds and its gradient."""
+    name = f"empty rank {m}x{n} {placement} sizes={sizes}"
+    full = matrix_with_singular_values(SPECTRUM, m, n, dtype=F64, seed=19)
+    w = {"U": _weights((m, K), 1), "S": _weights((K,), 2), "V": _weights((K, n), 3)}
+    t.uneven = sizes
+    try:
+        ref_A, ref, A, (U, S, Vh), count = _both_runs(t, full, placement, False, w)
+        err = _rel(S.to_local(), ref[1])
+        t.check(name + " S", err <= 1e-12, f"{err:.3g}")
+        Uf, Vf = t.full(U, False), t.full(Vh, False)
+        for side, got, exp in (("U", Uf, ref[0]), ("V", Vf.mH, ref[2].mH)):
+            err = _rel(got @ got.mH, exp @ exp.mH)
+            t.check(f"{name} projector {side}", err <= 1e-10, f"{err:.3g}")
+        assert A.grad is not None and ref_A.grad is not None
+        local_ref = t.local_part(t.local_part(ref_A.grad, placement, 0, False), placement, 1, False)
+        t.check(name + " grad shape", A.grad.to_local().shape == local_ref.shape)
+        err = _rel(A.grad.to_local(), local_ref) if local_ref.numel() else 0.0
+        t.check(name + " grad", err <= 1e-9, f"{err:.3g}")
+        check_comm(t, name, count, n if placement.dim == 0 else m, full.element_size())
+    finally:
+        t.uneven = None
+
+
 def check_never_gathered(t: Rank) -> None:
     """No DTensor gather or redistribution of A in the forward or the backward."""
     calls: list[str] = []
@@ -398,6 +426,15 @@ def main() -> int:
             lambda: check_small(t, Shard(0), short, wide=True),
             lambda: check_small(t, Shard(1), True, wide=True),
         ]
+        if t.size == 3:
+            # One rank holds nothing: a small problem split along its short side (9 rows or
+            # columns as 5 + 4 + 0) and a Krylov-sized one split along its long side.
+            checks += [
+                lambda: check_empty_rank(t, Shard(0), 9, 40, (5, 4, 0)),
+                lambda: check_empty_rank(t, Shard(1), 40, 9, (5, 4, 0)),
+                lambda: check_empty_rank(t, Shard(0), M, N, (100, 57, 0)),
+                lambda: check_empty_rank(t, Shard(1), N, M, (0, 100, 57)),
+            ]
         checks += [
             lambda: check_pca(t, Shard(0), F64),
             lambda: check_pca(t, Shard(1), F32),

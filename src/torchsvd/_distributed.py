@@ -413,7 +413,9 @@ class _ShardedOperator(LinearOperator):
         right = self.spaces[1]
         x = right.randn((*self.batch_shape, 1), gen, self.dtype, self.device)
         x = x / right.norm(x).unsqueeze(-1)
-        size = torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
+        # The largest entry (0 on a rank whose shard of A x is empty, which has none).
+        entries = self.matmat_rows(x).abs().flatten(-2)
+        size = torch.cat([entries, entries.new_zeros((*entries.shape[:-1], 1))], dim=-1).amax(-1)
         if self.layout.dim is None:
             return size
         return self.layout.all_reduce(size, "setup", largest=True)
