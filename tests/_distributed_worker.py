@@ -31,7 +31,8 @@ COLLECTIVE_TIMEOUT = 40.0  # seconds; tests/test_distributed.py allows a whole g
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).detach().norm() / b.detach().norm())
+    a, b = a.detach().cpu(), b.detach().cpu()  # the references are computed on the CPU
+    return float((a - b).norm() / b.norm())
 
 
 def _weights(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -60,6 +61,7 @@ class Rank:
         return (*base, extent - sum(base))
 
     def shard(self, A: torch.Tensor, placement: object, even: bool) -> DTensor:
+        A = A.to(self.mesh.device_type)  # the current device of this rank (NCCL: its GPU)
         if isinstance(placement, Replicate):
             return distribute_tensor(A, self.mesh, [Replicate()])
         assert isinstance(placement, Shard)
@@ -113,9 +115,9 @@ def _both_runs(
     with _distributed.count_collectives() as count:
         U, S, Vh = torchsvd.svds(A, K)
         uses = {
-            "U": t.local_part(w["U"], placement, 0, even),
-            "S": w["S"],
-            "V": t.local_part(w["V"], placement, 1, even),
+            "U": t.local_part(w["U"], placement, 0, even).to(U.device),
+            "S": w["S"].to(U.device),
+            "V": t.local_part(w["V"], placement, 1, even).to(U.device),
         }
         _loss(U.to_local(), S.to_local(), Vh.to_local(), uses).backward()
     return ref_A, ref, A, (U, S, Vh), count
@@ -351,6 +353,35 @@ def check_complex(t: Rank) -> None:
     t.check("complex grad", err <= 1e-9, f"{err:.3g}")
 
 
+def check_overflow(t: Rank) -> None:
+    """A product that overflows on one rank only: every rank raises the same ValueError."""
+    A = matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=0)
+    cases: list[tuple[str, Callable[[], object], type[Exception]]] = []
+    # Finite entries whose products overflow float64, in one rank's shard only: that rank's
+    # local products (A X of rows, Aᴴ Y of columns) are the non-finite ones.
+    huge = A.clone()
+    huge[-8:, :] = 1.5e308
+    tall = t.shard(huge, Shard(0), False)  # the last rows: the last rank's
+    cases.append(("overflow in one rank's rows", lambda: torchsvd.svds(tall, K), ValueError))
+    huge = A.clone()
+    huge[:, -8:] = 1.5e308
+    wide = t.shard(huge, Shard(1), True)  # the last columns: the last rank's
+    cases.append(("overflow in one rank's columns", lambda: torchsvd.svds(wide, K), ValueError))
+    _expect_errors(t, cases)
+
+
+def _expect_errors(t: Rank, cases: list[tuple[str, Callable[[], object], type[Exception]]]) -> None:
+    for what, call, error in cases:
+        try:
+            call()
+        except error:
+            continue
+        except Exception as err:  # the wrong error is the failure reported
+            t.check(f"error {what}", False, repr(err))
+            continue
+        t.check(f"error {what}", False, "did not raise")
+
+
 def check_errors(t: Rank) -> None:
     """Unsupported placements raise on every rank (no rank left waiting in a collective)."""
     A = matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=0)
@@ -374,39 +405,29 @@ def check_errors(t: Rank) -> None:
         bad[-1, -1] = float("nan")
     rows = t.shard(bad, Shard(0), False)  # from_local: each rank's own data
     cases.append(("NaN on one rank", lambda: torchsvd.svds(rows, K), ValueError))
-    # Finite entries whose products overflow float64, in one rank's shard only: that rank's
-    # local products (A X of rows, Aᴴ Y of columns) are the non-finite ones.
-    huge = A.clone()
-    huge[-8:, :] = 1.5e308
-    tall = t.shard(huge, Shard(0), False)  # the last rows: the last rank's
-    cases.append(("overflow in one rank's rows", lambda: torchsvd.svds(tall, K), ValueError))
-    huge = A.clone()
-    huge[:, -8:] = 1.5e308
-    wide = t.shard(huge, Shard(1), True)  # the last columns: the last rank's
-    cases.append(("overflow in one rank's columns", lambda: torchsvd.svds(wide, K), ValueError))
-    for what, call, error in cases:
-        try:
-            call()
-        except error:
-            continue
-        except Exception as err:  # the wrong error is the failure reported
-            t.check(f"error {what}", False, repr(err))
-            continue
-        t.check(f"error {what}", False, "did not raise")
+    _expect_errors(t, cases)
 
 
 def main() -> int:
     torch.set_num_threads(1)
     # A collective that waits longer than this raises: a rank left waiting (a check that
     # raised on another rank only) fails its check instead of hanging the group.
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT))
+    # "nccl": NCCL on one GPU per rank, a core of the checks (tests/test_distributed.py).
+    nccl = sys.argv[1:] == ["nccl"]
+    if nccl:
+        torch.cuda.set_device(int(os.environ["RANK"]))
+    timeout = datetime.timedelta(seconds=COLLECTIVE_TIMEOUT)
+    dist.init_process_group("nccl" if nccl else "gloo", timeout=timeout)
     try:
-        t = Rank(init_device_mesh("cpu", (dist.get_world_size(),)))
+        t = Rank(init_device_mesh("cuda" if nccl else "cpu", (dist.get_world_size(),)))
+        if nccl:
+            return _report(t, _nccl_checks(t))
         # "short": one loss of U, S and V per placement (for a second world size).
         short = sys.argv[1:] == ["short"]
         checks: list[Callable[[], None]] = [
             lambda: check_never_gathered(t),
             lambda: check_errors(t),
+            lambda: check_overflow(t),
         ]
         for placement in (Shard(0), Shard(1), Replicate()):
             for dtype in (F64, F32):
@@ -441,16 +462,33 @@ def main() -> int:
             lambda: check_dtensor_loss(t),
             lambda: check_complex(t),
         ]
-        for check in checks:
-            try:
-                check()
-            except Exception:  # reported, and the next check runs
-                t.failures.append(f"rank {t.rank}: {traceback.format_exc()}")
-        for line in t.failures:
-            print(line, flush=True)
-        return 1 if t.failures else 0
+        return _report(t, checks)
     finally:
         dist.destroy_process_group()
+
+
+def _nccl_checks(t: Rank) -> list[Callable[[], None]]:
+    """The checks of the products, the small problems and the collective errors, on GPUs."""
+    return [
+        lambda: check_svds(t, Shard(0), F64, False, "USV"),
+        lambda: check_svds(t, Shard(1), F64, True, "USV"),
+        lambda: check_svds(t, Shard(0), F32, False, "USV"),
+        lambda: check_small(t, Shard(0), False),
+        lambda: check_small(t, Shard(1), True),
+        lambda: check_overflow(t),
+    ]
+
+
+def _report(t: Rank, checks: list[Callable[[], None]]) -> int:
+    """Run every check (one that raises is reported, and the next runs); print the failures."""
+    for check in checks:
+        try:
+            check()
+        except Exception:
+            t.failures.append(f"rank {t.rank}: {traceback.format_exc()}")
+    for line in t.failures:
+        print(line, flush=True)
+    return 1 if t.failures else 0
 
 
 if __name__ == "__main__":
