@@ -8,6 +8,7 @@ failed check and exits with status 1 if there was any; the process group is alwa
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import traceback
@@ -26,10 +27,12 @@ from torchsvd.testing import matrix_with_singular_values
 F32, F64, C128 = torch.float32, torch.float64, torch.complex128
 M, N, K = 157, 97, 3  # min(m, n) above the largest basis (83): the Krylov path, not the dense one
 SPECTRUM = [5.0, 4.0, 3.0, 1.0, 0.9, 0.8, 0.5]
+COLLECTIVE_TIMEOUT = 40.0  # seconds; tests/test_distributed.py allows a whole group more
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).detach().norm() / b.detach().norm())
+    a, b = a.detach().cpu(), b.detach().cpu()  # the references are computed on the CPU
+    return float((a - b).norm() / b.norm())
 
 
 def _weights(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -41,6 +44,8 @@ class Rank:
         self.mesh = mesh
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.failures: list[str] = []
+        # Shard sizes of the uneven split, when a check chooses them (`check_empty_rank`).
+        self.uneven: tuple[int, ...] | None = None
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         if not ok:
@@ -50,10 +55,13 @@ class Rank:
         """Shard sizes: torch.chunk's (distribute_tensor's) or a deliberately lopsided split."""
         if even:
             return tuple(c.shape[0] for c in torch.arange(extent).chunk(self.size))
+        if self.uneven is not None:
+            return self.uneven
         base = [extent // (2 * self.size)] * (self.size - 1)
         return (*base, extent - sum(base))
 
     def shard(self, A: torch.Tensor, placement: object, even: bool) -> DTensor:
+        A = A.to(self.mesh.device_type)  # the current device of this rank (NCCL: its GPU)
         if isinstance(placement, Replicate):
             return distribute_tensor(A, self.mesh, [Replicate()])
         assert isinstance(placement, Shard)
@@ -107,9 +115,9 @@ def _both_runs(
     with _distributed.count_collectives() as count:
         U, S, Vh = torchsvd.svds(A, K)
         uses = {
-            "U": t.local_part(w["U"], placement, 0, even),
-            "S": w["S"],
-            "V": t.local_part(w["V"], placement, 1, even),
+            "U": t.local_part(w["U"], placement, 0, even).to(U.device),
+            "S": w["S"].to(U.device),
+            "V": t.local_part(w["V"], placement, 1, even).to(U.device),
         }
         _loss(U.to_local(), S.to_local(), Vh.to_local(), uses).backward()
     return ref_A, ref, A, (U, S, Vh), count
@@ -182,9 +190,11 @@ def check_comm(
     products = [b for kind, b in count.sizes if kind == "product"]
     inner = [b for kind, b in count.sizes if kind == "inner"]
     t.check(name + " comm: no gather", "gather" not in count.calls, f"{count.calls}")
+    # (A product may carry one more element: the verdict of a local product's finiteness.)
     t.check(
         name + " comm: products are blocks of the unsharded side",
-        bool(products) and all(b % vector == 0 and b <= block * vector for b in products),
+        bool(products)
+        and all(b % vector in (0, itemsize) and b <= block * vector + itemsize for b in products),
         f"{sorted(set(products))} for vectors of {vector} B",
     )
     t.check(
@@ -199,14 +209,15 @@ def check_comm(
     )
 
 
-def check_small(t: Rank, placement: Shard, even: bool) -> None:
-    """min(m, n) below the basis size (a rank-7 A): Rayleigh–Ritz on the short side, no thin A.
+def check_small(t: Rank, placement: Shard, even: bool, wide: bool = False) -> None:
+    """min(m, n) below the basis size (a rank-7 A): the identity's products in blocks.
 
-    Rank 7 of 40 columns makes the block of the identity's products singular: the fallback
-    of Cholesky QR (Gram–Schmidt with reduced inner products) runs too.
+    Rank 7 of 40 columns makes the blocks of the identity's products singular: the fallback
+    of Cholesky QR (Gram–Schmidt with reduced inner products) runs too. ``wide``: A is 40 × 157,
+    so that rows, not columns, shard the short side.
     """
-    m, n = M, 40
-    name = f"small {placement} even={even}"
+    m, n = (40, M) if wide else (M, 40)
+    name = f"small {m}x{n} {placement} even={even}"
     full = matrix_with_singular_values(SPECTRUM, m, n, dtype=F64, seed=17)
     w = {"U": _weights((m, K), 1), "S": _weights((K,), 2), "V": _weights((K, n), 3)}
     ref_A, ref, A, (U, S, Vh), count = _both_runs(t, full, placement, even, w)
@@ -219,15 +230,33 @@ def check_small(t: Rank, placement: Shard, even: bool) -> None:
     local_ref = t.local_part(t.local_part(ref_A.grad, placement, 0, even), placement, 1, even)
     err = _rel(A.grad.to_local(), local_ref)
     t.check(name + " grad", err <= 1e-9, f"{err:.3g}")
-    if placement.dim == 0:
-        # The short side is the replicated one: n × n reductions and blocks of n-vectors.
-        limit = n * max(n, 2 * K) * 8
-        t.check(name + " comm: no gather", "gather" not in count.calls, f"{count.calls}")
-        t.check(name + " comm", count.largest <= limit, f"{count.largest} > {limit}")
-    else:
-        # The short side is the sharded one: the identity's products, one all-reduce of m × n,
-        # as much as n/b block steps (docs/distributed.md); nothing larger.
-        t.check(name + " comm", count.largest <= m * n * 8, f"{count.largest} > {m * n * 8}")
+    # Whichever side is short and whichever is sharded: the collectives of block steps, never
+    # (long side) × (short side) at once, nor an s × s Gram matrix or gather.
+    check_comm(t, name, count, n if placement.dim == 0 else m, full.element_size())
+
+
+def check_empty_rank(t: Rank, placement: Shard, m: int, n: int, sizes: tuple[int, ...]) -> None:
+    """Shards of ``sizes`` along the sharded side, one of them empty: svds and its gradient."""
+    name = f"empty rank {m}x{n} {placement} sizes={sizes}"
+    full = matrix_with_singular_values(SPECTRUM, m, n, dtype=F64, seed=19)
+    w = {"U": _weights((m, K), 1), "S": _weights((K,), 2), "V": _weights((K, n), 3)}
+    t.uneven = sizes
+    try:
+        ref_A, ref, A, (U, S, Vh), count = _both_runs(t, full, placement, False, w)
+        err = _rel(S.to_local(), ref[1])
+        t.check(name + " S", err <= 1e-12, f"{err:.3g}")
+        Uf, Vf = t.full(U, False), t.full(Vh, False)
+        for side, got, exp in (("U", Uf, ref[0]), ("V", Vf.mH, ref[2].mH)):
+            err = _rel(got @ got.mH, exp @ exp.mH)
+            t.check(f"{name} projector {side}", err <= 1e-10, f"{err:.3g}")
+        assert A.grad is not None and ref_A.grad is not None
+        local_ref = t.local_part(t.local_part(ref_A.grad, placement, 0, False), placement, 1, False)
+        t.check(name + " grad shape", A.grad.to_local().shape == local_ref.shape)
+        err = _rel(A.grad.to_local(), local_ref) if local_ref.numel() else 0.0
+        t.check(name + " grad", err <= 1e-9, f"{err:.3g}")
+        check_comm(t, name, count, n if placement.dim == 0 else m, full.element_size())
+    finally:
+        t.uneven = None
 
 
 def check_never_gathered(t: Rank) -> None:
@@ -324,6 +353,35 @@ def check_complex(t: Rank) -> None:
     t.check("complex grad", err <= 1e-9, f"{err:.3g}")
 
 
+def check_overflow(t: Rank) -> None:
+    """A product that overflows on one rank only: every rank raises the same ValueError."""
+    A = matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=0)
+    cases: list[tuple[str, Callable[[], object], type[Exception]]] = []
+    # Finite entries whose products overflow float64, in one rank's shard only: that rank's
+    # local products (A X of rows, Aᴴ Y of columns) are the non-finite ones.
+    huge = A.clone()
+    huge[-8:, :] = 1.5e308
+    tall = t.shard(huge, Shard(0), False)  # the last rows: the last rank's
+    cases.append(("overflow in one rank's rows", lambda: torchsvd.svds(tall, K), ValueError))
+    huge = A.clone()
+    huge[:, -8:] = 1.5e308
+    wide = t.shard(huge, Shard(1), True)  # the last columns: the last rank's
+    cases.append(("overflow in one rank's columns", lambda: torchsvd.svds(wide, K), ValueError))
+    _expect_errors(t, cases)
+
+
+def _expect_errors(t: Rank, cases: list[tuple[str, Callable[[], object], type[Exception]]]) -> None:
+    for what, call, error in cases:
+        try:
+            call()
+        except error:
+            continue
+        except Exception as err:  # the wrong error is the failure reported
+            t.check(f"error {what}", False, repr(err))
+            continue
+        t.check(f"error {what}", False, "did not raise")
+
+
 def check_errors(t: Rank) -> None:
     """Unsupported placements raise on every rank (no rank left waiting in a collective)."""
     A = matrix_with_singular_values(SPECTRUM, M, N, dtype=F64, seed=0)
@@ -347,27 +405,29 @@ def check_errors(t: Rank) -> None:
         bad[-1, -1] = float("nan")
     rows = t.shard(bad, Shard(0), False)  # from_local: each rank's own data
     cases.append(("NaN on one rank", lambda: torchsvd.svds(rows, K), ValueError))
-    for what, call, error in cases:
-        try:
-            call()
-        except error:
-            continue
-        except Exception as err:  # the wrong error is the failure reported
-            t.check(f"error {what}", False, repr(err))
-            continue
-        t.check(f"error {what}", False, "did not raise")
+    _expect_errors(t, cases)
 
 
 def main() -> int:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    # A collective that waits longer than this raises: a rank left waiting (a check that
+    # raised on another rank only) fails its check instead of hanging the group.
+    # "nccl": NCCL on one GPU per rank, a core of the checks (tests/test_distributed.py).
+    nccl = sys.argv[1:] == ["nccl"]
+    if nccl:
+        torch.cuda.set_device(int(os.environ["RANK"]))
+    timeout = datetime.timedelta(seconds=COLLECTIVE_TIMEOUT)
+    dist.init_process_group("nccl" if nccl else "gloo", timeout=timeout)
     try:
-        t = Rank(init_device_mesh("cpu", (dist.get_world_size(),)))
+        t = Rank(init_device_mesh("cuda" if nccl else "cpu", (dist.get_world_size(),)))
+        if nccl:
+            return _report(t, _nccl_checks(t))
         # "short": one loss of U, S and V per placement (for a second world size).
         short = sys.argv[1:] == ["short"]
         checks: list[Callable[[], None]] = [
             lambda: check_never_gathered(t),
             lambda: check_errors(t),
+            lambda: check_overflow(t),
         ]
         for placement in (Shard(0), Shard(1), Replicate()):
             for dtype in (F64, F32):
@@ -384,23 +444,51 @@ def main() -> int:
         checks += [
             lambda: check_small(t, Shard(0), short),
             lambda: check_small(t, Shard(1), True),
+            lambda: check_small(t, Shard(0), short, wide=True),
+            lambda: check_small(t, Shard(1), True, wide=True),
         ]
+        if t.size == 3:
+            # One rank holds nothing: a small problem split along its short side (9 rows or
+            # columns as 5 + 4 + 0) and a Krylov-sized one split along its long side.
+            checks += [
+                lambda: check_empty_rank(t, Shard(0), 9, 40, (5, 4, 0)),
+                lambda: check_empty_rank(t, Shard(1), 40, 9, (5, 4, 0)),
+                lambda: check_empty_rank(t, Shard(0), M, N, (100, 57, 0)),
+                lambda: check_empty_rank(t, Shard(1), N, M, (0, 100, 57)),
+            ]
         checks += [
             lambda: check_pca(t, Shard(0), F64),
             lambda: check_pca(t, Shard(1), F32),
             lambda: check_dtensor_loss(t),
             lambda: check_complex(t),
         ]
-        for check in checks:
-            try:
-                check()
-            except Exception:  # reported, and the next check runs
-                t.failures.append(f"rank {t.rank}: {traceback.format_exc()}")
-        for line in t.failures:
-            print(line, flush=True)
-        return 1 if t.failures else 0
+        return _report(t, checks)
     finally:
         dist.destroy_process_group()
+
+
+def _nccl_checks(t: Rank) -> list[Callable[[], None]]:
+    """The checks of the products, the small problems and the collective errors, on GPUs."""
+    return [
+        lambda: check_svds(t, Shard(0), F64, False, "USV"),
+        lambda: check_svds(t, Shard(1), F64, True, "USV"),
+        lambda: check_svds(t, Shard(0), F32, False, "USV"),
+        lambda: check_small(t, Shard(0), False),
+        lambda: check_small(t, Shard(1), True),
+        lambda: check_overflow(t),
+    ]
+
+
+def _report(t: Rank, checks: list[Callable[[], None]]) -> int:
+    """Run every check (one that raises is reported, and the next runs); print the failures."""
+    for check in checks:
+        try:
+            check()
+        except Exception:
+            t.failures.append(f"rank {t.rank}: {traceback.format_exc()}")
+    for line in t.failures:
+        print(line, flush=True)
+    return 1 if t.failures else 0
 
 
 if __name__ == "__main__":

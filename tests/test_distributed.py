@@ -87,6 +87,17 @@ def test_three_processes() -> None:
     _check(_launch(3, "short"))
 
 
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.distributed.is_nccl_available()),
+    reason="NCCL needs CUDA",
+)
+def test_nccl() -> None:
+    # NCCL takes one GPU per rank (two ranks on one GPU are refused): two ranks where there are
+    # two GPUs; on one GPU a single rank, which still runs every collective on CUDA tensors
+    # (the shard sizes, the finiteness verdicts, the products) though nothing crosses ranks.
+    _check(_launch(min(torch.cuda.device_count(), 2), "nccl"))
+
+
 def test_not_a_dtensor() -> None:
     # The dispatch looks at the type only: plain tensors and operators go their usual way.
     A = torch.randn(5, 4, dtype=torch.float64)

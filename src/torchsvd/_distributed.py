@@ -24,15 +24,17 @@ same on every rank, so every decision (convergence, restarts, CG steps) is too: 
 the all-reduce returning the same result on every rank (gloo's and NCCL's do) and on
 deterministic local arithmetic. Random vectors of the split side are drawn whole from the same
 seeded generator and each rank keeps its entries, so they are those of one process and the
-generators stay in step. ``A`` itself is never sent.
+generators stay in step. ``A`` itself is never sent, only its products with blocks of vectors
+(for a small problem, those of the identity: below).
 
 Small problems (min(m, n) at most the basis size), which a single process decomposes densely,
-run as a Rayleigh–Ritz on the whole short side (`torchsvd._lanczos._dense_split`): the
-identity's products, orthonormalized with reduced Gram matrices, and the SVD of the small
-coefficient matrix; ``A`` is not formed on any rank. Where the short side is the unsharded one
-(a tall ``A`` by rows), the collectives are s × s reductions (s = min(m, n)); where it is the
-sharded one, the products of the identity are one all-reduce of (long side) × s, the collectives
-of s/b block steps, and the s × s coefficients are gathered.
+take the products of the short side's identity in blocks of ``b`` vectors
+(`torchsvd._lanczos._dense_split`), so their collectives are those of block steps too. Where the
+short side is the unsharded one (a tall ``A`` by rows), they are orthonormalized in the sharded
+long side's space (reductions of at most s × b numbers, s = min(m, n)) for a Rayleigh–Ritz on the
+whole short side, and ``A`` is not formed on any rank. Where it is the sharded one (a tall ``A``
+by columns), each block is one all-reduce of (long side) × b; the blocks are ``A``'s columns,
+which every rank then holds (as it would a basis of s vectors) and decomposes densely.
 
 Outputs follow ``A``: the side ``A`` shards is returned as this rank's block (``Shard(-2)``:
 ``U`` is ``Shard(-2)`` with A's row blocks, ``S`` and ``Vh`` replicated; ``Shard(-1)``: ``Vh``
@@ -92,8 +94,7 @@ class CollectiveCount:
     completes a product with ``A`` (``Aᴴ Y`` for ``Shard(-2)``, ``A X`` for ``Shard(-1)``);
     ``"inner"``, the all-reduce of the inner products and norms of vectors of the sharded side
     (coefficient blocks of at most d × b, Gram matrices b × b, norms); ``"gather"``, the
-    all-gather of a small result (the s × s matrix of a small problem with a sharded short
-    side, a sharded warm start); ``"setup"``, the column means of `pca` and the size probe.
+    all-gather of a sharded warm start; ``"setup"``, the column means of `pca` and the size probe.
     ``bytes`` and ``largest`` (one collective) count the size of each collective's result (an
     all-reduce of n × b counts n·b·itemsize, an all-gather its gathered block, padding
     included), not what a particular algorithm of the backend puts on the wire; ``sizes``
@@ -129,13 +130,18 @@ def count_collectives() -> Iterator[CollectiveCount]:
 
 @dataclass(frozen=True)
 class _Layout:
-    """How a matrix is split: the sharded dimension (-2, -1 or None) and every rank's extent."""
+    """How a matrix is split: the sharded dimension (-2, -1 or None) and every rank's extent.
+
+    ``deferred`` holds the verdict of this rank's local products since the last collective
+    (whether one returned NaN or infinity), not yet shared: the next collective carries it.
+    """
 
     mesh: DeviceMesh
     group: ProcessGroup
     dim: int | None
     sizes: tuple[int, ...]
     rank: int
+    deferred: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def offset(self) -> int:
@@ -153,11 +159,51 @@ class _Layout:
         import torch.distributed as dist
 
         t = t.contiguous()
-        for counter in _COUNTERS:
-            counter.add(kind, t)
         op = dist.ReduceOp.MAX if largest else dist.ReduceOp.SUM
-        dist.all_reduce(_real(t), op=op, group=self.group)
+        if not self.deferred:
+            for counter in _COUNTERS:
+                counter.add(kind, t)
+            dist.all_reduce(_real(t), op=op, group=self.group)
+            return t
+        # A pending verdict rides on this collective as one more element (no extra latency);
+        # its sum (or maximum) over the ranks is the same everywhere, and so is the decision.
+        values = _real(t).reshape(-1)
+        buffer = torch.cat([values, self.deferred.pop().to(values.dtype).reshape(1)])
+        for counter in _COUNTERS:
+            counter.add(kind, buffer)
+        dist.all_reduce(buffer, op=op, group=self.group)
+        values.copy_(buffer[:-1])
+        self._verdict(buffer[-1])
         return t
+
+    def defer(self, out: torch.Tensor) -> None:
+        """Note whether the local product ``out`` is finite, for the next collective to share."""
+        bad = ~torch.isfinite(out).all()  # a tensor: no wait for the device here
+        self.deferred.append(bad if not self.deferred else self.deferred.pop() | bad)
+
+    def settle(self) -> None:
+        """Share a pending verdict now (one all-reduce of one number), before a gather or a return.
+
+        Every rank runs the same products and collectives, so whether a verdict is pending is
+        the same on every rank: they all issue this collective, or none does.
+        """
+        import torch.distributed as dist
+
+        if not self.deferred:
+            return
+        flag = self.deferred.pop().to(torch.float32).reshape(1)
+        for counter in _COUNTERS:
+            counter.add("inner", flag)
+        dist.all_reduce(flag, group=self.group)
+        self._verdict(flag[0])
+
+    def _verdict(self, flag: torch.Tensor) -> None:
+        if bool(flag > 0):
+            raise ValueError(
+                "a product of the sharded A with a block of vectors returned NaN or infinity on "
+                "at least one rank, although A's entries are finite: they are too large for the "
+                "products in its dtype; scale A down (svds(c·A) has singular values c·σ)"
+            )
 
     def all_gather(self, t: torch.Tensor) -> torch.Tensor:
         """The blocks ``t`` (..., size_r, p) of all ranks, stacked along dim -2 in rank order.
@@ -166,6 +212,7 @@ class _Layout:
         """
         import torch.distributed as dist
 
+        self.settle()
         tallest = max(self.sizes)
         rows = t.movedim(-2, 0)  # (size_r, ..., p): the gather stacks along dim 0
         padded = rows.new_zeros((tallest, *rows.shape[1:]))
@@ -273,9 +320,6 @@ class _SplitSpace(Space):
     def take(self, t: torch.Tensor) -> torch.Tensor:
         return self.layout.take(t, -1)
 
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        return self.layout.all_gather(t.mT).mT
-
     def qr_rows(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Classical Gram–Schmidt, row by row, repeated until a pass keeps most of the row.
 
@@ -354,13 +398,24 @@ class _ShardedOperator(LinearOperator):
         elif layout.dim == -1:
             self.spaces = (self.spaces[0], _SplitSpace(layout))
 
+    def _check_finite(self, out: torch.Tensor, name: str) -> None:
+        # The product completed by an all-reduce is the same on every rank, and so is the check
+        # of it; the local one (A X of rows, Aᴴ Y of columns) is decided at the next collective.
+        local = {-2: "matmat", -1: "rmatmat", None: None}[self.layout.dim]
+        if name == local:
+            self.layout.defer(out)
+        else:
+            super()._check_finite(out, name)
+
     def _magnitude(self) -> torch.Tensor:
         # ‖A x‖_∞ for a random unit x, as `LinearOperator._magnitude`, the same on every rank.
         gen = torch.Generator(device=self.device).manual_seed(1)
         right = self.spaces[1]
         x = right.randn((*self.batch_shape, 1), gen, self.dtype, self.device)
         x = x / right.norm(x).unsqueeze(-1)
-        size = torch.linalg.vector_norm(self.matmat_rows(x), float("inf"), dim=(-2, -1))
+        # The largest entry (0 on a rank whose shard of A x is empty, which has none).
+        entries = self.matmat_rows(x).abs().flatten(-2)
+        size = torch.cat([entries, entries.new_zeros((*entries.shape[:-1], 1))], dim=-1).amax(-1)
         if self.layout.dim is None:
             return size
         return self.layout.all_reduce(size, "setup", largest=True)
@@ -370,6 +425,7 @@ class _ShardedOperator(LinearOperator):
     ) -> tuple[torch.Tensor | None, ...]:
         from torch.distributed.tensor import DTensor
 
+        self.layout.settle()  # the backward's last local product, if no collective followed it
         if not needs[0]:
             return (None,)
         if self.center:
@@ -460,6 +516,7 @@ def svds(
 
     op = _ShardedOperator(A)
     result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout), method=method)
+    op.layout.settle()  # a last local product that no collective followed
     return _outputs(result, A, op.layout)
 
 
@@ -477,4 +534,5 @@ def pca(
 
     op = _ShardedOperator(A, center=center)
     result = solve(op, k, tol=tol, maxiter=maxiter, v0=_start(v0, op.layout))
+    op.layout.settle()  # a last local product that no collective followed
     return _outputs(result, A, op.layout)

@@ -397,7 +397,7 @@ def block_lanczos(
     if min(m, n) <= dmax:
         # The basis would fill a whole space (and a wide/tall Krylov basis cannot span the row
         # space of A before it does): form A with min(m, n) products and decompose it densely.
-        return _dense(op, k, eps, gen)
+        return _dense(op, k, b, eps, gen)
 
     right = op.spaces[1]
     start = right.randn((*batch, b), gen, dtype, device)
@@ -493,26 +493,32 @@ def block_lanczos(
         basis.expand(Z, z_size)
 
 
-def _dense(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> KrylovResult:
+def _dense(op: LinearOperator, k: int, b: int, eps: float, gen: torch.Generator) -> KrylovResult:
     """Small problems: ``A`` from ``min(m, n)`` products, then ``torch.linalg.svd``.
 
     ``A`` is built with the product on the smaller side (``Aᴴ`` when m > n, then the factors are
     swapped); the other product is checked on one random vector. (With a vector of ones, an
     rmatmat that returns Aᵀ Y instead of Aᴴ Y passed whenever the imaginary parts of A summed to
     zero along rows, a Hermitian tight-binding ring say, and the singular vectors came out
-    conjugated.)
+    conjugated.) ``b``: the block size, the most vectors one product takes where the vectors
+    are split over processes (`_dense_split`).
     """
     *batch, m, n = op.shape
     if op.spaces[0].split or op.spaces[1].split:
-        return _dense_split(op, k, eps, gen)
+        return _dense_split(op, k, b, eps, gen)
     if m > n:
-        r = _dense(op.H, k, eps, gen)
+        r = _dense(op.H, k, b, eps, gen)
         return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0)
     dtype, device = op.dtype, op.device
     # Row i of the product is Aᴴ e_i, the conjugate of row i of A.
     A = op.rmatmat_rows(torch.eye(m, dtype=dtype, device=device).expand(*batch, m, m)).conj()
     x = torch.randn((*batch, 1, n), generator=gen, dtype=dtype, device=device)
     _check_adjoint(op.matmat_rows(x), x @ A.mT, eps)
+    return _triplets(A, k)
+
+
+def _triplets(A: torch.Tensor, k: int) -> KrylovResult:
+    """The leading ``k`` triplets of the dense ``A`` (..., m, n) and their true residuals."""
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     residuals = (A @ Vh[..., :k, :].mH - U[..., :k] * S[..., None, :k]).norm(dim=-2)
     residuals = residuals / S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
@@ -520,45 +526,73 @@ def _dense(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> Kryl
     return KrylovResult(U[..., :k], S[..., :k], Vh[..., :k, :], nxt, residuals, 0)
 
 
-def _dense_split(op: LinearOperator, k: int, eps: float, gen: torch.Generator) -> KrylovResult:
-    """Small problems with vectors split over processes: ``A = Qᵀ M`` and the SVD of ``M``.
+def _dense_split(
+    op: LinearOperator, k: int, b: int, eps: float, gen: torch.Generator
+) -> KrylovResult:
+    """Small problems with vectors split over processes, by products of at most ``b`` vectors.
 
-    With ``s = min(m, n)`` (at most the largest basis), the ``s`` products of the short side's
-    identity are the columns of ``A`` (or of ``Aᴴ``); orthonormalized in the long side's space
-    (`_orthonormalize`: Gram matrices reduced over the processes) they give ``Q`` (s rows) with
-    ``A = Qᵀ M``, ``M = Qᴴ A`` (s×s, one more product). The SVD ``M = P Σ Yᴴ`` gives
-    ``U = Qᵀ P`` and ``V = Y``: Rayleigh–Ritz on the whole short side, exact to the accuracy of
-    the orthonormalization, without ever forming ``A`` on one process (``_dense`` forms it).
-    Where the short side is split, ``M``'s s×s entries are gathered; it is never larger than
-    the basis the Krylov solver would hold.
+    With ``s = min(m, n)`` (at most the largest basis), the products of the short side's
+    identity, ``b`` vectors at a time, are the columns of ``A`` (or of ``Aᴴ``). Taking them in
+    blocks keeps every collective the size of a Krylov block step's: a block of ``b`` vectors of
+    the side that is not split, or inner products of at most ``s × b`` numbers.
+
+    * The short side split (a tall ``A`` split by columns): each block of columns is one
+      all-reduce of (long side) × b, after which every process holds the columns whole, as it
+      would a basis of ``s`` vectors of the long side. Their dense SVD, the same on every
+      process, gives ``U`` whole and each process its entries of ``V``: nothing more is sent.
+    * The long side split (a tall ``A`` split by rows): the columns are local. Rayleigh–Ritz on
+      the whole short side: orthonormalized block by block against the previous blocks (inner
+      products reduced over the processes) they give ``Q`` (s rows) with ``A = Qᵀ M``,
+      ``M = Qᴴ A`` (s×s) from the products ``Aᴴ Q``, ``b`` rows at a time; the SVD
+      ``M = P Σ Yᴴ`` gives ``U = Qᵀ P`` and ``V = Y``, exact to the accuracy of the
+      orthonormalization, and ``A`` is never held whole.
     """
     *batch, m, n = op.shape
     if m < n:
-        r = _dense_split(op.H, k, eps, gen)
+        r = _dense_split(op.H, k, b, eps, gen)
         return KrylovResult(r.Vh.mH, r.S, r.U.mH, r.next_sigma, r.residuals, 0)
     left, right = op.spaces
     dtype, device = op.dtype, op.device
+    blocks = [slice(i, min(i + b, n)) for i in range(0, n, b)]
     # Rows e_i of the n-space identity, as this process holds them.
     eye = right.take(torch.eye(n, dtype=dtype, device=device).expand(*batch, n, n))
-    columns = op.matmat_rows(eye)  # row i: A e_i
-    none = torch.empty((*batch, 0, left.local), dtype=dtype, device=device)
-    Q = _orthonormalize(columns, none, gen, space=left)
-    M = right.gather(op.rmatmat_rows(Q)).conj()  # rows of Qᴴ A, (..., n, n)
-    # <Aᴴ q_i, e_j> = <q_i, A e_j>: the two products agree.
-    _check_adjoint(left.dot(columns, Q).mT, M, eps)
+    columns = torch.cat([op.matmat_rows(eye[..., j, :]) for j in blocks], dim=-2)  # A e_i
+    if right.split:
+        A = columns.mT
+        y = torch.randn((*batch, 1, m), generator=gen, dtype=dtype, device=device)
+        # Aᴴ y as rows is y conj(A); this process holds its entries of it.
+        _check_adjoint(op.rmatmat_rows(y), right.take(y @ A.conj()), eps, space=right)
+        r = _triplets(A, k)
+        return KrylovResult(r.U, r.S, right.take(r.Vh), r.next_sigma, r.residuals, 0)
+    Q = columns[..., :0, :]
+    for j in blocks:
+        Q = torch.cat([Q, _orthonormalize(columns[..., j, :], Q, gen, space=left)], dim=-2)
+    # Rows of Qᴴ A, the conjugates of the products Aᴴ q_i.
+    M = torch.cat([op.rmatmat_rows(Q[..., j, :]) for j in blocks], dim=-2).conj()
+    # <Aᴴ q_i, e_j> = <q_i, A e_j> on the first block: the two products agree.
+    _check_adjoint(left.dot(columns, Q[..., blocks[0], :]).mT, M[..., blocks[0], :], eps)
     P, S, Yh = torch.linalg.svd(M, full_matrices=False)
     U_rows = P[..., :k].mT @ Q
-    V_rows = right.take(Yh[..., :k, :].conj())
+    V_rows = Yh[..., :k, :].conj()
     true = left.norm(op.matmat_rows(V_rows) - S[..., :k, None] * U_rows)
     residuals = true / S[..., :1].clamp_min(torch.finfo(S.dtype).tiny)
     nxt = S[..., k] if k < S.shape[-1] else torch.zeros_like(S[..., 0])
     return KrylovResult(U_rows.mT, S[..., :k], V_rows.conj(), nxt, residuals, 0)
 
 
-def _check_adjoint(got: torch.Tensor, want: torch.Tensor, eps: float) -> None:
-    """Two ways to compute the same product must agree, to √eps of the products' precision."""
-    mismatch = (got - want).abs().amax()
-    scale = want.abs().amax()
+def _check_adjoint(
+    got: torch.Tensor, want: torch.Tensor, eps: float, space: Space | None = None
+) -> None:
+    """Two ways to compute the same product must agree, to √eps of the products' precision.
+
+    ``space``: where the rows of ``got`` and ``want`` live. Rows split over processes are
+    compared by their norms (one reduction), so that every process reaches the same verdict.
+    """
+    if space is not None and space.split:
+        sizes = space.norm(torch.cat([got - want, want], dim=-2))
+        mismatch, scale = sizes[..., : got.shape[-2]].amax(), sizes[..., got.shape[-2] :].amax()
+    else:
+        mismatch, scale = (got - want).abs().amax(), want.abs().amax()
     if bool(mismatch > 10 * eps**0.5 * scale):
         raise ValueError(
             "rmatmat is not the adjoint of matmat: <Aᴴu, v> and <u, Av> differ by "

@@ -318,6 +318,15 @@ class LinearOperator:
             raise ValueError(
                 f"{name} returned dtype {out.dtype}; the operator declares {self.product_dtype}"
             )
+        self._check_finite(out, name)
+
+    def _check_finite(self, out: torch.Tensor, name: str) -> None:
+        """Raise where the product ``name`` returned NaN or infinity.
+
+        An operator whose products are split over processes decides collectively instead
+        (``torchsvd._distributed``): a process that raised alone would leave the others
+        waiting in a collective.
+        """
         if not all_finite(out):
             raise ValueError(f"{name} returned non-finite values (NaN or infinity)")
 

@@ -58,10 +58,6 @@ class Space:
         """This process's entries of whole vectors ``t`` ``(..., p, size)``."""
         return t
 
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """Whole vectors from this process's entries ``t`` ``(..., p, local)``."""
-        return t
-
     def randn(
         self,
         shape: tuple[int, ...],
