@@ -110,7 +110,7 @@ def _one_not_clear(s: list[float], m: int, n: int) -> torch.Tensor:
 NOT_CLEAR = {
     "tie": ([1.0, 0.7, 0.7 + 1e-9, 0.2], (5, 4)),
     "zero": ([1.0, 0.7, 0.4, 0.0], (4, 4)),
-    "small pair sum": ([1.0, 0.7, 5e-9, 2e-9], (4, 4)),
+    "two small values": ([1.0, 0.7, 5e-9, 2e-9], (4, 4)),
     "small value, rectangular": ([1.0, 0.7, 0.4, 5e-9], (6, 4)),
 }
 

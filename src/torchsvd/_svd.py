@@ -550,14 +550,14 @@ def _clear_spectrum(
 ) -> bool:
     """Whether every mask of `svd_backward` is settled for the whole batch, so that
     `_clear_backward` returns its gradient: real, values readable, and for every matrix no
-    pair inside the tie tolerance, no numerically zero σ, no off-diagonal σ_i + σ_j at or
-    below tie_rtol·σ_max (`quiet_small_sums`) and, for a rectangular matrix, no σ at or below
-    it (`quiet_small_columns`). One read of one boolean.
+    pair inside the tie tolerance, no numerically zero σ, and, for a rectangular matrix, no σ
+    at or below tie_rtol·σ_max (`quiet_small_columns`). One read of one boolean.
 
-    The comparisons are those of the general rule, on the k − 1 neighbour gaps and the two
-    smallest values only: S is descending and rounding is monotone, so fl(σ_i − σ_j) ≥
-    fl(σ_i − σ_{i+1}) for i < j and fl(σ_i + σ_j) ≥ fl(σ_{k−1} + σ_k) off the diagonal. The
-    diagonal of (J − K) ∘ E is exactly zero for real cotangents (J − K is skew by
+    The comparisons are those of the general rule, on the k − 1 neighbour gaps and the
+    smallest value only: S is descending and rounding is monotone, so fl(σ_i − σ_j) ≥
+    fl(σ_i − σ_{i+1}) for i < j, and every off-diagonal fl(σ_i + σ_j) ≥ fl(σ_i − σ_j) is above
+    tie_rtol·σ_max too, which leaves nothing for `quiet_small_sums` to zero off the diagonal.
+    The diagonal of (J − K) ∘ E is exactly zero for real cotangents (J − K is skew by
     construction, to every order of differentiation), so E_ii, which `quiet_small_sums` may
     zero, never matters there; complex cotangents (a phase term on that diagonal, and phase
     warnings) always take the general rule.
@@ -574,7 +574,6 @@ def _clear_spectrum(
         clear = smallest > zero_rtol * top
         if k > 1:
             clear = clear & ((S[..., :-1] - S[..., 1:]) > small).all(-1, keepdim=True)
-            clear = clear & (S[..., -2:-1] + smallest > small)
         if rectangular:
             clear = clear & (smallest > small)
         return bool(clear.all())
