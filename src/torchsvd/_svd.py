@@ -573,7 +573,7 @@ def _clear_spectrum(
         smallest = S[..., -1:]
         clear = smallest > zero_rtol * top
         if k > 1:
-            clear = clear & ((S[..., :-1] - S[..., 1:]) > small).all(-1, keepdim=True)
+            clear = clear & ((S[..., :-1] - S[..., 1:]) > small)
         if rectangular:
             clear = clear & (smallest > small)
         return bool(clear.all())
