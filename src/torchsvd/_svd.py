@@ -111,6 +111,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -501,6 +502,8 @@ def svd_backward(
             return torch.zeros((*S.shape[:-1], m, n), dtype=U.dtype, device=U.device)
         return (U * gS.unsqueeze(-2).to(U.dtype)) @ Vh
     zero_rtol = rank_rtol(m, n, S.dtype) if zero_rtol is None else zero_rtol
+    if broadening == 0 and _clear_spectrum(U, S, gU, gVh, tie_rtol, zero_rtol, m != n):
+        return _clear_backward(U, S, Vh, gU, gS, gVh)
     pairs = _Pairs(S, tie_rtol, zero_rtol)
     separated, top, diff = pairs.separated, pairs.top, pairs.diff
     V = Vh.mH
@@ -534,6 +537,92 @@ def svd_backward(
         inv_v = quiet_small_columns(out_v, pairs.inv_s, S, small, level)
         gA = gA + U @ (out_v * inv_v.unsqueeze(-2)).mH
     return gA
+
+
+def _clear_spectrum(
+    U: torch.Tensor,
+    S: torch.Tensor,
+    gU: torch.Tensor | None,
+    gVh: torch.Tensor | None,
+    tie_rtol: float,
+    zero_rtol: float,
+    rectangular: bool,
+) -> bool:
+    """Whether every mask of `svd_backward` is settled for the whole batch, so that
+    `_clear_backward` returns its gradient: real, values readable, and for every matrix no
+    pair inside the tie tolerance, no numerically zero σ, and, for a rectangular matrix, no σ
+    at or below tie_rtol·σ_max (`quiet_small_columns`). One read of one boolean.
+
+    The comparisons are those of the general rule, on the k − 1 neighbour gaps and the
+    smallest value only: S is descending and rounding is monotone, so fl(σ_i − σ_j) ≥
+    fl(σ_i − σ_{i+1}) for i < j, and every off-diagonal fl(σ_i + σ_j) ≥ fl(σ_i − σ_j) is above
+    tie_rtol·σ_max too, which leaves nothing for `quiet_small_sums` to zero off the diagonal.
+    The diagonal of (J − K) ∘ E is exactly zero for real cotangents (J − K is skew by
+    construction, to every order of differentiation), so E_ii, which `quiet_small_sums` may
+    zero, never matters there; complex cotangents (a phase term on that diagonal, and phase
+    warnings) always take the general rule.
+    """
+    k = S.shape[-1]
+    if U.is_complex() or S.numel() == 0 or not _values_known(S):
+        return False
+    if any(t is not None and is_transformed(t) for t in (S, gU, gVh)):
+        return False
+    with torch.no_grad():
+        top = S[..., :1]
+        small = tie_rtol * top
+        smallest = S[..., -1:]
+        clear = smallest > zero_rtol * top
+        if k > 1:
+            clear = clear & ((S[..., :-1] - S[..., 1:]) > small)
+        if rectangular:
+            clear = clear & (smallest > small)
+        return bool(clear.all())
+
+
+def _clear_backward(
+    U: torch.Tensor,
+    S: torch.Tensor,
+    Vh: torch.Tensor,
+    gU: torch.Tensor | None,
+    gS: torch.Tensor | None,
+    gVh: torch.Tensor | None,
+) -> torch.Tensor:
+    """`svd_backward` where `_clear_spectrum` holds: every reciprocal is kept, so the masks
+    are constants and the same arithmetic gives the same gradient in fewer operations."""
+    m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
+    eye, off = _eye_masks(k, S.dtype, S.device)
+    V = Vh.mH
+    G = U.mH @ gU if gU is not None else None
+    H = V.mH @ gVh.mH if gVh is not None else None
+    if G is not None and H is not None:
+        J, K = G - G.mH, H - H.mH
+        JpK, JmK = J + K, J - K
+    elif G is not None:
+        JpK = JmK = G - G.mH
+    else:
+        assert H is not None  # svd_backward returns before here without gU and gVh
+        JpK = H - H.mH
+        JmK = -JpK
+    # The values of `_masked_reciprocal` with every entry kept (1/diff, 0 on the diagonal).
+    D = off / (S.unsqueeze(-2) - S.unsqueeze(-1) + eye)
+    E = 1.0 / (S.unsqueeze(-2) + S.unsqueeze(-1))
+    inner = 0.5 * (JpK * D + JmK * E)
+    if gS is not None:
+        inner = inner + torch.diag_embed(gS.to(U.dtype))
+    gA = U @ inner @ Vh
+    if m > k and gU is not None and G is not None:
+        gA = gA + ((gU - U @ G) * (1.0 / S).unsqueeze(-2)) @ Vh
+    if n > k and gVh is not None and H is not None:
+        gA = gA + U @ ((gVh.mH - V @ H) * (1.0 / S).unsqueeze(-2)).mH
+    return gA
+
+
+@functools.lru_cache(maxsize=64)
+def _eye_masks(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The identity and its complement as (k, k) ``dtype`` constants, made once per key."""
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(k, dtype=dtype, device=device)
+        return eye, 1 - eye
 
 
 def forward_tie_rtol(tie_rtol: float, zero_rtol: float) -> float:
