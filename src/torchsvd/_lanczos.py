@@ -79,8 +79,14 @@ def default_block_size(k: int) -> int:
 
 
 def default_max_dim(k: int, block: int) -> int:
-    """Largest basis before a thick restart: k + 10 blocks, at least 60 (fewer restarts)."""
-    return max(k + 10 * block, 60)
+    """Largest basis before a thick restart: k + 10 blocks, at least 32.
+
+    With narrow blocks (sparse operators) the orthogonalization against long basis vectors is
+    the cost, and a small basis restarted more often is faster: at b = 2, k = 10, a basis of 32
+    took about a fifth less time than one of 60 on a sparse 100000² matrix (ARPACK's default
+    is max(2k + 1, 20)). The default dense blocks (b >= 8) give k + 10 b >= 81 anyway.
+    """
+    return max(k + 10 * block, 32)
 
 
 _DGKS = 0.5**0.5  # repeat a Gram–Schmidt pass that kept less than this fraction of a row
