@@ -23,8 +23,8 @@ inner products conjugate the right factor, ``W Qᴴ``):
 Full reorthogonalization keeps the bases orthonormal to working precision; directions that
 vanish (an invariant subspace, a rank-deficient or zero matrix) are replaced by seeded random
 vectors, so every batch element keeps the same basis size. When the estimates say converged, one
-more product ``Aᴴ U_k`` checks the true residual ``‖Aᴴu − σv‖`` (``‖Av − σu‖`` vanishes by
-construction, up to rounding).
+more product on each side checks the true residuals ``‖Aᴴu − σv‖`` and ``‖Av − σu‖`` (the
+latter vanishes by construction, up to rounding and the restarts' ``B ← Θ``).
 
 References
 ----------
@@ -55,8 +55,8 @@ class KrylovResult:
 
     ``next_sigma`` ``(...,)`` is the (k+1)-th Ritz value, a lower estimate of σ_{k+1} used to
     detect a missing gap (0 when k = min(m, n)); ``residuals`` ``(..., k)`` are the true relative
-    residuals ``‖Aᴴu_i − σ_i v_i‖ / σ_1``; ``steps`` counts block steps (one ``matmat`` and one
-    ``rmatmat`` each).
+    residuals ``max(‖Aᴴu_i − σ_i v_i‖, ‖A v_i − σ_i u_i‖) / σ_1``; ``steps`` counts block
+    steps (one ``matmat`` and one ``rmatmat`` each).
     """
 
     U: torch.Tensor
@@ -410,7 +410,7 @@ def block_lanczos(
         # space of A before it does): form A with min(m, n) products and decompose it densely.
         return _dense(op, k, eps, gen)
 
-    right = op.spaces[1]
+    left, right = op.spaces
     start = right.randn((*batch, b), gen, dtype, device)
     if v0 is not None:
         p = min(v0.shape[-2], b)
@@ -444,6 +444,9 @@ def block_lanczos(
             if bool(ok.any()):
                 Uk, Vk = basis.vectors(P, Qh, k)
                 true = right.norm(op.rmatmat_rows(Uk) - Sk.unsqueeze(-1) * Vk)
+                # A V = U B holds only to the backward errors of the small SVDs that replaced
+                # B by Θ at the restarts: checked too, one product of k vectors per check.
+                true = torch.maximum(true, left.norm(op.matmat_rows(Vk) - Sk.unsqueeze(-1) * Uk))
                 accept = ok & (true <= tol * sigma1).all(dim=-1)
                 # Off by more than the rounding of the check itself: the recurrence drifted.
                 drifted = ok & (true > 4 * tol * sigma1).any(dim=-1)
