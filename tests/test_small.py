@@ -377,7 +377,8 @@ def test_other_inputs_take_the_general_path(
     A = weights(shape, dtype, seed=18)
     assert not _small.eligible(A, full)
     _, S, _ = torchsvd.svd(A.requires_grad_(), full_matrices=full)
-    assert type(S.grad_fn).__name__ == "_SVDBackward"
+    # The general path's rule, or torch's graph where its spectrum is clear (test_svd_clear).
+    assert type(S.grad_fn).__name__ in {"_SVDBackward", "LinalgSvdBackward0"}
 
 
 def test_half_precision_is_computed_in_float32() -> None:

@@ -1,5 +1,7 @@
 """Tests of the backward for clear spectra (no near tie, no small value): the gradient of the
-general rule, bit for bit, to second order, and the general rule where one matrix is not clear."""
+general rule, bit for bit, to second order, and the general rule where one matrix is not clear;
+where only plain reverse mode can ask for it, torch's own graph, which gives the same gradient
+to rounding, and the library's rule with one SVD where the spectrum is not clear."""
 
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], _Spy]]:
     def install(general: bool) -> _Spy:
         s = _Spy(general)
         monkeypatch.setattr(_svd, "_clear_spectrum", s)
+        # These tests are of the library's own backward: keep torch's graph out of them.
+        monkeypatch.setattr(_svd, "_native_candidate", lambda *args: False)
         return s
 
     yield install
@@ -164,3 +168,98 @@ def test_complex_input_takes_the_general_rule() -> None:
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     args = (U, S, U, Vh.mH, _svd.default_rtol(F64), _svd.rank_rtol(4, 4, F64), False)
     assert not _svd._clear_spectrum(*args)
+
+
+def _general_grad(
+    monkeypatch: pytest.MonkeyPatch, A: torch.Tensor, loss: Loss, **options: object
+) -> torch.Tensor:
+    """The gradient of the library's general rule (no clear path, no torch graph)."""
+    with monkeypatch.context() as m:
+        m.setattr(_svd, "_clear_values", lambda *args: False)
+        (g,) = torch.autograd.grad(loss(*torchsvd.svd(A, **options)), A)  # type: ignore[arg-type]
+        return g
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to rounding, relative to ``b`` or, for a zero gradient, absolutely."""
+    return float((a - b).norm()) <= 1e-12 * max(float(b.norm()), 1.0)
+
+
+def _is_native(S: torch.Tensor) -> bool:
+    return type(S.grad_fn).__name__ == "LinalgSvdBackward0"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_clear_reverse_mode_uses_torch_graph_with_the_general_gradient(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]
+) -> None:
+    A = _random(shape, F64, seed=5)
+    for name, loss in _losses(shape[-2], shape[-1], F64).items():
+        U, S, Vh = torchsvd.svd(A)
+        assert _is_native(S), name
+        (ours,) = torch.autograd.grad(loss(U, S, Vh), A)
+        assert _close(ours, _general_grad(monkeypatch, A, loss)), name
+
+
+def test_torch_graph_full_matrices_square_and_second_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    A = _random((3, 5, 5), F64, seed=6)
+    loss = _losses(5, 5, F64)["U,Vh"]
+    U, S, Vh = torchsvd.svd(A, full_matrices=True)
+    assert _is_native(S)
+    (ours,) = torch.autograd.grad(loss(U, S, Vh), A)
+    assert _close(ours, _general_grad(monkeypatch, A, loss, full_matrices=True))
+    assert torch.autograd.gradgradcheck(lambda X: loss(*torchsvd.svd(X)), A)
+
+
+CASES_NOT_NATIVE = {
+    "complex": lambda A: torchsvd.svd(A.detach().to(torch.complex128).requires_grad_()),
+    "extra columns": lambda A: torchsvd.svd(A[:, :, :3], full_matrices=True),
+    "broadening": lambda A: torchsvd.svd(A, broadening=1e-3),
+    "no gradient": lambda A: torchsvd.svd(A.detach()),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES_NOT_NATIVE))
+def test_torch_graph_only_for_real_unbroadened_reduced_reverse_mode(case: str) -> None:
+    _, S, _ = CASES_NOT_NATIVE[case](_random((2, 4, 4), F64, seed=7))
+    assert not _is_native(S)
+
+
+def test_forward_mode_and_transforms_keep_the_library_rule() -> None:
+    import torch.autograd.forward_ad as fwAD
+
+    A = _random((2, 4, 3), F64, seed=8)
+    dA = weights((2, 4, 3), F64, 9)
+    loss = _losses(4, 3, F64)["polar+S"]
+    with fwAD.dual_level():
+        U, S, Vh = torchsvd.svd(fwAD.make_dual(A.detach(), dA))
+        assert not _is_native(S)
+        tangent = fwAD.unpack_dual(loss(U, S, Vh)).tangent
+    (g,) = torch.autograd.grad(loss(*torchsvd.svd(A)), A)
+    assert abs(float(tangent) - float((g * dA).sum())) < 1e-12 * float(g.norm() * dA.norm())
+    assert rel(torch.func.grad(lambda X: loss(*torchsvd.svd(X)))(A.detach()), g) < 1e-12
+
+
+def test_spectrum_not_clear_takes_the_library_rule_with_one_svd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a tie (orthogonal matrices: every σ equal) torch's graph would give NaN; the factors
+    already computed go to the library's rule, without a second SVD."""
+    Q = torchsvd.testing.random_unitary(4, seed=0, dtype=F64).requires_grad_()
+    calls = []
+    decompose = _svd._decompose
+
+    def counted(*args: object) -> tuple[torch.Tensor, ...]:
+        calls.append(1)
+        return decompose(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_svd, "_decompose", counted)
+    U, S, Vh = torchsvd.svd(Q)
+    assert len(calls) == 1 and not _is_native(S)
+    (g,) = torch.autograd.grad((U @ Vh * weights((4, 4), F64, 10)).sum(), Q)
+    assert torch.isfinite(g).all()
+    monkeypatch.setattr(_svd, "_decompose", decompose)
+    ref = _general_grad(monkeypatch, Q, lambda U, S, Vh: (U @ Vh * weights((4, 4), F64, 10)).sum())
+    assert torch.equal(g, ref)

@@ -858,7 +858,7 @@ class _SVDQuietZeros(_SVD):
         ctx: Any, gU: torch.Tensor | None, gS: torch.Tensor | None, gVh: torch.Tensor | None
     ) -> Any:  # as _SVD.backward, or all None (no gradient to pass on)
         if gU is None and gS is None and gVh is None:
-            return None, None, None, None
+            return None, None, None, None, None
         return _SVD.backward(ctx, gU, gS, gVh)
 
 

@@ -562,11 +562,16 @@ def _clear_spectrum(
     zero, never matters there; complex cotangents (a phase term on that diagonal, and phase
     warnings) always take the general rule.
     """
-    k = S.shape[-1]
     if U.is_complex() or S.numel() == 0 or not _values_known(S):
         return False
     if any(t is not None and is_transformed(t) for t in (S, gU, gVh)):
         return False
+    return _clear_values(S, tie_rtol, zero_rtol, rectangular)
+
+
+def _clear_values(S: torch.Tensor, tie_rtol: float, zero_rtol: float, rectangular: bool) -> bool:
+    """The test of `_clear_spectrum` on the values ``S`` (..., k) alone, for the whole batch."""
+    k = S.shape[-1]
     with torch.no_grad():
         top = S[..., :1]
         small = tie_rtol * top
@@ -702,15 +707,20 @@ class _SVDReverse(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        A: torch.Tensor, full_matrices: bool, tie_rtol: float, broadening: float
+        A: torch.Tensor,
+        full_matrices: bool,
+        tie_rtol: float,
+        broadening: float,
+        given: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # ``given``: the detached factors of A, already computed (`_general`): not again.
         # A plain tuple: vmap's generated rule does not flatten torch's named tuple.
-        U, S, Vh = _decompose(A, full_matrices)
+        U, S, Vh = _decompose(A, full_matrices) if given is None else given
         return U, S, Vh
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        _, full_matrices, tie_rtol, broadening = inputs
+        _, full_matrices, tie_rtol, broadening, *_ = inputs
         U, S, Vh = output
         ctx.full_matrices = full_matrices
         ctx.tie_rtol = tie_rtol
@@ -720,7 +730,7 @@ class _SVDReverse(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx: Any, gU: torch.Tensor | None, gS: torch.Tensor | None, gVh: torch.Tensor | None
-    ) -> tuple[torch.Tensor, None, None, None]:
+    ) -> tuple[torch.Tensor, None, None, None, None]:
         U, S, Vh = ctx.saved_tensors
         m, k, n = U.shape[-2], S.shape[-1], Vh.shape[-1]
         if ctx.full_matrices:
@@ -732,7 +742,7 @@ class _SVDReverse(torch.autograd.Function):
         gA = svd_backward(
             U, S, Vh, gU, gS, gVh, ctx.tie_rtol, ctx.broadening, zero_rtol=rank_rtol(m, n, S.dtype)
         )
-        return gA, None, None, None
+        return gA, None, None, None, None
 
 
 class _SVD(_SVDReverse):
@@ -1060,11 +1070,50 @@ def svd(
     elif _small.eligible(work, full_matrices):
         U, S, Vh = _small.svd(work, tie_value, float(broadening))
     else:
-        fn = _SVDReverse if torch.compiler.is_compiling() else _SVD
-        U, S, Vh = fn.apply(work, full_matrices, tie_value, float(broadening))
+        U, S, Vh = _general(work, full_matrices, tie_value, float(broadening))
     if dtype != A.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
     return U, S, Vh
+
+
+def _general(
+    A: torch.Tensor, full_matrices: bool, tie_rtol: float, broadening: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SVD of the general path, differentiated by the robust rule wherever it matters.
+
+    Where the exact rule needs no mask for the whole batch (real, no pair inside the tie
+    tolerance, no small σ: `_clear_values`) it is the textbook formula that torch's own
+    ``svd_backward`` evaluates in C++, with fewer operations than a Python backward; there the
+    factors keep torch's autograd graph. Anywhere else, and where the forward-mode rule or a
+    transform may ask for the derivative, the factors already computed go to `_SVD`.
+    """
+    if torch.compiler.is_compiling():
+        return _SVDReverse.apply(A, full_matrices, tie_rtol, broadening)
+    if not _native_candidate(A, full_matrices, broadening):
+        return _SVD.apply(A, full_matrices, tie_rtol, broadening)
+    m, n = A.shape[-2], A.shape[-1]
+    U, S, Vh = _decompose(A, full_matrices)
+    if _clear_values(S, tie_rtol, rank_rtol(m, n, S.dtype), m != n):
+        return U, S, Vh
+    given = (U.detach(), S.detach(), Vh.detach())
+    return _SVD.apply(A, full_matrices, tie_rtol, broadening, given)
+
+
+def _native_candidate(A: torch.Tensor, full_matrices: bool, broadening: float) -> bool:
+    """Whether only plain reverse mode can differentiate this SVD, with the exact rule's
+    textbook form where the spectrum is clear: real, unbroadened, no extra columns (whose
+    cotangents torch drops), values readable, no transform, no forward-mode tangent."""
+    m, n = A.shape[-2], A.shape[-1]
+    return (
+        A.requires_grad
+        and torch.is_grad_enabled()
+        and not A.is_complex()
+        and broadening == 0
+        and (not full_matrices or m == n)
+        and _values_known(A)
+        and not is_transformed(A)
+        and not _has_tangent(A)
+    )
 
 
 def svdvals(A: torch.Tensor) -> torch.Tensor:
