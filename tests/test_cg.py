@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from _helpers import F64
-from torchsvd._cg import projected_shifted_cg
+from torchsvd._cg import CGResult, projected_shifted_cg
 from torchsvd.testing import matrix_with_singular_values
 
 
@@ -73,26 +75,31 @@ def _gram_preconditioner(A: torch.Tensor, S: torch.Tensor, k: int):  # type: ign
     return gram_preconditioner(GramEigen(values, vectors), S * S, k, F64)
 
 
+def _plain_and_preconditioned(
+    A: torch.Tensor,
+    Q: torch.Tensor,
+    Q_aux: torch.Tensor,
+    S: torch.Tensor,
+    rhs: torch.Tensor,
+    precondition: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[CGResult, CGResult]:
+    """The same projected system solved by plain CG and by CG with ``precondition``."""
+
+    def solve(p: Callable[[torch.Tensor], torch.Tensor] | None) -> CGResult:
+        active = torch.ones(S.shape, dtype=torch.bool)
+        return projected_shifted_cg(
+            _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-13, maxiter=200, precondition=p
+        )
+
+    return solve(None), solve(precondition)
+
+
 def test_preconditioned_matches_plain_cg_in_one_step() -> None:
     # With the exact eigendecomposition of G the preconditioner is the inverse on the
     # complement: one step; a wrong one would need more (or stall) and give another x.
     A, Q, Q_aux, S = _setup(2)
     rhs = torch.randn(2, 30, generator=torch.Generator().manual_seed(3), dtype=F64)
-    active = torch.ones(2, dtype=torch.bool)
-    plain = projected_shifted_cg(
-        _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-13, maxiter=200
-    )
-    pre = projected_shifted_cg(
-        _gram(A),
-        S * S,
-        rhs,
-        Q,
-        Q_aux,
-        active=active,
-        tol=1e-13,
-        maxiter=200,
-        precondition=_gram_preconditioner(A, S, 2),
-    )
+    plain, pre = _plain_and_preconditioned(A, Q, Q_aux, S, rhs, _gram_preconditioner(A, S, 2))
     assert bool(pre.converged.all()) and pre.steps == 1 < plain.steps
     torch.testing.assert_close(pre.x, plain.x, atol=1e-11, rtol=0)
     torch.testing.assert_close(pre.aux, plain.aux, atol=1e-11, rtol=0)
@@ -104,20 +111,6 @@ def test_an_inexact_preconditioner_still_converges_to_the_solution() -> None:
     A, Q, Q_aux, S = _setup(2)
     B = A + 0.05 * torch.randn(30, 20, generator=torch.Generator().manual_seed(4), dtype=F64)
     rhs = torch.randn(2, 30, generator=torch.Generator().manual_seed(5), dtype=F64)
-    active = torch.ones(2, dtype=torch.bool)
-    plain = projected_shifted_cg(
-        _gram(A), S * S, rhs, Q, Q_aux, active=active, tol=1e-13, maxiter=200
-    )
-    pre = projected_shifted_cg(
-        _gram(A),
-        S * S,
-        rhs,
-        Q,
-        Q_aux,
-        active=active,
-        tol=1e-13,
-        maxiter=200,
-        precondition=_gram_preconditioner(B, S, 2),
-    )
+    plain, pre = _plain_and_preconditioned(A, Q, Q_aux, S, rhs, _gram_preconditioner(B, S, 2))
     assert bool(pre.converged.all()) and pre.steps > 1
     torch.testing.assert_close(pre.x, plain.x, atol=1e-10, rtol=0)
