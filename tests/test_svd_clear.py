@@ -175,7 +175,7 @@ def _general_grad(
 ) -> torch.Tensor:
     """The gradient of the library's general rule (no clear path, no torch graph)."""
     with monkeypatch.context() as m:
-        m.setattr(_svd, "_clear_values", lambda *args: False)
+        m.setattr(_svd, "_clear_values", lambda *args, **kwargs: False)
         (g,) = torch.autograd.grad(loss(*torchsvd.svd(A, **options)), A)  # type: ignore[arg-type]
         return g
 
@@ -263,3 +263,21 @@ def test_spectrum_not_clear_takes_the_library_rule_with_one_svd(
     monkeypatch.setattr(_svd, "_decompose", decompose)
     ref = _general_grad(monkeypatch, Q, lambda U, S, Vh: (U @ Vh * weights((4, 4), F64, 10)).sum())
     assert torch.equal(g, ref)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [(F64, 1e-197), (F64, 1e234), (F32, 1e-25), (F32, 1e21)]
+)
+def test_extreme_scales_keep_the_library_rule(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, scale: float
+) -> None:
+    """torch's formula divides by σ_j² − σ_i², which underflows or overflows where the exact
+    rule's 1/(σ_j − σ_i) does not: such batches must not keep torch's graph (it gave NaN)."""
+    s = torch.tensor([1.0, 0.89], dtype=F64) * scale
+    A = matrix_with_singular_values(s, 2, 2, dtype=F64, seed=11).to(dtype).requires_grad_()
+    loss: Loss = lambda U, S, Vh: (U[..., :1] @ U[..., :1].mT * weights((2, 2), dtype, 12)).sum()  # noqa: E731
+    U, S, Vh = torchsvd.svd(A)
+    assert not _is_native(S)
+    (g,) = torch.autograd.grad(loss(U, S, Vh), A)
+    assert bool(torch.isfinite(g).all())
+    assert torch.equal(g, _general_grad(monkeypatch, A, loss))

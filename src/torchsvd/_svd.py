@@ -569,18 +569,33 @@ def _clear_spectrum(
     return _clear_values(S, tie_rtol, zero_rtol, rectangular)
 
 
-def _clear_values(S: torch.Tensor, tie_rtol: float, zero_rtol: float, rectangular: bool) -> bool:
-    """The test of `_clear_spectrum` on the values ``S`` (..., k) alone, for the whole batch."""
+def _clear_values(
+    S: torch.Tensor, tie_rtol: float, zero_rtol: float, rectangular: bool, squares: bool = False
+) -> bool:
+    """The test of `_clear_spectrum` on the values ``S`` (..., k) alone, for the whole batch.
+
+    ``squares``: also that the formula in squares, ``1/(σ_j² − σ_i²)`` (torch's), neither
+    overflows nor leaves the normal range, where the library's ``1/(σ_j − σ_i)`` and
+    ``1/(σ_i + σ_j)`` do not (σ near 1e±160 in float64, 1e±19 in float32).
+    """
     k = S.shape[-1]
     with torch.no_grad():
         top = S[..., :1]
         small = tie_rtol * top
         smallest = S[..., -1:]
         clear = smallest > zero_rtol * top
+        gaps = S[..., :-1] - S[..., 1:]
         if k > 1:
-            clear = clear & ((S[..., :-1] - S[..., 1:]) > small)
+            clear = clear & (gaps > small)
         if rectangular:
             clear = clear & (smallest > small)
+        if squares:
+            info = torch.finfo(S.dtype)
+            # Every σ_i² − σ_j² (i < j) is at least gap·σ_min and at most σ_max².
+            floor = info.tiny / info.eps
+            clear = clear & (top < (info.max / 4) ** 0.5) & (smallest * smallest > floor)
+            if k > 1:
+                clear = clear & (gaps * smallest > floor)
         return bool(clear.all())
 
 
@@ -1093,7 +1108,7 @@ def _general(
         return _SVD.apply(A, full_matrices, tie_rtol, broadening)
     m, n = A.shape[-2], A.shape[-1]
     U, S, Vh = _decompose(A, full_matrices)
-    if _clear_values(S, tie_rtol, rank_rtol(m, n, S.dtype), m != n):
+    if _clear_values(S, tie_rtol, rank_rtol(m, n, S.dtype), m != n, squares=True):
         return U, S, Vh
     given = (U.detach(), S.detach(), Vh.detach())
     return _SVD.apply(A, full_matrices, tie_rtol, broadening, given)
