@@ -281,3 +281,10 @@ def test_extreme_scales_keep_the_library_rule(
     (g,) = torch.autograd.grad(loss(U, S, Vh), A)
     assert bool(torch.isfinite(g).all())
     assert torch.equal(g, _general_grad(monkeypatch, A, loss))
+
+
+def test_zero_tie_tolerance_keeps_the_library_rule() -> None:
+    # tie_rtol = 0 bounds no gap from below, so nothing bounds σ_j² − σ_i² either.
+    A = _random((2, 4, 4), F64, seed=13)
+    _, S, _ = torchsvd.svd(A, tie_rtol=0.0)
+    assert not _is_native(S)
