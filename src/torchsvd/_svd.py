@@ -586,9 +586,8 @@ def _clear_values(
         small = tie_rtol * top
         smallest = S[..., -1:]
         clear = smallest > zero_rtol * top
-        gaps = S[..., :-1] - S[..., 1:]
         if k > 1:
-            clear = clear & (gaps > small)
+            clear = clear & ((S[..., :-1] - S[..., 1:]) > small)
         if rectangular:
             clear = clear & (smallest > small)
         if squares:
