@@ -210,6 +210,7 @@ def test_torch_graph_full_matrices_square_and_second_order(
     assert _is_native(S)
     (ours,) = torch.autograd.grad(loss(U, S, Vh), A)
     assert _close(ours, _general_grad(monkeypatch, A, loss, full_matrices=True))
+    assert torch.autograd.gradcheck(lambda X: loss(*torchsvd.svd(X)), A)
     assert torch.autograd.gradgradcheck(lambda X: loss(*torchsvd.svd(X)), A)
 
 
