@@ -12,7 +12,11 @@ Prints Markdown tables:
    (full_matrices=False) and torch.svd_lowrank on tall, square and wide float32 matrices,
    decaying and Gaussian spectra, k = 1 and 10, forward and forward+backward, all timed
    alternately in one loop, with each method's residual beside its time; svds runs with the
-   tol that matches torch.linalg.svd's residual (equal accuracy).
+   tol that matches torch.linalg.svd's residual (equal accuracy);
+5. ``--table methods``: the two forwards of svds (``method="dense"`` and ``"krylov"``) side by
+   side, forward and forward+backward, beside the seconds the cost model estimates for each
+   (`torchsvd._dispatch.estimate_costs`) and the method it picks: the data its constants are
+   fitted to.
 
 Every svds row reports the passes over A (products with A or Aᴴ) and the floor they imply:
 passes × bytes of A / memory read bandwidth (measured here: a sum over 256 MB). Timings are
@@ -24,6 +28,7 @@ Usage::
                                                # cached under the temp directory)
     python benchmarks/bench_svds.py --quick    # small sizes, to check that it runs
     python benchmarks/bench_svds.py --table dispatch   # the dispatch table alone (minutes)
+    python benchmarks/bench_svds.py --table methods    # dense against Krylov (minutes)
 """
 
 from __future__ import annotations
@@ -420,13 +425,68 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
                 )
 
 
+def methods_table(shapes: list[tuple[int, int]], repeat: int) -> None:
+    """svds's dense and Krylov forwards timed alternately, beside the cost model's estimates."""
+    from torchsvd._dispatch import choose_method, estimate_costs
+    from torchsvd._operators import aslinearoperator
+
+    print("\n## svds: dense against Krylov, and the cost model\n")
+    print(
+        "| shape | matrix | k | dense fwd (s) | krylov fwd (s) | dense fwd+bwd (s) "
+        "| krylov fwd+bwd (s) | model dense fwd (s) | model krylov fwd (s) "
+        "| model dense fwd+bwd (s) | model krylov fwd+bwd (s) | picks fwd | picks fwd+bwd |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m, n in shapes:
+        for kind in ("decaying", "gaussian"):
+            A = rectangular(kind, m, n)
+            loss = make_loss(m, n)
+            for k in (1, 10):
+
+                def fwd_bwd(
+                    method: str,
+                    k: int = k,
+                    A: torch.Tensor = A,
+                    loss: Callable[..., torch.Tensor] = loss,
+                ) -> None:
+                    X = A.clone().requires_grad_()
+                    loss(*torchsvd.svds(X, k, method=method)).backward()
+
+                got = alternated(
+                    {
+                        "dense": partial(torchsvd.svds, A, k, method="dense"),
+                        "krylov": partial(torchsvd.svds, A, k, method="krylov"),
+                        "dense_bwd": partial(fwd_bwd, "dense"),
+                        "krylov_bwd": partial(fwd_bwd, "krylov"),
+                    },
+                    repeat,
+                )
+                t = {name: got[name][0] for name in got}
+                fwd = estimate_costs(m, n, k, dtype=A.dtype)
+                both = estimate_costs(m, n, k, dtype=A.dtype, backward=True)
+                op = aslinearoperator(A)
+                with torch.no_grad():
+                    picks = choose_method(op, k)
+                picks_bwd = choose_method(aslinearoperator(A.clone().requires_grad_()), k)
+                print(
+                    f"| {m}×{n} | {kind} | {k} | {t['dense']:.3f} | {t['krylov']:.3f} "
+                    f"| {t['dense_bwd']:.3f} | {t['krylov_bwd']:.3f} | {fwd.dense:.3f} "
+                    f"| {fwd.krylov:.3f} | {both.dense:.3f} | {both.krylov:.3f} | {picks} "
+                    f"| {picks_bwd} |",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check it runs")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
-        "--table", choices=["all", "dispatch"], default="all", help="which tables to print"
+        "--table",
+        choices=["all", "dispatch", "methods"],
+        default="all",
+        help="which tables to print",
     )
     args = parser.parse_args()
     if args.threads is not None:
@@ -440,6 +500,21 @@ def main() -> None:
             else [(60000, 192), (10000, 1000), (4000, 4000), (1000, 8000)]
         )
         dispatch_table(shapes, args.repeat)
+        return
+    if args.table == "methods":
+        shapes = (
+            [(6000, 48), (1000, 250), (400, 400), (250, 1000)]
+            if quick
+            else [
+                (60000, 192),
+                (20000, 500),
+                (10000, 1000),
+                (3000, 1500),
+                (2000, 2000),
+                (1000, 8000),
+            ]
+        )
+        methods_table(shapes, args.repeat)
         return
     n = 400 if quick else 4000
     bw = bandwidth()

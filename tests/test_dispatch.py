@@ -175,10 +175,14 @@ def test_vmap_and_jvp_on_the_dense_path() -> None:
         ((60000, 192), 1, "dense"),
         ((192, 60000), 10, "dense"),
         ((300, 300), 10, "dense"),
+        ((20000, 500), 1, "dense"),
         ((4000, 4000), 10, "krylov"),
         ((4000, 4000), 1, "krylov"),
-        ((10000, 1000), 10, "krylov"),
-        ((1000, 8000), 10, "krylov"),
+        ((2000, 2000), 10, "krylov"),
+        ((10000, 1000), 10, "dense"),
+        ((10000, 1000), 1, "krylov"),
+        ((1000, 8000), 10, "dense"),
+        ((1000, 8000), 1, "krylov"),
     ],
 )
 def test_chooser_follows_the_cost_model(shape: tuple[int, int], k: int, want: str) -> None:
@@ -186,6 +190,42 @@ def test_chooser_follows_the_cost_model(shape: tuple[int, int], k: int, want: st
     costs = estimate_costs(*shape, k)
     assert (costs.dense <= costs.krylov) == (want == "dense")
     assert choose_method(op, k) == want
+
+
+def test_chooser_prices_the_backward_when_one_follows() -> None:
+    # 2000×1000, k = 10, float32: Krylov's forward is a little cheaper, but its backward
+    # (plain CG) costs more than the dense path's (CG preconditioned by the eigendecomposition).
+    shape, k = (2000, 1000), 10
+    fwd, both = estimate_costs(*shape, k), estimate_costs(*shape, k, backward=True)
+    assert fwd.krylov < fwd.dense and both.dense < both.krylov
+    A = torch.empty(shape, device="meta")
+    assert choose_method(aslinearoperator(A), k) == "krylov"
+    X = A.requires_grad_()
+    assert choose_method(aslinearoperator(X), k) == "dense"
+    with torch.no_grad():
+        assert choose_method(aslinearoperator(X), k) == "krylov"
+    # float64 runs at half the float32 rates, which moves the boundary.
+    assert estimate_costs(5000, 1000, 10).dense < estimate_costs(5000, 1000, 10).krylov
+    f64 = estimate_costs(5000, 1000, 10, dtype=F64)
+    assert f64.krylov < f64.dense
+
+
+def test_svds_auto_takes_the_method_the_chooser_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchsvd._topk
+
+    seen: list[str] = []
+    solve = torchsvd._topk.solve
+
+    def recording(*args: object, method: str, **kwargs: object) -> object:
+        seen.append(method)
+        return solve(*args, method=method, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torchsvd._topk, "solve", recording)
+    monkeypatch.setattr(torchsvd._topk, "choose_method", lambda op, k: "krylov")
+    A = matrix_with_singular_values(spectrum("decaying", 20, seed=1), 60, 20, seed=1)
+    svds(A, 3)
+    svds(A, 3, method="dense")
+    assert seen == ["krylov", "dense"]
 
 
 def test_chooser_never_picks_dense_for_sparse_or_operators() -> None:

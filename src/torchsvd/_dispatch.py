@@ -6,19 +6,28 @@ and ``‖Aᴴ u_i − σ_i v_i‖ <= tol·σ_1`` (one by construction, one check
 result. The model counts multiply-adds for an ``l × s`` matrix (``l = max(m, n)``,
 ``s = min(m, n)``), block size ``b``, mean basis size ``d``:
 
-- dense (`torchsvd._gram`): ``l s²`` for the Gram matrix, ``EIGH · s³`` for its eigensolve,
-  ``3 l s p`` for the refinement and the check (``p = k + 10`` vectors);
+- dense (`torchsvd._gram`): ``l s²`` for the Gram matrix and ``EIGH · s³`` for its eigensolve,
+  at the GEMM rate; ``3 l s p`` for the refinement and the check (``p = k + 10`` vectors), at
+  the rate of products with a block of vectors;
 - Krylov (`torchsvd._lanczos`): ``STEPS + k`` block steps, each two products with ``b``
   vectors (``2 b l s``) and the float64 Gram–Schmidt of both new blocks against the bases
   (``8 b d (l + s)``: two passes over each basis, at half the float32 rate), plus a fixed
-  ``STEP_SECONDS`` per step (the small SVD of the projected matrix, checks, Python).
+  ``STEP_SECONDS`` per step (the small SVD of the projected matrix, checks, Python);
+- with a backward (grad mode on and a tensor the gradients reach requiring grad): CG steps of
+  two products with the ``k`` columns each, ``DENSE_CG_STEPS`` preconditioned ones after the
+  dense forward, ``CG_STEPS`` plain ones after Krylov (`torchsvd._topk`), and the cotangent of
+  ``A``, common to both.
 
-Multiply-adds become seconds at ``RATE``. The constants were measured on a 2-core x86-64
-machine (docs/topk.md); the number of Krylov steps depends on the spectrum, which is not known
-beforehand: ``STEPS + k`` lies between what a decaying spectrum needs (about 7 steps at
-k = 10) and a flat one (about 40). Only a dense (strided) tensor, or an operator that forms its
-dense matrix in one pass (``_as_dense``: the centred operator of `torchsvd.pca` on a dense
-tensor), can take the dense path: a sparse matrix or a `LinearOperator` is solved by Krylov.
+Multiply-adds become seconds at ``GEMM_RATE`` and ``PRODUCT_RATE`` (float32; float64 at half
+of them, a complex multiply-add as four real ones). The constants were fitted to one thread of
+a 2-core x86-64 machine (``benchmarks/bench_svds.py --table methods``, docs/performance.md);
+the number of Krylov steps, forward and backward, depends on the spectrum, which is not known
+beforehand: ``STEPS + k`` and ``CG_STEPS`` lie between what a decaying spectrum needs (about 7
+block steps at k = 10) and a flat one (about 40, and a hundred CG steps), so on the boundary
+the model's pick can be the slower path for a given spectrum (by up to 2.3× in that table).
+Only a dense (strided) tensor, or an operator that forms its dense matrix in one pass
+(``_as_dense``: the centred operator of `torchsvd.pca` on a dense tensor), can take the dense
+path: a sparse matrix or a `LinearOperator` is solved by Krylov.
 """
 
 from __future__ import annotations
@@ -35,10 +44,13 @@ __all__ = ["METHODS", "Costs", "choose_method", "densifiable", "estimate_costs",
 
 METHODS = ("auto", "krylov", "dense")
 
-RATE = 2.5e10  # multiply-adds per second, GEMM and skinny block products alike
+GEMM_RATE = 3.5e10  # float32 multiply-adds per second of a GEMM (the Gram matrix, refinement)
+PRODUCT_RATE = 2.0e10  # float32 multiply-adds per second of a product with a block of vectors
+EIGH = 5.0  # torch.linalg.eigh of an s×s matrix: about EIGH·s³ GEMM multiply-adds' time
 STEP_SECONDS = 2.5e-3  # fixed cost of one Krylov block step
-EIGH = 25.0  # torch.linalg.eigh of an s×s matrix: about EIGH·s³ multiply-adds' time
 STEPS = 20  # expected Krylov block steps: STEPS + k
+CG_STEPS = 50  # expected steps of the backward's plain CG (Krylov path)
+DENSE_CG_STEPS = 2  # steps of the backward's preconditioned CG (dense path)
 
 
 @dataclass(frozen=True)
@@ -49,16 +61,43 @@ class Costs:
     krylov: float
 
 
-def estimate_costs(m: int, n: int, k: int, block: int | None = None) -> Costs:
-    """The cost model of the module docstring for an ``m × n`` matrix and ``k`` triplets."""
+def estimate_costs(
+    m: int,
+    n: int,
+    k: int,
+    block: int | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    backward: bool = False,
+) -> Costs:
+    """The cost model of the module docstring for an ``m × n`` matrix and ``k`` triplets.
+
+    ``dtype``: that of the matrix (float64 runs at half the float32 rates; a complex
+    multiply-add is four real ones). ``backward``: add the backward's linear solves.
+    """
     long, short = max(m, n), min(m, n)
     b = block or default_block_size(k)
     mean_basis = default_max_dim(k, b) / 2
     p = min(short, k + OVERSAMPLE)
-    dense = long * short * short + EIGH * short**3 + 3 * long * short * p
+    # Multiply-adds in the matrix's precision; slowdown: real float32 multiply-adds per one.
+    slowdown = (1 if dtype.itemsize <= 4 else 2) * (4 if dtype.is_complex else 1)
+    gemm, product = GEMM_RATE / slowdown, PRODUCT_RATE / slowdown
+    # The solvers' bases are float64 (complex128) whatever the matrix: Gram–Schmidt, two
+    # passes over each basis for both new blocks, at the float64 product rate.
+    basis_rate = PRODUCT_RATE / (2 * (4 if dtype.is_complex else 1))
+    dense = (long * short * short + EIGH * short**3) / gemm + 3 * long * short * p / product
     steps = STEPS + k
-    per_step = 2 * b * long * short + 8 * b * mean_basis * (long + short)
-    return Costs(dense=dense / RATE, krylov=steps * (per_step / RATE + STEP_SECONDS))
+    per_step = 2 * b * long * short / product + 8 * b * mean_basis * (long + short) / basis_rate
+    krylov = steps * (per_step + STEP_SECONDS)
+    if backward:
+        # Each CG step: one product with A and one with Aᴴ on the k columns, and the
+        # projection off the k singular vectors; the dense path's preconditioner adds two
+        # s×s×k products. The cotangent of A (an l×s outer product) is common to both.
+        cg_step = 2 * k * long * short / product + 4 * k * k * (long + short) / basis_rate
+        common = 2 * k * long * short / gemm
+        dense += DENSE_CG_STEPS * (cg_step + 4 * k * short * short / gemm) + common
+        krylov += CG_STEPS * cg_step + common
+    return Costs(dense=dense, krylov=krylov)
 
 
 def densifiable(op: LinearOperator) -> bool:
@@ -75,10 +114,17 @@ def _matrix(op: LinearOperator) -> torch.Tensor:
 
 def choose_method(op: LinearOperator, k: int) -> str:
     """``"dense"`` for a `densifiable` operator where the model says it is cheaper, else
-    ``"krylov"``."""
+    ``"krylov"``.
+
+    The backward is priced in where one will follow: grad mode is on and a tensor the
+    operator's gradients reach requires grad.
+    """
     if not densifiable(op):
         return "krylov"
-    costs = estimate_costs(op.shape[-2], op.shape[-1], k, op.block_size)
+    backward = torch.is_grad_enabled() and any(p.requires_grad for p in op.params)
+    costs = estimate_costs(
+        op.shape[-2], op.shape[-1], k, op.block_size, dtype=op.dtype, backward=backward
+    )
     return "dense" if costs.dense <= costs.krylov else "krylov"
 
 

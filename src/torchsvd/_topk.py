@@ -66,7 +66,7 @@ import torch
 
 from torchsvd import _distributed
 from torchsvd._cg import CGResult, projected_shifted_cg
-from torchsvd._dispatch import METHODS, densifiable, solve
+from torchsvd._dispatch import METHODS, choose_method, densifiable, solve
 from torchsvd._errors import ConvergenceError, DegenerateGradientWarning
 from torchsvd._gram import GramEigen, gram_preconditioner
 from torchsvd._operators import LinearOperator, _DenseOperator, aslinearoperator
@@ -767,6 +767,8 @@ def svds(
             f"{'a sparse tensor' if isinstance(A, torch.Tensor) else type(A).__name__}; "
             "use method='auto' or 'krylov'"
         )
+    if method == "auto":  # here, where grad mode still tells whether a backward will follow
+        method = choose_method(op, k)
     U, S, Vh, *_ = _SVDS.apply(op, k, tol_final, iters, rows, method, *op.params)
     if isinstance(A, torch.Tensor) and A.dtype != op.dtype:
         return U.to(A.dtype), S.to(A.dtype), Vh.to(A.dtype)
