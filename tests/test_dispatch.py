@@ -210,6 +210,25 @@ def test_chooser_prices_the_backward_when_one_follows() -> None:
     assert f64.krylov < f64.dense
 
 
+@pytest.mark.parametrize(("dtype", "slowdown"), [(F64, 2), (torch.complex64, 4), (C128, 8)])
+def test_cost_model_prices_precision_and_complex_arithmetic(
+    dtype: torch.dtype, slowdown: int
+) -> None:
+    # 60000×192, k = 10: every dense term is compute-bound, so it scales by the slowdown.
+    base, other = estimate_costs(60000, 192, 10), estimate_costs(60000, 192, 10, dtype=dtype)
+    assert other.dense == pytest.approx(slowdown * base.dense)
+
+
+def test_cost_model_streams_a_for_a_single_vector() -> None:
+    # A product with one vector is memory-bound: the backward's CG at k = 1 costs about as
+    # much per step as at k = 4, not a quarter.
+    cg = [
+        estimate_costs(10000, 1000, k, backward=True).krylov - estimate_costs(10000, 1000, k).krylov
+        for k in (1, 4)
+    ]
+    assert cg[0] > 0.9 * cg[1]
+
+
 def test_svds_auto_takes_the_method_the_chooser_names(monkeypatch: pytest.MonkeyPatch) -> None:
     import torchsvd._topk
 

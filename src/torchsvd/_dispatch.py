@@ -19,7 +19,8 @@ result. The model counts multiply-adds for an ``l × s`` matrix (``l = max(m, n)
   ``A``, common to both.
 
 Multiply-adds become seconds at ``GEMM_RATE`` and ``PRODUCT_RATE`` (float32; float64 at half
-of them, a complex multiply-add as four real ones). The constants were fitted to one thread of
+of them, a complex multiply-add as four real ones); a product with few vectors takes at least
+the time to stream ``A`` at ``BANDWIDTH``. The constants were fitted to one thread of
 a 2-core x86-64 machine (``benchmarks/bench_svds.py --table methods``, docs/performance.md);
 the number of Krylov steps, forward and backward, depends on the spectrum, which is not known
 beforehand: ``STEPS + k`` and ``CG_STEPS`` lie between what a decaying spectrum needs (about 7
@@ -46,6 +47,7 @@ METHODS = ("auto", "krylov", "dense")
 
 GEMM_RATE = 3.5e10  # float32 multiply-adds per second of a GEMM (the Gram matrix, refinement)
 PRODUCT_RATE = 2.0e10  # float32 multiply-adds per second of a product with a block of vectors
+BANDWIDTH = 2.0e10  # bytes of A per second that a product with a vector or two streams at most
 EIGH = 5.0  # torch.linalg.eigh of an s×s matrix: about EIGH·s³ GEMM multiply-adds' time
 STEP_SECONDS = 2.5e-3  # fixed cost of one Krylov block step
 STEPS = 20  # expected Krylov block steps: STEPS + k
@@ -79,21 +81,30 @@ def estimate_costs(
     b = block or default_block_size(k)
     mean_basis = default_max_dim(k, b) / 2
     p = min(short, k + OVERSAMPLE)
+    real = dtype.to_real() if dtype.is_complex else dtype
     # Multiply-adds in the matrix's precision; slowdown: real float32 multiply-adds per one.
-    slowdown = (1 if dtype.itemsize <= 4 else 2) * (4 if dtype.is_complex else 1)
-    gemm, product = GEMM_RATE / slowdown, PRODUCT_RATE / slowdown
+    slowdown = (1 if real.itemsize <= 4 else 2) * (4 if dtype.is_complex else 1)
+    gemm = GEMM_RATE / slowdown
+
+    def product(width: int) -> float:
+        """Seconds of one product of A with ``width`` vectors: compute- or memory-bound."""
+        return max(
+            width * long * short * slowdown / PRODUCT_RATE,
+            long * short * dtype.itemsize / BANDWIDTH,
+        )
+
     # The solvers' bases are float64 (complex128) whatever the matrix: Gram–Schmidt, two
     # passes over each basis for both new blocks, at the float64 product rate.
     basis_rate = PRODUCT_RATE / (2 * (4 if dtype.is_complex else 1))
-    dense = (long * short * short + EIGH * short**3) / gemm + 3 * long * short * p / product
+    dense = (long * short * short + EIGH * short**3) / gemm + 3 * product(p)
     steps = STEPS + k
-    per_step = 2 * b * long * short / product + 8 * b * mean_basis * (long + short) / basis_rate
+    per_step = 2 * product(b) + 8 * b * mean_basis * (long + short) / basis_rate
     krylov = steps * (per_step + STEP_SECONDS)
     if backward:
         # Each CG step: one product with A and one with Aᴴ on the k columns, and the
         # projection off the k singular vectors; the dense path's preconditioner adds two
         # s×s×k products. The cotangent of A (an l×s outer product) is common to both.
-        cg_step = 2 * k * long * short / product + 4 * k * k * (long + short) / basis_rate
+        cg_step = 2 * product(k) + 4 * k * k * (long + short) / basis_rate
         common = 2 * k * long * short / gemm
         dense += DENSE_CG_STEPS * (cg_step + 4 * k * short * short / gemm) + common
         krylov += CG_STEPS * cg_step + common
