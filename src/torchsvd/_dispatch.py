@@ -25,7 +25,7 @@ a 2-core x86-64 machine (``benchmarks/bench_svds.py --table methods``, docs/perf
 the number of Krylov steps, forward and backward, depends on the spectrum, which is not known
 beforehand: ``STEPS + k`` and ``CG_STEPS`` lie between what a decaying spectrum needs (about 7
 block steps at k = 10) and a flat one (about 40, and a hundred CG steps), so on the boundary
-the model's pick can be the slower path for a given spectrum (by up to 2.3× in that table).
+the model's pick can be the slower path for a given spectrum (by up to 2.7× in that table).
 Only a dense (strided) tensor, or an operator that forms its dense matrix in one pass
 (``_as_dense``: the centred operator of `torchsvd.pca` on a dense tensor), can take the dense
 path: a sparse matrix or a `LinearOperator` is solved by Krylov.
@@ -81,9 +81,8 @@ def estimate_costs(
     b = block or default_block_size(k)
     mean_basis = default_max_dim(k, b) / 2
     p = min(short, k + OVERSAMPLE)
-    real = dtype.to_real() if dtype.is_complex else dtype
     # Multiply-adds in the matrix's precision; slowdown: real float32 multiply-adds per one.
-    slowdown = (1 if real.itemsize <= 4 else 2) * (4 if dtype.is_complex else 1)
+    slowdown = (1 if dtype.to_real().itemsize <= 4 else 2) * (4 if dtype.is_complex else 1)
     gemm = GEMM_RATE / slowdown
 
     def product(width: int) -> float:
