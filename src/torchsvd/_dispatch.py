@@ -151,12 +151,12 @@ def solve(
 ) -> tuple[KrylovResult, GramEigen | None]:
     """Top-k triplets of ``work`` (the solver's view of ``op``, scaled by ``scale``) by ``method``.
 
+    ``method``: ``"dense"`` or ``"krylov"``; `svds` resolves ``"auto"`` (`choose_method`) before
+    its autograd function runs, where grad mode still tells whether a backward will follow.
     The dense path falls back to Krylov, warm-started from its triplets, when they miss ``tol``;
     it returns the eigendecomposition of the scaled Gram matrix too (the backward's
     preconditioner), also after a fallback; the Krylov path returns None.
     """
-    if method == "auto":
-        method = choose_method(op, k)
     if method == "dense" and densifiable(op):
         A = _matrix(op)
         if scale is not None:
