@@ -324,6 +324,19 @@ def rectangular(kind: str, m: int, n: int, seed: int = 0) -> torch.Tensor:
     return ((Q1 * s) @ Q2.T).float()
 
 
+def forward_backward(
+    f: Callable[[torch.Tensor], Triplets],
+    k: int,
+    A: torch.Tensor,
+    loss: Callable[..., torch.Tensor],
+) -> Triplets:
+    """``f`` on a copy of ``A`` that requires grad, and the backward of ``loss`` on its top k."""
+    X = A.clone().requires_grad_()
+    U, S, Vh = f(X)
+    loss(U[:, :k], S[:k], Vh[:k]).backward()
+    return U.detach(), S.detach(), Vh.detach()
+
+
 def alternated(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
     """Median seconds and last output of each callable, run in turn ``repeat`` times."""
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -370,16 +383,7 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
             A = rectangular(kind, m, n)
             loss = make_loss(m, n)
 
-            def fwd_bwd(
-                f: Callable[[torch.Tensor], Triplets],
-                k: int,
-                A: torch.Tensor = A,
-                loss: Callable[..., torch.Tensor] = loss,
-            ) -> Triplets:
-                X = A.clone().requires_grad_()
-                U, S, Vh = f(X)
-                loss(U[:, :k], S[:k], Vh[:k]).backward()
-                return U.detach(), S.detach(), Vh.detach()
+            fwd_bwd = partial(forward_backward, A=A, loss=loss)
 
             def svd(X: torch.Tensor) -> Triplets:
                 return torch.linalg.svd(X, full_matrices=False)
@@ -442,31 +446,21 @@ def methods_table(shapes: list[tuple[int, int]], repeat: int) -> None:
             A = rectangular(kind, m, n)
             loss = make_loss(m, n)
             for k in (1, 10):
-
-                def fwd_bwd(
-                    method: str,
-                    k: int = k,
-                    A: torch.Tensor = A,
-                    loss: Callable[..., torch.Tensor] = loss,
-                ) -> None:
-                    X = A.clone().requires_grad_()
-                    loss(*torchsvd.svds(X, k, method=method)).backward()
-
+                dense = partial(torchsvd.svds, k=k, method="dense")
+                krylov = partial(torchsvd.svds, k=k, method="krylov")
                 got = alternated(
                     {
-                        "dense": partial(torchsvd.svds, A, k, method="dense"),
-                        "krylov": partial(torchsvd.svds, A, k, method="krylov"),
-                        "dense_bwd": partial(fwd_bwd, "dense"),
-                        "krylov_bwd": partial(fwd_bwd, "krylov"),
+                        "dense": partial(dense, A),
+                        "krylov": partial(krylov, A),
+                        "dense_bwd": partial(forward_backward, dense, k, A, loss),
+                        "krylov_bwd": partial(forward_backward, krylov, k, A, loss),
                     },
                     repeat,
                 )
                 t = {name: got[name][0] for name in got}
                 fwd = estimate_costs(m, n, k, dtype=A.dtype)
                 both = estimate_costs(m, n, k, dtype=A.dtype, backward=True)
-                op = aslinearoperator(A)
-                with torch.no_grad():
-                    picks = choose_method(op, k)
+                picks = choose_method(aslinearoperator(A), k)
                 picks_bwd = choose_method(aslinearoperator(A.clone().requires_grad_()), k)
                 print(
                     f"| {m}×{n} | {kind} | {k} | {t['dense']:.3f} | {t['krylov']:.3f} "
