@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import torch
 
 from torchsvd._gram import OVERSAMPLE, GramEigen, gram_topk
+from torchsvd._gram_lanczos import gram_lanczos
+from torchsvd._gram_lanczos import suited as gram_lanczos_suited
 from torchsvd._lanczos import KrylovResult, block_lanczos, default_block_size, default_max_dim
 from torchsvd._operators import LinearOperator, _DenseOperator
 
@@ -167,4 +169,9 @@ def solve(
         if ok:
             return res, eigen
         return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=res.Vh), eigen
+    if gram_lanczos_suited(work):
+        found = gram_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0)
+        if isinstance(found, KrylovResult):
+            return found, None
+        v0 = v0 if found is None else found
     return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0), None

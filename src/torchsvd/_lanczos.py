@@ -259,7 +259,7 @@ class _Bidiagonalization:
         self, P: torch.Tensor, Qh: torch.Tensor, k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of the ``k`` leading Ritz vectors ``(U P_k)ᵀ`` and ``(V Q_k)ᵀ``."""
-        return P[..., :k].mT @ self.U, Qh[..., :k, :].conj() @ self.V
+        return P[..., :k].mT.contiguous() @ self.U, Qh[..., :k, :].conj().contiguous() @ self.V
 
     def restart(self, P: torch.Tensor, theta: torch.Tensor, Qh: torch.Tensor, keep: int) -> None:
         """Thick restart: keep the bases of the ``keep`` leading Ritz vectors, ``B ← Θ_keep``.

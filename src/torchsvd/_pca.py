@@ -52,6 +52,9 @@ class _CenteredOperator(LinearOperator):
             dtype=base.dtype,
             device=base.device,
             params=base.params,
+            # The rank-one correction costs a pass over a block: a sparse base stays cheap.
+            block_size=base.block_size,
+            cheap_products=base.cheap_products,
         )
 
     def _resolved(self) -> LinearOperator:

@@ -1,0 +1,150 @@
+"""The one-basis Lanczos on Aᴴ A that `svds` runs for sparse matrices (`torchsvd._gram_lanczos`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _helpers import F32, F64, projector
+from torchsvd import ConvergenceError, LinearOperator, _dispatch, svds
+from torchsvd._gram_lanczos import gram_lanczos, suited
+from torchsvd._lanczos import KrylovResult
+from torchsvd._operators import aslinearoperator
+from torchsvd._topk import default_tol
+from torchsvd.testing import matrix_with_singular_values, spectrum
+
+
+def _sparse(s: torch.Tensor, m: int, n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """A CSR matrix with singular values ``s``, most of its entries zero: a row-and-column
+    permuted block diagonal of dense blocks, so the dense reference is exact."""
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.zeros(m, n, dtype=F64)
+    blocks = 4
+    r = len(s) // blocks
+    for j in range(blocks):
+        rows = slice(j * (m // blocks), (j + 1) * (m // blocks))
+        cols = slice(j * (n // blocks), (j + 1) * (n // blocks))
+        A[rows, cols] = matrix_with_singular_values(
+            s[j::blocks][:r], m // blocks, n // blocks, dtype=F64, seed=seed + j
+        )
+    A = A[torch.randperm(m, generator=gen)][:, torch.randperm(n, generator=gen)]
+    return A.to(dtype).to_sparse_csr()
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What each call of `gram_lanczos` from `svds` returned."""
+    outcomes: list[object] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        out = gram_lanczos(*args, **kwargs)  # type: ignore[arg-type]
+        outcomes.append(out)
+        return out
+
+    monkeypatch.setattr(_dispatch, "gram_lanczos", spy)
+    return outcomes
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("m", "n"), [(400, 400), (600, 300), (300, 600)])
+@pytest.mark.parametrize("k", [1, 6])
+def test_sparse_svds_matches_the_dense_svd(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, m: int, n: int, k: int
+) -> None:
+    outcomes = _spy(monkeypatch)
+    s = spectrum("gaussian", min(m, n), seed=1)
+    A = _sparse(s, m, n, dtype)
+    U, S, Vh = svds(A, k)
+    assert len(outcomes) == 1 and isinstance(outcomes[0], KrylovResult)  # taken, not given back
+    D = A.to_dense().double()
+    _U0, S0, Vh0 = torch.linalg.svd(D)
+    tol = default_tol(dtype)
+    assert torch.allclose(S.double(), S0[:k], rtol=0, atol=10 * tol * float(S0[0]))
+    # The triplets: residuals to tol, orthonormal factors, A v = σ u.
+    U, S, V = U.double(), S.double(), Vh.double().mT
+    assert float((D.mT @ U - V * S).norm(dim=0).max()) <= 1.5 * tol * float(S0[0])
+    assert float((D @ V - U * S).norm(dim=0).max()) <= 1.5 * tol * float(S0[0])
+    eye = torch.eye(k, dtype=F64)
+    assert float((U.mT @ U - eye).abs().max()) < 50 * torch.finfo(dtype).eps
+    assert float((V.mT @ V - eye).abs().max()) < 50 * torch.finfo(dtype).eps
+    gap = float(S0[k - 1] - S0[k])
+    # Gauge-invariant: the projector onto the top-k right singular space.
+    err = float((projector(V) - projector(Vh0[:k].mT)).norm())
+    assert err < 10 * tol * float(S0[0]) / gap
+
+
+def test_the_gradient_through_the_sparse_path_matches_the_dense_svd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes = _spy(monkeypatch)
+    s = spectrum("decaying", 300)
+    A = _sparse(s, 300, 300, F64)
+    w = torch.randn(300, generator=torch.Generator().manual_seed(3), dtype=F64)
+    X = A.detach().clone().requires_grad_()
+    U, S, _Vh = svds(X, 4)
+    (S.sum() + ((w @ U) ** 2).sum()).backward()
+    assert isinstance(outcomes[0], KrylovResult)
+    D = A.to_dense().requires_grad_()
+    U0, S0, _Vh0 = torch.linalg.svd(D)
+    (S0[:4].sum() + ((w @ U0[:, :4]) ** 2).sum()).backward()
+    assert D.grad is not None and X.grad is not None
+    mask = A.to_dense() != 0
+    assert torch.allclose(X.grad.to_dense()[mask], D.grad[mask], rtol=0, atol=1e-8)
+
+
+def test_a_warm_start_converges_at_once() -> None:
+    A = _sparse(spectrum("gaussian", 400, seed=2), 400, 400, F64)
+    op = aslinearoperator(A)
+    first = gram_lanczos(op, 2, tol=1e-10, maxiter=1000)  # k = 2: v0 fills the first block
+    assert isinstance(first, KrylovResult)
+    again = gram_lanczos(op, 2, tol=1e-10, maxiter=1000, v0=first.Vh)
+    assert isinstance(again, KrylovResult)
+    assert again.steps < first.steps / 3
+
+
+@pytest.mark.parametrize("kind", ["zeros", "steep"])
+def test_a_steep_or_rank_deficient_spectrum_is_given_back(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """σ_1/σ_k too large for squaring (or σ_k = 0): Golub–Kahan–Lanczos, warm-started, solves."""
+    outcomes = _spy(monkeypatch)
+    n, k = 400, 12
+    s = torch.logspace(0, -10, 16, dtype=F64) if kind == "steep" else spectrum("zeros", 16)
+    s = torch.cat([s, torch.zeros(n - len(s), dtype=F64)])
+    A = _sparse(s, n, n, F64)
+    U, S, Vh = svds(A, k)
+    assert len(outcomes) == 1 and not isinstance(outcomes[0], KrylovResult)
+    D = A.to_dense()
+    S0 = torch.linalg.svdvals(D)
+    assert torch.allclose(S, S0[:k], rtol=0, atol=1e-10 * float(S0[0]))
+    assert float((U.mT @ U - torch.eye(k, dtype=F64)).abs().max()) < 1e-12
+    assert float((D @ Vh.mT - U * S).norm(dim=0).max()) < 1e-10 * float(S0[0])
+
+
+def test_not_converging_raises_with_the_iterate() -> None:
+    A = _sparse(spectrum("gaussian", 400, seed=4), 400, 400, F64)
+    with pytest.raises(ConvergenceError, match="did not converge in 5 block steps") as info:
+        gram_lanczos(aslinearoperator(A), 3, tol=1e-12, maxiter=5)
+    U, S, Vh = info.value.result
+    assert U.shape == (400, 3) and S.shape == (3,) and Vh.shape == (3, 400)
+
+
+def test_a_wrong_adjoint_is_caught() -> None:
+    A = torch.randn(300, 200, generator=torch.Generator().manual_seed(5), dtype=F64)
+    B = torch.randn(300, 200, generator=torch.Generator().manual_seed(6), dtype=F64)
+    op = LinearOperator(
+        A.shape, lambda X: A @ X, lambda Y: B.mT @ Y, dtype=F64, cheap_products=True
+    )
+    assert suited(op)
+    with pytest.raises(ValueError, match="not the adjoint"):
+        gram_lanczos(op, 2, tol=1e-10, maxiter=100)
+
+
+def test_which_operators_are_suited() -> None:
+    A = _sparse(spectrum("gaussian", 200, seed=7), 200, 200, F64)
+    assert suited(aslinearoperator(A))
+    assert suited(aslinearoperator(A.to_sparse_coo()).promoted())
+    assert not suited(aslinearoperator(A.to_dense()))  # dense products: two bases pay
+    batched = LinearOperator((2, 50, 40), lambda X: X, lambda Y: Y, dtype=F64, cheap_products=True)
+    assert not suited(batched)
+    with pytest.raises(TypeError, match="cheap_products must be a bool"):
+        LinearOperator((5, 4), lambda X: X, lambda Y: Y, cheap_products=1)  # type: ignore[arg-type]
