@@ -38,8 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from torchsvd._gram import OVERSAMPLE, GramEigen, gram_topk
-from torchsvd._gram_lanczos import gram_lanczos
-from torchsvd._gram_lanczos import suited as gram_lanczos_suited
+from torchsvd._gram_lanczos import gram_lanczos, suited
 from torchsvd._lanczos import KrylovResult, block_lanczos, default_block_size, default_max_dim
 from torchsvd._operators import LinearOperator, _DenseOperator
 
@@ -157,7 +156,10 @@ def solve(
     its autograd function runs, where grad mode still tells whether a backward will follow.
     The dense path falls back to Krylov, warm-started from its triplets, when they miss ``tol``;
     it returns the eigendecomposition of the scaled Gram matrix too (the backward's
-    preconditioner), also after a fallback; the Krylov path returns None.
+    preconditioner), also after a fallback; the Krylov path returns None. The Krylov path is
+    `gram_lanczos` for `suited` operators (sparse matrices), else (or where it gives the
+    problem back) `block_lanczos`, and is solved again with a wider block where a tie may have
+    been cut short (`cut_tie`).
     """
     if method == "dense" and densifiable(op):
         A = _matrix(op)
@@ -169,9 +171,41 @@ def solve(
         if ok:
             return res, eigen
         return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=res.Vh), eigen
-    if gram_lanczos_suited(work):
-        found = gram_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0)
-        if isinstance(found, KrylovResult):
-            return found, None
-        v0 = v0 if found is None else found
-    return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0), None
+    found = gram_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0) if suited(work) else None
+    if isinstance(found, KrylovResult):
+        res = found
+    else:  # given back (a warm start) or not suited
+        res = block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0 if found is None else found)
+    block = work.block_size or default_block_size(k)
+    while (wider := cut_tie(res.S, block, tol)) is not None:
+        # Warm-started from the triplets up to the tie, with room for one random vector more.
+        block = wider
+        res = block_lanczos(
+            work, k, tol=tol, maxiter=maxiter, v0=res.Vh[..., : block - 1, :], block=block
+        )
+    return res, None
+
+
+def cut_tie(S: torch.Tensor, block: int, tol: float) -> int | None:
+    """A block size that can hold every copy of a tie ``S`` may have cut short, or None.
+
+    A block Krylov method with ``b`` vectors sees at most ``b`` copies of an exactly repeated
+    singular value (in exact arithmetic; rounding brings in the others too slowly to matter):
+    with blocks of 2, a top singular value of multiplicity 3 came out twice and the third copy
+    was silently replaced by the next value, with residuals and orthogonality perfect. So a
+    group of at least ``block`` tied values (within ``100·tol·σ_1``) above ``σ_k`` — not
+    reaching ``σ_k``, where missing copies change neither ``S`` nor the validity of the
+    vectors — asks for a solve with a block of the group's end + 2: the triplets up to the
+    group and one random vector, which has a component along any copy still missing.
+    """
+    k = S.shape[-1]
+    wider = None
+    for row in S.detach().reshape(-1, k).tolist():
+        near = 100 * tol * row[0]
+        start = 0
+        for i in range(1, k):
+            if row[i - 1] - row[i] > near:  # a group ends at i - 1, strictly above σ_k
+                if i - start >= block:
+                    wider = max(wider or 0, i + 1)
+                start = i
+    return wider
