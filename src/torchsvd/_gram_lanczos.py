@@ -16,10 +16,10 @@ Method (rows ``V`` (d×n), orthonormal; ``T = Vᴴ Aᴴ A V`` (d×d, real symmet
    a thick restart: those go first (`_project_out`). The coefficients are the new columns
    and rows of ``T``.
 2. The Ritz pairs ``T = Y Θ Yᵀ``: ``Aᴴ A (V y_i) − θ_i V y_i = Wᵀ⊥ y_i[new rows]``, whose norm,
-   divided by ``σ_i = √θ_i``, is the residual ``‖Aᴴ u_i − σ_i v_i‖`` of the triplet
-   ``v_i = V y_i``, ``u_i = A v_i / σ_i`` (whose other residual ``A v_i − σ_i u_i`` vanishes).
-   When the estimates say converged, one product on each side gives ``u_i`` and checks the true
-   residual.
+   divided by ``σ_i = √θ_i``, estimates the residual ``‖Aᴴ u_i − σ_i v_i‖`` of the triplet
+   ``v_i = V y_i``, ``u_i = A v_i / σ_i``. When the estimates say converged, a Rayleigh–Ritz
+   step on both sides makes ``U`` and ``V`` orthonormal with ``A v_i = σ_i u_i`` (`_triplets`),
+   and one more product checks the true residual.
 3. Thick restart on the leading Ritz vectors, ``T ← Θ_p`` (Wu & Simon).
 
 Squaring costs accuracy where ``σ_i ≪ σ_1``: the products' rounding, about eps·σ_1² in ``W``,
