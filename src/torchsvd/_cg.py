@@ -106,7 +106,9 @@ def projected_shifted_cg(
     def preconditioned(r: torch.Tensor) -> torch.Tensor:
         return r if precondition is None else _project(Q, precondition(r))
 
-    r = _project(Q, rhs, space)
+    # Row-major rows (rhs may be a transposed view): every iterate inherits the layout, and
+    # MKL ran the projections' GEMMs several times slower on column-major ones.
+    r = _project(Q, rhs.contiguous(), space)
     r = torch.where(active.unsqueeze(-1), r, torch.zeros_like(r))
     x = torch.zeros_like(r)
     z = preconditioned(r)
