@@ -171,9 +171,9 @@ def gram_lanczos(
             # Ritz values grow towards the singular values: σ_1/σ_k is judged once the basis
             # has filled, or when they have converged.
             if (restarted or converged) and float(sigma[k - 1]) * _MARGIN * tol < eps * s1:
-                return Y[:, :k].mT @ V[:d]
+                return _ritz_rows(Y, V[:d], k)
             if converged:
-                U, S, Vk, res = _triplets(op, Y[:, :k].mT.contiguous() @ V[:d], tiny)
+                U, S, Vk, res = _triplets(op, _ritz_rows(Y, V[:d], k), tiny)
                 if bool((res <= tol).all()):
                     nxt = sigma[k] if d > k else torch.zeros_like(sigma[0])
                     return KrylovResult(U.mT, S, Vk.conj(), nxt, res, step)
@@ -182,10 +182,10 @@ def gram_lanczos(
             if worst < _PROGRESS * best:
                 best, restarts = worst, 0
             if restarts >= _STAGNATION_RESTARTS:
-                return Y[:, :k].mT @ V[:d]
+                return _ritz_rows(Y, V[:d], k)
         if d + fresh > dmax:
             keep = max(k, min(d - fresh, (dmax + k) // 2))
-            V[:keep] = Y[:, :keep].mT.contiguous() @ V[:d]
+            V[:keep] = _ritz_rows(Y, V[:d], keep)
             T.zero_()
             T[:keep, :keep] = torch.diag(theta[:keep])
             d, local = keep, keep + fresh
@@ -193,7 +193,7 @@ def gram_lanczos(
         else:
             local = min(2 * fresh, d + fresh)
         V[d : d + fresh] = _orthonormalize(Z, V[:d], gen, size=size)
-    U, S, Vk, res = _triplets(op, Y[:, :k].mT.contiguous() @ V[:d], tiny)
+    U, S, Vk, res = _triplets(op, _ritz_rows(Y, V[:d], k), tiny)
     raise ConvergenceError(
         f"svds did not converge in {maxiter} block steps (block size {b}): the largest "
         f"relative residual is {float(res.max()):.3g}, tol is {tol:.3g}. The iterate is in "
@@ -201,6 +201,12 @@ def gram_lanczos(
         residuals=res,
         result=(U.mT, S, Vk.conj()),
     )
+
+
+def _ritz_rows(Y: torch.Tensor, V: torch.Tensor, j: int) -> torch.Tensor:
+    """Rows of the ``j`` leading Ritz vectors ``(V Y_j)ᵀ``; ``Y_jᵀ`` made row-major first, since
+    MKL ran this skinny GEMM several times slower with the transposed view."""
+    return Y[:, :j].mT.contiguous() @ V
 
 
 def _triplets(
@@ -211,7 +217,9 @@ def _triplets(
     ``u_i = A v_i / σ_i`` would leave ``U`` orthogonal only to about tol·σ_1/σ_k: instead
     ``A Vk`` is orthonormalized, ``A Vkᵀ = Qᵀ M``, and the SVD ``M = P Σ Rᵀ`` (k×k) gives
     ``U = Pᵀ Q`` and ``V = Rᵀ Vk``, orthonormal to working precision with ``A vᵢ = σ_i u_i``;
-    the residuals ``‖Aᴴ u_i − σ_i v_i‖ / σ_1`` are measured with one more product.
+    the residuals ``‖Aᴴ u_i − σ_i v_i‖ / σ_1`` are measured with one more product. (The dense
+    path's refinement, `torchsvd._gram._right_gram_topk`, also forms ``Qᴴ A`` with a product, to
+    improve its start beyond its span: one product more than converged Ritz rows need.)
     """
     right = op.spaces[1]
     AV = op.matmat_rows(Vk)
