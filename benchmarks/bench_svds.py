@@ -5,11 +5,11 @@ Prints Markdown tables:
 1. headline: forward+backward of a loss using S, U and V, svds vs torch.linalg.svd, float32, CPU,
    on a decaying spectrum (σ_i = 1/i, random orthogonal factors) and a Gaussian matrix, k = 1
    and 10, with the gradient error against a float64 dense reference;
-2. forward only: svds vs scipy.sparse.linalg.svds (ARPACK, tol 1e-6) at equal residual, and
+2. forward only: svds at its default tol vs scipy.sparse.linalg.svds (ARPACK) at equal residual
+   (the loosest ARPACK tol whose residual is no larger than svds's: `arpack_at`), and
    torch.svd_lowrank(q=k+10, niter=4) with its residual;
 3. scaling in n, and a sparse 100000×100000 matrix with 1e6 non-zeros, k = 10, beside ARPACK
-   at its tightest tol and at a looser one whose residual is still below svds's (also alone:
-   ``--table sparse``);
+   at equal residual (also alone: ``--table sparse``);
 4. ``--table dispatch``: svds (method chosen by its cost model) against torch.linalg.svd
    (full_matrices=False) and torch.svd_lowrank on tall, square and wide float32 matrices,
    decaying and Gaussian spectra, k = 1 and 10, forward and forward+backward, all timed
@@ -228,34 +228,68 @@ def headline(n: int, repeat: int, bw: float) -> None:
 def forward_table(n: int, repeat: int, bw: float) -> None:
     print(f"\n## Forward only: {n}×{n} float32, equal residual\n")
     print(
-        "| matrix | k | scipy svds ARPACK tol 1e-6 (s) | its residual | svds (s) | its residual "
-        "| passes | × floor | svd_lowrank q=k+10 niter=4 (s) | its residual |"
+        "| matrix | k | svds (s) | its residual | passes | × floor | ARPACK tol "
+        "| scipy svds ARPACK (s) | its residual | svds / ARPACK "
+        "| svd_lowrank q=k+10 niter=4 (s) | its residual |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, maker in (("decaying", decaying), ("gaussian", gaussian)):
         A = maker(n)
         A_np = A.numpy()
         for k in (1, 10):
-            arpack = partial(
-                scipy.sparse.linalg.svds, A_np, k, tol=1e-6, random_state=np.random.default_rng(0)
-            )
-            t_sp, (u, s, vt) = median_time(arpack, repeat)
-            order = np.argsort(s)[::-1]
-            res_sp = residual(A, u[:, order], s[order], vt[order])
-            # svds at the residual ARPACK reached (never looser than our float32 floor).
-            tol = max(res_sp, 2e-6)
             counted = Counted(A)
-            t_ts, (U, S, Vh) = median_time(partial(torchsvd.svds, counted, k, tol=tol), repeat)
+            t_ts, (U, S, Vh) = median_time(partial(torchsvd.svds, counted, k), repeat)
             passes = counted.passes // repeat
             res_ts = residual(A, U, S, Vh)
+            arpack = arpack_at(A_np, A, k, res_ts, repeat)
             lowrank = partial(torch.svd_lowrank, A, q=k + 10, niter=4)
             t_lr, (Ul, Sl, Vl) = median_time(lowrank, repeat)
             res_lr = residual(A, Ul[:, :k], Sl[:k], Vl[:, :k].T)
             floor = passes * A.numel() * 4 / bw
             print(
-                f"| {name} | {k} | {t_sp:.3f} | {res_sp:.1e} | {t_ts:.3f} | {res_ts:.1e} "
-                f"| {passes} | {t_ts / floor:.1f} | {t_lr:.3f} | {res_lr:.1e} |"
+                f"| {name} | {k} | {t_ts:.3f} | {res_ts:.1e} | {passes} | {t_ts / floor:.1f} "
+                f"| {arpack_cells(arpack, t_ts)} | {t_lr:.3f} | {res_lr:.1e} |"
             )
+
+
+# ARPACK's tol bounds its Ritz estimates, which overstate the residual it reaches by orders of
+# magnitude (tol 1e-3 reached 8e-7 on the Gaussian 4000²): ARPACK runs at each tol of this sweep,
+# loosest first, and its first run whose residual is no larger than svds's counts.
+ARPACK_TOLS = {
+    np.dtype(np.float32): (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
+    np.dtype(np.float64): (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8, 1e-10, 1e-12),
+}
+
+
+def arpack_at(
+    matrix: Any, reference: Any, k: int, target: float, repeat: int
+) -> tuple[float, float, float, bool]:
+    """``(tol, seconds, residual, reached)`` of ARPACK (`scipy.sparse.linalg.svds`) on
+    ``matrix``, at the loosest tol of `ARPACK_TOLS` whose residual (against ``reference``) is at
+    most ``target`` — its fastest run at equal residual, since a looser tol never took longer —
+    or, where no tol reached ``target`` (``reached`` False), its run of smallest residual."""
+    best: tuple[float, float, float, bool] | None = None
+    for tol in ARPACK_TOLS[matrix.dtype]:
+        run = partial(
+            scipy.sparse.linalg.svds, matrix, k, tol=tol, random_state=np.random.default_rng(0)
+        )
+        t, (u, s, vt) = median_time(run, repeat)
+        order = np.argsort(s)[::-1]
+        res = residual(reference, u[:, order], s[order], vt[order])
+        if res <= target:
+            return tol, t, res, True
+        if best is None or res < best[2]:
+            best = (tol, t, res, False)
+    assert best is not None
+    return best
+
+
+def arpack_cells(arpack: tuple[float, float, float, bool], ours: float) -> str:
+    """Four table cells: ARPACK's tol, seconds, residual, and svds's seconds over ARPACK's (not
+    a ratio at equal residual where ARPACK never reached svds's: marked)."""
+    tol, t, res, reached = arpack
+    ratio = f"{ours / t:.2f}" if reached else f"({ours / t:.2f}: not reached)"
+    return f"{tol:g} | {t:.3f} | {res:.1e} | {ratio}"
 
 
 def scaling_table(sizes: list[int], repeat: int, bw: float) -> None:
@@ -284,39 +318,31 @@ def sparse_table(n: int, nnz: int, repeat: int, bw: float) -> None:
         "| ARPACK tol | scipy ARPACK (s) | its residual | svds / ARPACK |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    # ARPACK at its tightest tol and at a looser one whose residual is still below svds's.
-    for dtype, arpack_tols in ((torch.float32, (1e-6, 1e-4)), (torch.float64, (1e-12, 1e-6))):
-        sparse_rows(coo.to(dtype).to_sparse_csr(), arpack_tols, repeat, bw)
+    for dtype in (torch.float32, torch.float64):
+        sparse_row(coo.to(dtype).to_sparse_csr(), repeat, bw)
 
 
-def sparse_rows(A: torch.Tensor, arpack_tols: tuple[float, ...], repeat: int, bw: float) -> None:
-    """svds at its default tolerance, forward and forward+backward, beside ARPACK at each tol."""
+def sparse_row(A: torch.Tensor, repeat: int, bw: float) -> None:
+    """svds at its default tolerance, forward and forward+backward, beside ARPACK (`arpack_at`)."""
     n = A.shape[0]
     csr = scipy.sparse.csr_matrix(
         (A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n)
     )
-    csr64 = csr.astype(np.float64)
     loss = make_loss(n, n)
     # Bytes of a CSR pass: values + int32 column indices per non-zero.
     nbytes = A.values().numel() * (A.element_size() + 4)
     counted = Counted(A)
     t_f, (U, S, Vh) = median_time(lambda: torchsvd.svds(counted, 10), repeat)
     passes_f = counted.passes // repeat
-    res = residual(csr64, U, S, Vh)
+    res = residual(csr.astype(np.float64), U, S, Vh)
     X = A.detach().clone().requires_grad_()
     t, _ = median_time(lambda: loss(*torchsvd.svds(X, 10)).backward(), repeat)
-    ours = (
+    arpack = arpack_at(csr, csr.astype(np.float64), 10, res, repeat)
+    print(
         f"| {str(A.dtype).split('.')[-1]} | {t_f:.3f} | {res:.1e} "
         f"| {passes_f} | {t_f / (passes_f * nbytes / bw):.0f} | {t:.3f} "
+        f"| {arpack_cells(arpack, t_f)} |"
     )
-    for arpack_tol in arpack_tols:
-        rng = np.random.default_rng(0)
-        arpack = partial(scipy.sparse.linalg.svds, csr, 10, tol=arpack_tol, random_state=rng)
-        t_sp, (u, s, vt) = median_time(arpack, repeat)
-        order = np.argsort(s)[::-1]
-        res_sp = residual(csr64, u[:, order], s[order], vt[order])
-        print(f"{ours}| {arpack_tol:g} | {t_sp:.3f} | {res_sp:.1e} | {t_f / t_sp:.2f} |")
-        ours = "| | | | | | "
 
 
 def rectangular(kind: str, m: int, n: int, seed: int = 0) -> torch.Tensor:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from _helpers import F32, F64, projector
-from torchsvd import ConvergenceError, LinearOperator, _dispatch, svds
-from torchsvd._gram_lanczos import gram_lanczos, suited
+from torchsvd import ConvergenceError, LinearOperator, _dispatch, _gram_lanczos, svds
+from torchsvd._gram_lanczos import _Accumulating, gram_lanczos, suited
 from torchsvd._lanczos import KrylovResult
 from torchsvd._operators import aslinearoperator
 from torchsvd._topk import default_tol
@@ -118,6 +118,60 @@ def test_a_steep_or_rank_deficient_spectrum_is_given_back(
     assert torch.allclose(S, S0[:k], rtol=0, atol=1e-10 * float(S0[0]))
     assert float((U.mT @ U - torch.eye(k, dtype=F64)).abs().max()) < 1e-12
     assert float((D @ Vh.mT - U * S).norm(dim=0).max()) < 1e-10 * float(S0[0])
+
+
+@pytest.mark.parametrize("N", [7, 999, 1000, 1001, 100_007])
+def test_float32_inner_products_are_summed_in_float64(N: int) -> None:
+    gen = torch.Generator().manual_seed(N)
+    # Entries of one sign: sums grow with N, which float32 accumulation alone does not survive.
+    X = 1 + 0.1 * torch.randn(3, N, generator=gen)
+    Y = 1 + 0.1 * torch.randn(5, N, generator=gen)
+    got = _Accumulating(N).dot(X, Y)
+    want = X.double() @ Y.double().mT
+    assert got.dtype == F32 and got.shape == (3, 5)
+    assert float(((got.double() - want) / want).abs().max()) < 2 * torch.finfo(F32).eps
+
+
+def test_a_float32_sparse_matrix_gets_a_float32_basis(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[torch.dtype] = []
+    dot = _Accumulating.dot
+
+    def spy(self: _Accumulating, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        seen.append(X.dtype)
+        return dot(self, X, Y)
+
+    monkeypatch.setattr(_Accumulating, "dot", spy)
+    A = _sparse(spectrum("gaussian", 400, seed=5), 400, 400, F32)
+    svds(A, 3)
+    assert seen and set(seen) == {F32}
+    seen.clear()
+    svds(_sparse(spectrum("gaussian", 400, seed=5), 400, 400, F64), 3)
+    assert not seen
+
+
+def test_the_float32_basis_hands_over_to_float64_where_it_misses_tol(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first true residual check that fails (forced here) continues with a float64 basis."""
+    calls: list[bool] = []
+    solve, triplets = _gram_lanczos.gram_lanczos, _gram_lanczos._triplets
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("float32_basis", True)))
+        return solve(*args, **kwargs)  # type: ignore[arg-type]
+
+    def failing_once(*args: object) -> object:
+        U, S, V, res = triplets(*args)  # type: ignore[arg-type]
+        return U, S, V, res * (1e3 if len(calls) == 1 else 1)
+
+    monkeypatch.setattr(_gram_lanczos, "gram_lanczos", spy)
+    monkeypatch.setattr(_gram_lanczos, "_triplets", failing_once)
+    A = _sparse(spectrum("gaussian", 400, seed=6), 400, 400, F32)
+    out = spy(aslinearoperator(A).promoted(), 4, tol=default_tol(F32), maxiter=1000)
+    assert calls == [True, False]
+    assert isinstance(out, KrylovResult) and bool((out.residuals <= default_tol(F32)).all())
+    S0 = torch.linalg.svdvals(A.to_dense().double())
+    assert torch.allclose(out.S, S0[:4], rtol=0, atol=10 * default_tol(F32) * float(S0[0]))
 
 
 def test_not_converging_raises_with_the_iterate() -> None:

@@ -14,7 +14,7 @@ from torch.autograd import forward_ad
 import torchsvd
 from _helpers import C128, F64, inner, projector, rel, weights
 from torchsvd import DegenerateGradientWarning, LinearOperator, svds
-from torchsvd._operators import aslinearoperator
+from torchsvd._operators import aslinearoperator, row_major
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
 
@@ -23,6 +23,32 @@ def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     x = torch.randn(U.shape[-2], generator=gen, dtype=F64)
     y = torch.randn(Vh.shape[-1], generator=gen, dtype=F64)
     return S.sum() + ((x @ U) ** 2).sum() + ((Vh @ y) ** 2).sum()
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.complex64, torch.float16, torch.int64]
+)
+@pytest.mark.parametrize(
+    "shape", [(3, 2), (1, 2), (2, 2), (5, 257, 2), (1, 9), (8, 300), (9, 300), (4, 7, 33)]
+)
+def test_row_major_is_a_contiguous_copy(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Every fast path of `row_major` (two real columns, up to 8 rows) and the plain copy."""
+    gen = torch.Generator().manual_seed(0)
+    base = (torch.randn(*shape[:-2], shape[-1], shape[-2], generator=gen) * 100).to(dtype)
+    view = base.mT  # a transposed view, what the products hand over
+    for X in (view, view.contiguous(), base[..., ::2, :].mT):
+        out = row_major(X)
+        assert out.is_contiguous() and out.dtype == X.dtype
+        assert torch.equal(out, X)
+        assert out.data_ptr() != base.data_ptr() or X.is_contiguous()
+
+
+def test_row_major_passes_gradients() -> None:
+    for shape in [(2, 50), (5, 50), (20, 50)]:
+        base = torch.randn(*shape, dtype=F64, requires_grad=True)
+        weight = torch.randn(shape[1], shape[0], dtype=F64)
+        (row_major(base.mT) * weight).sum().backward()
+        assert base.grad is not None and torch.equal(base.grad, weight.mT)
 
 
 @pytest.mark.parametrize(("m", "n", "r"), [(160, 120, 30), (120, 160, 30), (30, 20, 8)])

@@ -353,9 +353,10 @@ def test_no_gap_after_k_warns_and_stays_finite(m: int, n: int) -> None:
 
 
 def test_float32_sparse_with_long_vectors_reaches_the_default_tol() -> None:
-    # With float32 bases, inner products of length 10⁵ err by ~eps·√N = 4e-5: the Ritz vectors
-    # lost orthogonality by as much and the residual stalled there, above the default 6.5e-6
-    # (ConvergenceError after 300 steps). The solver's float64 bases reach it in ~1 s.
+    # With float32 bases and float32 inner products of length 10⁵ (errors ~eps·√N = 4e-5) the
+    # Ritz vectors lost orthogonality by as much and the residual stalled there, above the
+    # default 6.5e-6 (ConvergenceError after 300 steps). The sparse solver's float32 basis
+    # sums its inner products in float64 and reaches it.
     n, nnz = 100_000, 400_000
     gen = torch.Generator().manual_seed(0)
     idx = torch.randint(0, n, (2, nnz), generator=gen)
