@@ -7,8 +7,12 @@ it (its doctest collection only imports it), and it shares the strategies and or
 
 Usage::
 
-    python tests/fuzz_run.py [--cases 10000] [--workers 2] [--seed 0]
+    python tests/fuzz_run.py [--cases 10000] [--workers 2] [--seed 0] [--sparse-cases 2000]
     python tests/fuzz_run.py --replay '<case JSON printed by a run>'
+
+``--sparse-cases``: also that many random sparse matrices through `svds` (forward only), on
+shapes the one-basis sparse solver takes (``tests/_sparse_cases.py``; a failure prints its
+seed, which ``_sparse_cases.check(seed)`` replays).
 """
 
 from __future__ import annotations
@@ -121,6 +125,43 @@ def _shrink(case: Any, cls: str) -> tuple[Any, str]:
     return case, detail
 
 
+def _sparse_worker(seeds: range) -> list[str]:
+    """The failures among the sparse cases ``seeds``."""
+    import torch
+
+    import _sparse_cases
+
+    torch.set_num_threads(1)
+    failures = []
+    for seed in seeds:
+        try:
+            found = _sparse_cases.check(seed)
+        except Exception as err:  # an error is a failure of the case, with its message
+            found = f"seed {seed}: {type(err).__name__}: {err}"
+        if found is not None:
+            failures.append(found)
+    return failures
+
+
+def _sparse_fuzz(cases: int, workers: int, seed: int) -> int:
+    """Run ``cases`` sparse cases (seeds past the CI slice's), print the failures, count them."""
+    start = time.time()
+    first = 10**6 * (seed + 1)
+    chunks = [range(first + w, first + cases, workers) for w in range(workers)]
+    if workers == 1:
+        found = _sparse_worker(chunks[0])
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            found = [f for part in pool.map(_sparse_worker, chunks) for f in part]
+    print(
+        f"\ntorchsvd sparse fuzz: {cases} sparse matrices through svds in "
+        f"{time.time() - start:.0f} s: {len(found)} failures"
+    )
+    for line in found:
+        print(f"  {line}")
+    return len(found)
+
+
 def _table(counts: collections.Counter[Any], classes: tuple[str, ...]) -> str:
     funcs = sorted({f for f, _ in counts})
     head = ["function", "cases", *classes]
@@ -146,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-shrink", action="store_true")
+    parser.add_argument("--sparse-cases", type=int, default=0)
     parser.add_argument("--replay", type=str, default=None, help="a case JSON to re-run")
     args = parser.parse_args(argv)
 
@@ -185,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{func} / {cls}] {detail}")
         print(f"  {case.to_json()}")
     failures = sum(v for (_, c), v in counts.items() if c != "pass")
+    if args.sparse_cases:
+        failures += _sparse_fuzz(args.sparse_cases, args.workers, args.seed)
     return 1 if failures else 0
 
 

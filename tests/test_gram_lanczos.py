@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from _helpers import F32, F64, projector
+from _sparse_cases import check, tied
 from torchsvd import ConvergenceError, LinearOperator, _dispatch, _gram_lanczos, svds
 from torchsvd._gram_lanczos import _Accumulating, gram_lanczos, suited
 from torchsvd._lanczos import KrylovResult
@@ -204,16 +205,6 @@ def test_which_operators_are_suited() -> None:
         LinearOperator((5, 4), lambda X: X, lambda Y: Y, cheap_products=1)  # type: ignore[arg-type]
 
 
-def _tied(multiplicity: int, m: int, n: int) -> torch.Tensor:
-    """Singular values 3 (``multiplicity`` times), then 2, 2, 1 and 0.5, permuted diagonal."""
-    d = min(m, n)
-    values = [3.0] * multiplicity + [2.0, 2.0, 1.0] + [0.5] * (d - multiplicity - 3)
-    D = torch.zeros(m, n, dtype=F64)
-    D[:d, :d] = torch.diag(torch.tensor(values, dtype=F64))
-    gen = torch.Generator().manual_seed(multiplicity)
-    return D[torch.randperm(m, generator=gen)][:, torch.randperm(n, generator=gen)]
-
-
 @pytest.mark.parametrize("multiplicity", [3, 5])
 @pytest.mark.parametrize("extra", [0, 1])
 @pytest.mark.parametrize("kind", ["sparse", "operator"])
@@ -222,7 +213,7 @@ def test_a_tie_wider_than_the_block_is_not_cut_short(
 ) -> None:
     """Blocks of 2 see two copies of a repeated σ: without the check, the third copy of σ = 3
     came out as 2 (residuals and orthogonality perfect: a silent wrong answer)."""
-    D = _tied(multiplicity, 223, 290)
+    D = tied(multiplicity, 223, 290)
     if kind == "sparse":
         A: torch.Tensor | LinearOperator = D.to_sparse_csr()
     else:
@@ -246,43 +237,7 @@ def test_which_ties_ask_for_a_wider_block() -> None:
     assert _dispatch.cut_tie(S * (1 - 1e-6 * torch.arange(5)), 2, tol) is None  # not tied
 
 
-def _random_case(seed: int) -> tuple[torch.Tensor, int, torch.dtype]:
-    """A seeded sparse matrix (dense copy in float64) of a random kind and shape, k, dtype."""
-    gen = torch.Generator().manual_seed(seed)
-    m, n = (int(x) for x in torch.randint(60, 400, (2,), generator=gen))
-    dtype = (F32, F64)[seed % 2]
-    kind = ("random", "lowrank", "ties", "steep", "scaled")[seed // 2 % 5]
-    mask = torch.rand(m, n, generator=gen) < 0.03
-    D = torch.randn(m, n, generator=gen, dtype=F64) * mask
-    if kind == "lowrank":
-        D = torch.randn(m, 4, generator=gen, dtype=F64) @ torch.randn(
-            4, n, generator=gen, dtype=F64
-        )
-        D = D * (torch.rand(m, n, generator=gen) < 0.3)
-    elif kind == "ties":
-        D = _tied(3 + seed % 3, m, n)
-    elif kind == "steep":
-        d = min(m, n)
-        D = torch.zeros(m, n, dtype=F64)
-        D[:d, :d] = torch.diag(torch.logspace(0, -14, d, dtype=F64))
-    elif kind == "scaled":
-        D = D * 1e20
-    k = 1 + seed % 9
-    return D.to(dtype).double(), k, dtype
-
-
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(32))
 def test_random_sparse_matrices_agree_with_the_dense_svd(seed: int) -> None:
-    D, k, dtype = _random_case(seed)
-    A = D.to(dtype).to_sparse_csr() if seed % 3 else D.to(dtype).to_sparse_coo()
-    U, S, Vh = svds(A, k)
-    S0 = torch.linalg.svdvals(D)
-    tol, scale = default_tol(dtype), float(S0[0])
-    U, S, V = U.double(), S.double(), Vh.double().mT
-    assert float((S - S0[:k]).abs().max()) <= 50 * tol * scale
-    assert float((D @ V - U * S).norm(dim=0).max()) <= 3 * tol * scale
-    assert float((D.mT @ U - V * S).norm(dim=0).max()) <= 3 * tol * scale
-    eye = torch.eye(k, dtype=F64)
-    limit = 1e-4 if dtype == F32 else 1e-9
-    assert float((U.mT @ U - eye).abs().max()) < limit
-    assert float((V.mT @ V - eye).abs().max()) < limit
+    """Four of each kind of `_sparse_cases` (``make fuzz`` runs thousands more)."""
+    assert check(seed) is None
