@@ -475,10 +475,11 @@ def block_lanczos(
                 else:
                     why = (
                         f"stagnated after {step} block steps: the residual fell by less than "
-                        f"{1 - _PROGRESS:.0%} over the last {restarts} restarts, so the "
-                        "rounding of the operator's products allows no smaller residual; the "
-                        f"iterate in .result has relative residual {float(res.max()):.3g}, tol "
-                        f"is {tol:.3g}"
+                        f"{1 - _PROGRESS:.0%} over the last {restarts} restarts: the rounding "
+                        "of the operator's products allows no smaller residual, or the top "
+                        "singular values cluster so tightly that convergence has slowed to a "
+                        f"crawl; the iterate in .result has relative residual "
+                        f"{float(res.max()):.3g}, tol is {tol:.3g}"
                     )
                     advice = f"a tol of {float(res.max()):.2g} was reachable"
                 raise ConvergenceError(
