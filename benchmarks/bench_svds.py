@@ -252,8 +252,8 @@ def forward_table(n: int, repeat: int, bw: float) -> None:
             )
 
 
-# ARPACK's tol bounds its Ritz estimates, which overstate the residual it reaches by orders of
-# magnitude (tol 1e-3 reached 8e-7 on the Gaussian 4000²): ARPACK runs at each tol of this sweep,
+# scipy's svds hands eigsh (on AᴴA) the square of its tol, so a loose tol still reaches a tight
+# residual (tol 1e-3 reached 8e-7 on the Gaussian 4000²): ARPACK runs at each tol of this sweep,
 # loosest first, and its first run whose residual is no larger than svds's counts.
 ARPACK_TOLS = {
     np.dtype(np.float32): (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6),

@@ -173,6 +173,14 @@ def test_the_float32_basis_hands_over_to_float64_where_it_misses_tol(
     assert isinstance(out, KrylovResult) and bool((out.residuals <= default_tol(F32)).all())
     S0 = torch.linalg.svdvals(A.to_dense().double())
     assert torch.allclose(out.S, S0[:4], rtol=0, atol=10 * default_tol(F32) * float(S0[0]))
+    # No steps left for the float64 basis: the budget's ConvergenceError, not a crash.
+    calls.clear()
+    first = solve(aslinearoperator(A).promoted(), 4, tol=default_tol(F32), maxiter=1000)
+    assert isinstance(first, KrylovResult)
+    calls.clear()
+    with pytest.raises(ConvergenceError, match="did not converge"):
+        spy(aslinearoperator(A).promoted(), 4, tol=default_tol(F32), maxiter=first.steps)
+    assert calls == [True]
 
 
 def test_not_converging_raises_with_the_iterate() -> None:

@@ -206,7 +206,7 @@ def gram_lanczos(
                 if bool((res <= tol).all()):
                     nxt = sigma[k] if d > k else torch.zeros_like(sigma[0])
                     return KrylovResult(U.mT, S, Vk.conj(), nxt, res, step)
-                if isinstance(right, _Accumulating):
+                if isinstance(right, _Accumulating) and step < maxiter:
                     # The float32 basis's rounding (about 1e-7 of each row, 7e-7 of their
                     # orthogonality after many restarts) has set a floor near tol: on 100000
                     # clustered singular values the true residual stalled at 6.6e-6, above
