@@ -60,8 +60,11 @@ def _sklearn(solver: str) -> Method | None:
 
     def run(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = PCA(k, svd_solver=solver, random_state=0).fit(A.numpy())
-        Vh = torch.from_numpy(p.components_).to(A.dtype)
-        S = torch.from_numpy(p.singular_values_).to(A.dtype)
+        # copy(): sklearn's components can have negative strides, which torch refuses.
+        Vh = torch.from_numpy(p.components_.copy()).to(A.dtype)
+        S = torch.from_numpy(p.singular_values_.copy()).to(A.dtype)
+        # sklearn returns no U: A_c v / σ, which makes its residual zero by construction (its
+        # accuracy is the projector column).
         U = (A - A.mean(dim=0)) @ Vh.mH / S
         return U, S, Vh
 
