@@ -33,7 +33,7 @@ test: lint typecheck
 
 .PHONY: fuzz
 fuzz: $(DEV_STAMP)
-	$(BIN)/python tests/fuzz_run.py --cases 10000 --workers 2 --sparse-cases 2000
+	$(BIN)/python tests/fuzz_run.py --cases 10000 --workers 2 --sparse-cases 2000 --pca-cases 1000
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench_svd.py

@@ -11,8 +11,9 @@ Usage::
     python tests/fuzz_run.py --replay '<case JSON printed by a run>'
 
 ``--sparse-cases``: also that many random sparse matrices through `svds` (forward only), on
-shapes the one-basis sparse solver takes (``tests/_sparse_cases.py``; a failure prints its
-seed, which ``_sparse_cases.check(seed)`` replays).
+shapes the one-basis sparse solver takes (``tests/_sparse_cases.py``); ``--pca-cases``: that
+many random data sets through `pca` (``tests/_pca_cases.py``). A failure prints its seed,
+which ``check(seed)`` of that module replays.
 """
 
 from __future__ import annotations
@@ -125,17 +126,19 @@ def _shrink(case: Any, cls: str) -> tuple[Any, str]:
     return case, detail
 
 
-def _sparse_worker(seeds: range) -> list[str]:
-    """The failures among the sparse cases ``seeds``."""
+def _seeded_worker(job: tuple[str, range]) -> list[str]:
+    """The failures among the cases ``seeds`` of the module ``name`` (its ``check``)."""
+    import importlib
+
     import torch
 
-    import _sparse_cases
-
+    name, seeds = job
+    module = importlib.import_module(name)
     torch.set_num_threads(1)
     failures = []
     for seed in seeds:
         try:
-            found = _sparse_cases.check(seed)
+            found = module.check(seed)
         except Exception as err:  # an error is a failure of the case, with its message
             found = f"seed {seed}: {type(err).__name__}: {err}"
         if found is not None:
@@ -143,20 +146,18 @@ def _sparse_worker(seeds: range) -> list[str]:
     return failures
 
 
-def _sparse_fuzz(cases: int, workers: int, seed: int) -> int:
-    """Run ``cases`` sparse cases (seeds past the CI slice's), print the failures, count them."""
+def _seeded_fuzz(name: str, what: str, cases: int, workers: int, seed: int) -> int:
+    """Run ``cases`` cases of the module ``name`` (seeds past the CI slice's), print the
+    failures, count them."""
     start = time.time()
     first = 10**6 * (seed + 1)
-    chunks = [range(first + w, first + cases, workers) for w in range(workers)]
+    jobs = [(name, range(first + w, first + cases, workers)) for w in range(workers)]
     if workers == 1:
-        found = _sparse_worker(chunks[0])
+        found = _seeded_worker(jobs[0])
     else:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            found = [f for part in pool.map(_sparse_worker, chunks) for f in part]
-    print(
-        f"\ntorchsvd sparse fuzz: {cases} sparse matrices through svds in "
-        f"{time.time() - start:.0f} s: {len(found)} failures"
-    )
+            found = [f for part in pool.map(_seeded_worker, jobs) for f in part]
+    print(f"\ntorchsvd {what}: {cases} in {time.time() - start:.0f} s: {len(found)} failures")
     for line in found:
         print(f"  {line}")
     return len(found)
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-shrink", action="store_true")
     parser.add_argument("--sparse-cases", type=int, default=0)
+    parser.add_argument("--pca-cases", type=int, default=0)
     parser.add_argument("--replay", type=str, default=None, help="a case JSON to re-run")
     args = parser.parse_args(argv)
 
@@ -228,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {case.to_json()}")
     failures = sum(v for (_, c), v in counts.items() if c != "pass")
     if args.sparse_cases:
-        failures += _sparse_fuzz(args.sparse_cases, args.workers, args.seed)
+        what = "sparse matrices through svds"
+        failures += _seeded_fuzz("_sparse_cases", what, args.sparse_cases, args.workers, args.seed)
+    if args.pca_cases:
+        what = "data sets through pca"
+        failures += _seeded_fuzz("_pca_cases", what, args.pca_cases, args.workers, args.seed)
     return 1 if failures else 0
 
 
