@@ -328,16 +328,17 @@ def sparse_row(A: torch.Tensor, repeat: int, bw: float) -> None:
     csr = scipy.sparse.csr_matrix(
         (A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n)
     )
+    csr64 = csr.astype(np.float64)
     loss = make_loss(n, n)
     # Bytes of a CSR pass: values + int32 column indices per non-zero.
     nbytes = A.values().numel() * (A.element_size() + 4)
     counted = Counted(A)
     t_f, (U, S, Vh) = median_time(lambda: torchsvd.svds(counted, 10), repeat)
     passes_f = counted.passes // repeat
-    res = residual(csr.astype(np.float64), U, S, Vh)
+    res = residual(csr64, U, S, Vh)
     X = A.detach().clone().requires_grad_()
     t, _ = median_time(lambda: loss(*torchsvd.svds(X, 10)).backward(), repeat)
-    arpack = arpack_at(csr, csr.astype(np.float64), 10, res, repeat)
+    arpack = arpack_at(csr, csr64, 10, res, repeat)
     print(
         f"| {str(A.dtype).split('.')[-1]} | {t_f:.3f} | {res:.1e} "
         f"| {passes_f} | {t_f / (passes_f * nbytes / bw):.0f} | {t:.3f} "

@@ -14,10 +14,13 @@ F32, F64 = torch.float32, torch.float64
 KINDS = ("dense", "sparse", "operator")
 
 
-def random_case(seed: int) -> tuple[torch.Tensor | torchsvd.LinearOperator, torch.Tensor, int]:
-    """``(A, X, k)``: the input (dense, sparse CSR or a `LinearOperator` of it), its values
-    ``X`` in its dtype, and k. Shapes 50–19999 × 5–119, a low-rank signal of random size plus
-    noise, and column offsets up to 10 (centring matters), float32 and float64."""
+def random_case(
+    seed: int,
+) -> tuple[torch.Tensor | torchsvd.LinearOperator, torch.Tensor, int, str]:
+    """``(A, X, k, kind)``: the input (dense, sparse CSR or a `LinearOperator` of it), its
+    values ``X`` in its dtype, k, and which of `KINDS` the input is. Shapes 50–19999 × 5–119,
+    a low-rank signal of random size plus noise, and column offsets up to 10 (centring
+    matters), float32 and float64."""
     gen = torch.Generator().manual_seed(seed)
     m = int(torch.randint(50, 20000, (), generator=gen))
     n = int(torch.randint(5, 120, (), generator=gen))
@@ -34,20 +37,20 @@ def random_case(seed: int) -> tuple[torch.Tensor | torchsvd.LinearOperator, torc
         X = X * (torch.rand(m, n, generator=gen) < 0.2)
     X = X.to(dtype)
     if kind == "dense":
-        return X, X, k
+        return X, X, k, kind
     if kind == "sparse":
         with warnings.catch_warnings():  # torch's note that CSR support is in beta
             warnings.simplefilter("ignore", UserWarning)
-            return X.to_sparse_csr(), X, k
+            return X.to_sparse_csr(), X, k, kind
     op = torchsvd.LinearOperator(X.shape, lambda V: X @ V, lambda W: X.mT @ W, dtype=dtype)
-    return op, X, k
+    return op, X, k, kind
 
 
 def check(seed: int) -> str | None:
     """None where `pca` of case ``seed`` meets tol against the exactly centred matrix (both
     residuals to 3·tol·σ_1, singular values to 50·tol·σ_1) or raises `ConvergenceError` (a
     float32 floor, said aloud), else what failed."""
-    A, X, k = random_case(seed)
+    A, X, k, kind = random_case(seed)
     try:
         U, S, Vh = torchsvd.pca(A, k)
     except torchsvd.ConvergenceError:
@@ -64,5 +67,4 @@ def check(seed: int) -> str | None:
     bad = {name: f"{x:.2g}× the bound" for name, x in errors.items() if not x <= 1}
     if not bad:
         return None
-    kind = type(A).__name__ if not isinstance(A, torch.Tensor) else str(A.layout)[6:]
     return f"seed {seed}: {kind} {tuple(X.shape)} k={k} {str(X.dtype)[6:]}: {bad}"

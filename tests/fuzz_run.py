@@ -8,6 +8,7 @@ it (its doctest collection only imports it), and it shares the strategies and or
 Usage::
 
     python tests/fuzz_run.py [--cases 10000] [--workers 2] [--seed 0] [--sparse-cases 2000]
+                             [--pca-cases 1000]
     python tests/fuzz_run.py --replay '<case JSON printed by a run>'
 
 ``--sparse-cases``: also that many random sparse matrices through `svds` (forward only), on
