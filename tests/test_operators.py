@@ -14,7 +14,7 @@ from torch.autograd import forward_ad
 import torchsvd
 from _helpers import C128, F64, inner, projector, rel, weights
 from torchsvd import DegenerateGradientWarning, LinearOperator, svds
-from torchsvd._operators import aslinearoperator, row_major
+from torchsvd._operators import _csr32, _transposed_csr, aslinearoperator, row_major
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
 
@@ -32,7 +32,7 @@ def _loss(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> torch.Tensor:
     "shape", [(3, 2), (1, 2), (2, 2), (5, 257, 2), (1, 9), (8, 300), (9, 300), (4, 7, 33)]
 )
 def test_row_major_is_a_contiguous_copy(shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    """Every fast path of `row_major` (two real columns, up to 8 rows) and the plain copy."""
+    """The slice-by-slice copy (a side of at most 8) and the plain copy, either direction."""
     gen = torch.Generator().manual_seed(0)
     base = (torch.randn(*shape[:-2], shape[-1], shape[-2], generator=gen) * 100).to(dtype)
     view = base.mT  # a transposed view, what the products hand over
@@ -49,6 +49,30 @@ def test_row_major_passes_gradients() -> None:
         weight = torch.randn(shape[1], shape[0], dtype=F64)
         (row_major(base.mT) * weight).sum().backward()
         assert base.grad is not None and torch.equal(base.grad, weight.mT)
+        # torch.func's wrapped tensors take the plain copy, which its transforms can follow.
+        stacked = torch.stack([base.detach(), 2 * base.detach()])
+        out = torch.func.vmap(lambda x: row_major(x.mT))(stacked)
+        assert torch.equal(out, stacked.mT)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128])
+@pytest.mark.parametrize(("m", "n", "nnz"), [(7, 5, 12), (5, 9, 0), (300, 200, 2000), (1, 1, 1)])
+def test_transposed_csr_is_a_valid_transpose(m: int, n: int, nnz: int, dtype: torch.dtype) -> None:
+    """Both index dtypes; the result passes torch's CSR invariants (sorted, in range)."""
+    gen = torch.Generator().manual_seed(0)
+    index = torch.stack(
+        [torch.randint(0, m, (nnz,), generator=gen), torch.randint(0, n, (nnz,), generator=gen)]
+    )
+    A = torch.sparse_coo_tensor(index, torch.randn(nnz, generator=gen).to(dtype), (m, n)).coalesce()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+        for csr in (_csr32(A), A.to_sparse_csr()):
+            T = _transposed_csr(csr)
+            assert T.shape == (n, m) and T.crow_indices().dtype == csr.crow_indices().dtype
+            torch._validate_sparse_csr_tensor_args(
+                T.crow_indices(), T.col_indices(), T.values(), T.shape
+            )
+            assert torch.equal(T.to_dense(), A.to_dense().mT)
 
 
 @pytest.mark.parametrize(("m", "n", "r"), [(160, 120, 30), (120, 160, 30), (30, 20, 8)])

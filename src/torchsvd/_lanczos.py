@@ -143,10 +143,20 @@ def _orthonormal_rows(
     ratio = diag.real.amin(dim=-1) / diag.real.amax(dim=-1).clamp_min(real.tiny)
     if bool((info != 0).any()) or bool((ratio <= real.eps**0.25).any()):
         return space.qr_rows(W)
-    Q1 = torch.linalg.solve_triangular(L, W, upper=False)
+    Q1 = _solve_lower(L, W)
     L2 = torch.linalg.cholesky(space.dot(Q1, Q1))
-    rows = torch.linalg.solve_triangular(L2, Q1, upper=False)
+    rows = _solve_lower(L2, Q1)
     return rows, (diag * L2.diagonal(dim1=-2, dim2=-1)).real
+
+
+def _solve_lower(L: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``L⁻¹ W`` for lower-triangular ``L`` (..., p, p) and row-major rows ``W`` (..., p, N).
+
+    Posed as ``X Lᵀ = Wᵀ`` (solved from the right), which LAPACK takes in ``W``'s own layout:
+    ``solve_triangular(L, W)`` copied ``W`` to column-major first, 5–9× slower on p = 2–10
+    rows of 10⁵ (0.47 against 0.07 ms for p = 2, float32, one thread).
+    """
+    return torch.linalg.solve_triangular(L.mT, W.mT, upper=True, left=False).mT
 
 
 def _orthonormalize(
