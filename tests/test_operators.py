@@ -14,7 +14,16 @@ from torch.autograd import forward_ad
 import torchsvd
 from _helpers import C128, F64, inner, projector, rel, weights
 from torchsvd import DegenerateGradientWarning, LinearOperator, svds
-from torchsvd._operators import _csr32, _transposed_csr, aslinearoperator, row_major
+from torchsvd._operators import (
+    _csr32,
+    _dense_products,
+    _onednn_products,
+    _onednn_works,
+    _transposed_csr,
+    aslinearoperator,
+    row_major,
+)
+from torchsvd._topk import default_tol
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
 
@@ -53,6 +62,42 @@ def test_row_major_passes_gradients() -> None:
         stacked = torch.stack([base.detach(), 2 * base.detach()])
         out = torch.func.vmap(lambda x: row_major(x.mT))(stacked)
         assert torch.equal(out, stacked.mT)
+
+
+@pytest.mark.parametrize("view", ["contiguous", "transposed"])
+def test_onednn_products_match_float64(view: str) -> None:
+    """The oneDNN products of a large float32 A (and of a transposed view), plain and tracked."""
+    if not _onednn_works():
+        pytest.skip("oneDNN's inner product is not available in this torch")
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(1100, 1000, generator=gen)
+    A = base if view == "contiguous" else base.mT
+    assert _onednn_products(A, lambda X: X, lambda Y: Y) is not None  # the path under test
+    matmat, rmatmat = _dense_products(A)
+    X = torch.randn(3, A.shape[1], generator=gen)
+    Y = torch.randn(3, A.shape[0], generator=gen)
+    want = (A.double() @ X.double().mT, A.double().mT @ Y.double().mT)
+    for got, ref in zip((matmat(X.mT), rmatmat(Y.mT)), want, strict=True):
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        assert float((got.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+    # Tracked blocks take torch's own products, whose gradients autograd knows.
+    Xg = X.clone().requires_grad_()
+    matmat(Xg.mT).sum().backward()
+    assert Xg.grad is not None
+    assert torch.allclose(Xg.grad, A.sum(0).expand_as(X), rtol=1e-5, atol=1e-4)
+
+
+def test_krylov_svds_on_onednn_products_meets_tol() -> None:
+    if not _onednn_works():
+        pytest.skip("oneDNN's inner product is not available in this torch")
+    S_true = spectrum("decaying", 1000, dtype=F64)
+    A = matrix_with_singular_values(S_true, 1100, 1000, seed=3).float()
+    U, S, Vh = svds(A, 4, method="krylov")
+    tol = default_tol(torch.float32)
+    A64, U64, V64 = A.double(), U.double(), Vh.double().mT
+    residual = (A64.mT @ U64 - V64 * S.double()).norm(dim=0).max() / S[0].double()
+    assert float(residual) <= tol
+    assert torch.allclose(S.double(), torch.linalg.svdvals(A64)[:4], rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128])

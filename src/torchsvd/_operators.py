@@ -494,6 +494,9 @@ def _dense_products(A: torch.Tensor) -> tuple[Product, Product]:
     product more.
     """
     plain = (lambda X: (X.mT @ A.mT).mT, lambda Y: (Y.mH @ A).mH)
+    fast = _onednn_products(A, *plain)
+    if fast is not None:
+        return fast
     parts = torch.get_num_threads()
     if A.device.type != "cpu" or A.ndim != 2 or parts < 2 or not A.is_contiguous():
         return plain
@@ -520,6 +523,88 @@ def _dense_products(A: torch.Tensor) -> tuple[Product, Product]:
         return out.mH
 
     return matmat, rmatmat
+
+
+def _onednn_products(
+    A: torch.Tensor, matmat: Product, rmatmat: Product
+) -> tuple[Product, Product] | None:
+    """``X ↦ A X`` and ``Y ↦ Aᵀ Y`` by oneDNN for a large real float32 ``A`` on CPU, else None.
+
+    torch's CPU wheels multiply a block of a few vectors with MKL, which on this AMD machine ran
+    at half the memory bandwidth: a block of 2 with a 4000² ``A`` took 4.9–6.0 ms, against
+    2.0–2.8 ms for oneDNN's inner-product kernel (`torch.ops.mkldnn._linear_pointwise`, the one
+    torch's compiler calls for ``linear``), and 1.9–2.3 against 1.2–1.7 ms for one vector; on
+    two threads it also beat the row blocks of `_dense_products` (docs/performance.md). That
+    kernel takes ``A`` and ``Aᵀ`` as views, so nothing is copied. It is private to torch:
+    `_onednn_works` checks it once against MKL. Blocks that autograd or `torch.func` track
+    take ``matmat`` and ``rmatmat`` (it has no derivative); below 2²⁰ entries its fixed cost
+    (about 10 µs) is more than it saves.
+    """
+    if not (
+        A.device.type == "cpu"
+        and A.dtype == torch.float32
+        and A.ndim == 2
+        and A.numel() >= 2**20
+        and (A.is_contiguous() or A.mT.is_contiguous())
+        and _onednn_works()
+    ):
+        return None
+    linear = torch.ops.mkldnn._linear_pointwise
+    At = A.mT
+
+    def fast_matmat(X: torch.Tensor) -> torch.Tensor:
+        if _tracked(X):
+            return matmat(X)
+        out: torch.Tensor = linear(X.mT, A, None, "none", [], "")
+        return out.mT
+
+    def fast_rmatmat(Y: torch.Tensor) -> torch.Tensor:
+        if _tracked(Y):
+            return rmatmat(Y)
+        out: torch.Tensor = linear(Y.mT, At, None, "none", [], "")
+        return out.mT
+
+    return fast_matmat, fast_rmatmat
+
+
+def _tracked(X: torch.Tensor) -> bool:
+    """Whether autograd or a `torch.func` transform follows ``X``."""
+    return X.requires_grad or _functorch.is_functorch_wrapped_tensor(X)
+
+
+_ONEDNN: list[bool] = []  # the outcome of `_onednn_works`, once known
+
+
+def _onednn_works() -> bool:
+    """Whether oneDNN's inner product exists here and agrees with MKL on both layouts of ``A``."""
+    if not _ONEDNN:
+        _ONEDNN.append(_probe_onednn())
+    return _ONEDNN[0]
+
+
+def _probe_onednn() -> bool:
+    if not (
+        torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    ):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(67, 45, generator=gen)
+    X = torch.randn(3, 45, generator=gen)
+    Y = torch.randn(3, 67, generator=gen)
+    try:
+        got = [
+            torch.ops.mkldnn._linear_pointwise(Z, W, None, "none", [], "")
+            for Z, W in ((X, A), (Y, A.mT))
+        ]
+    except RuntimeError:
+        return False
+    want = [X.double() @ A.double().mT, Y.double() @ A.double()]
+    return all(
+        g.shape == w.shape
+        and g.dtype == torch.float32
+        and bool(((g.double() - w).abs() <= 1e-4 * (1 + w.abs())).all())
+        for g, w in zip(got, want, strict=True)
+    )
 
 
 def row_major(X: torch.Tensor) -> torch.Tensor:
