@@ -31,6 +31,7 @@ Usage::
     python benchmarks/bench_svds.py --quick    # small sizes, to check that it runs
     python benchmarks/bench_svds.py --table dispatch   # the dispatch table alone (minutes)
     python benchmarks/bench_svds.py --table methods    # dense against Krylov (minutes)
+    python benchmarks/bench_svds.py --table forward    # forward 4000² beside ARPACK (minutes)
     python benchmarks/bench_svds.py --table sparse     # the sparse table alone (a minute)
 """
 
@@ -512,7 +513,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
         "--table",
-        choices=["all", "dispatch", "methods", "sparse"],
+        choices=["all", "dispatch", "methods", "forward", "sparse"],
         default="all",
         help="which tables to print",
     )
@@ -550,6 +551,9 @@ def main() -> None:
         sparse_table(*sparse_size, args.repeat, bw)
         return
     n = 400 if quick else 4000
+    if args.table == "forward":
+        forward_table(n, args.repeat, bw)
+        return
     gemv_torch, gemv_svds = gemv_rates(4000)
     print(
         f"torch {torch.__version__}, scipy {scipy.__version__}, {torch.get_num_threads()} "
