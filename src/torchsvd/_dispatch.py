@@ -21,7 +21,10 @@ result. The model counts multiply-adds for an ``l × s`` matrix (``l = max(m, n)
 Multiply-adds become seconds at ``GEMM_RATE`` and ``PRODUCT_RATE`` (float32; float64 at half
 of them, a complex multiply-add as four real ones); a product with few vectors takes at least
 the time to stream ``A`` at ``BANDWIDTH``. The constants were fitted to one thread of
-a 2-core x86-64 machine (``benchmarks/bench_svds.py --table methods``, docs/performance.md);
+a 2-core x86-64 machine (``benchmarks/bench_svds.py --table methods``, docs/performance.md)
+with MKL's products; float32 CPU products by oneDNN (`torchsvd._operators._onednn_products`)
+came later and are about twice as fast, so there the model now overprices Krylov (it picks
+dense where Krylov might have been faster; both meet ``tol``);
 the number of Krylov steps, forward and backward, depends on the spectrum, which is not known
 beforehand: ``STEPS + k`` and ``CG_STEPS`` lie between what a decaying spectrum needs (about 7
 block steps at k = 10) and a flat one (about 40, and a hundred CG steps), so on the boundary

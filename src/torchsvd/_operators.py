@@ -491,7 +491,8 @@ def _dense_products(A: torch.Tensor) -> tuple[Product, Product]:
     ``Aᴴ Y``, both views, no copy and no reduction — and multiplied by one batched product,
     which ATen spreads over the threads, one single-threaded GEMM each, about twice as fast
     (measured in docs/topk.md). The rows or columns left over by the division take one small
-    product more.
+    product more. A large real float32 ``A`` goes to oneDNN instead (`_onednn_products`),
+    about twice as fast again.
     """
     plain = (lambda X: (X.mT @ A.mT).mT, lambda Y: (Y.mH @ A).mH)
     fast = _onednn_products(A, *plain)
@@ -530,15 +531,15 @@ def _onednn_products(
 ) -> tuple[Product, Product] | None:
     """``X ↦ A X`` and ``Y ↦ Aᵀ Y`` by oneDNN for a large real float32 ``A`` on CPU, else None.
 
-    torch's CPU wheels multiply a block of a few vectors with MKL, which on this AMD machine ran
-    at half the memory bandwidth: a block of 2 with a 4000² ``A`` took 4.9–6.0 ms, against
-    2.0–2.8 ms for oneDNN's inner-product kernel (`torch.ops.mkldnn._linear_pointwise`, the one
-    torch's compiler calls for ``linear``), and 1.9–2.3 against 1.2–1.7 ms for one vector; on
-    two threads it also beat the row blocks of `_dense_products` (docs/performance.md). That
-    kernel takes ``A`` and ``Aᵀ`` as views, so nothing is copied. It is private to torch:
-    `_onednn_works` checks it once against MKL. Blocks that autograd or `torch.func` track
-    take ``matmat`` and ``rmatmat`` (it has no derivative); below 2²⁰ entries its fixed cost
-    (about 10 µs) is more than it saves.
+    torch's CPU wheels multiply a block of a few vectors with MKL, which on the 2-core AMD
+    machine of docs/performance.md streamed ``A`` at half the memory bandwidth: a block of 2
+    with a 4000² ``A`` took 4.9–6.0 ms (one thread), against 2.0–2.8 ms for oneDNN's
+    inner-product kernel (`torch.ops.mkldnn._linear_pointwise`, the one torch's compiler calls
+    for ``linear``), and 2.3–2.8 against 1.7–2.2 ms for one vector; on two threads it also beat
+    the row blocks of `_dense_products`. The kernel takes ``A`` and ``Aᵀ`` as views, so nothing
+    is copied. It is private to torch: `_onednn_works` checks it once against a float64
+    product. Blocks that autograd or `torch.func` follow take ``matmat`` and ``rmatmat`` (it has
+    no derivative); below 2²⁰ entries its fixed cost (about 10 µs) is more than it saves.
     """
     if not (
         A.device.type == "cpu"
@@ -596,7 +597,7 @@ def _probe_onednn() -> bool:
             torch.ops.mkldnn._linear_pointwise(Z, W, None, "none", [], "")
             for Z, W in ((X, A), (Y, A.mT))
         ]
-    except RuntimeError:
+    except (RuntimeError, TypeError):  # a torch whose private kernel differs
         return False
     want = [X.double() @ A.double().mT, Y.double() @ A.double()]
     return all(
@@ -621,7 +622,7 @@ def row_major(X: torch.Tensor) -> torch.Tensor:
     if X.is_contiguous() or not X.mT.is_contiguous():
         return X.contiguous()
     a, b = X.shape[-2:]
-    if min(a, b) > 8 or X.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(X):
+    if min(a, b) > 8 or _tracked(X):
         return X.contiguous()
     out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
     if b <= a:
