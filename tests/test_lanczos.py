@@ -7,7 +7,13 @@ import torch
 
 from _helpers import C128, F64, projector
 from torchsvd import ConvergenceError, LinearOperator
-from torchsvd._lanczos import _Bidiagonalization, _project_out, block_lanczos
+from torchsvd._lanczos import (
+    _Bidiagonalization,
+    _orthonormal_rows,
+    _project_out,
+    _solve_lower,
+    block_lanczos,
+)
 from torchsvd._operators import aslinearoperator
 from torchsvd.testing import matrix_with_singular_values, spectrum
 
@@ -105,3 +111,19 @@ def test_stagnation_is_detected_on_a_noisy_operator() -> None:
     with pytest.raises(ConvergenceError, match="stagnated") as info:
         block_lanczos(op, 3, tol=1e-13, maxiter=5000)
     assert 1e-13 < float(info.value.residuals.max()) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex128])
+@pytest.mark.parametrize("shape", [(2, 500), (7, 300), (3, 4, 200)])
+def test_solve_lower_is_the_triangular_solve(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """``L⁻¹ W`` posed from the right: torch's own solve's values, rows contiguous."""
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    L = torch.linalg.cholesky(W @ W.mH)
+    got = _solve_lower(L, W)
+    want = torch.linalg.solve_triangular(L, W, upper=False)
+    assert got.is_contiguous() and got.dtype == dtype
+    assert torch.allclose(got, want, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=1e-5)
+    rows, _ = _orthonormal_rows(W)  # CholQR2 on it: orthonormal rows spanning W
+    eye = torch.eye(shape[-2], dtype=dtype).expand(*shape[:-2], -1, -1)
+    assert torch.allclose(rows @ rows.mH, eye, atol=1e-5 if dtype == torch.float32 else 1e-12)
