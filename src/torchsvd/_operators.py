@@ -538,8 +538,10 @@ def _onednn_products(
     for ``linear``), and 2.3–2.8 against 1.7–2.2 ms for one vector; on two threads it also beat
     the row blocks of `_dense_products`. The kernel takes ``A`` and ``Aᵀ`` as views, so nothing
     is copied. It is private to torch: `_onednn_works` checks it once against a float64
-    product. Blocks that autograd or `torch.func` follow take ``matmat`` and ``rmatmat`` (it has
-    no derivative); below 2²⁰ entries its fixed cost (about 10 µs) is more than it saves.
+    product. Blocks that autograd or `torch.func` follow take ``matmat`` and ``rmatmat``: the
+    kernel has no derivative, and autograd passes through it with only a warning, leaving no
+    gradient (a silent wrong answer). Below 2²⁰ entries its fixed cost (about 10 µs) is more
+    than it saves.
     """
     if not (
         A.device.type == "cpu"
