@@ -18,10 +18,8 @@ def tied(multiplicity: int, m: int, n: int) -> torch.Tensor:
     """Singular values 3 (``multiplicity`` times), then 2, 2, 1 and 0.5, permuted diagonal."""
     d = min(m, n)
     values = [3.0] * multiplicity + [2.0, 2.0, 1.0] + [0.5] * (d - multiplicity - 3)
-    D = torch.zeros(m, n, dtype=F64)
-    D[:d, :d] = torch.diag(torch.tensor(values, dtype=F64))
     gen = torch.Generator().manual_seed(multiplicity)
-    return D[torch.randperm(m, generator=gen)][:, torch.randperm(n, generator=gen)]
+    return _permuted_diagonal(torch.tensor(values, dtype=F64), m, n, gen)
 
 
 def _permuted_diagonal(s: torch.Tensor, m: int, n: int, gen: torch.Generator) -> torch.Tensor:

@@ -28,6 +28,7 @@ ignored in silence.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -575,17 +576,10 @@ def _tracked(X: torch.Tensor) -> bool:
     return X.requires_grad or _functorch.is_functorch_wrapped_tensor(X)
 
 
-_ONEDNN: list[bool] = []  # the outcome of `_onednn_works`, once known
-
-
+@functools.cache
 def _onednn_works() -> bool:
-    """Whether oneDNN's inner product exists here and agrees with MKL on both layouts of ``A``."""
-    if not _ONEDNN:
-        _ONEDNN.append(_probe_onednn())
-    return _ONEDNN[0]
-
-
-def _probe_onednn() -> bool:
+    """Whether oneDNN's inner product exists here and agrees with a float64 product on both
+    layouts of ``A`` (probed once per process)."""
     if not (
         torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
     ):
@@ -621,10 +615,8 @@ def row_major(X: torch.Tensor) -> torch.Tensor:
     blocks, which run without them) keep the plain copy: writing into a fresh tensor is not
     a transform they can follow.
     """
-    if X.is_contiguous() or not X.mT.is_contiguous():
-        return X.contiguous()
     a, b = X.shape[-2:]
-    if min(a, b) > 8 or _tracked(X):
+    if X.is_contiguous() or not X.mT.is_contiguous() or min(a, b) > 8 or _tracked(X):
         return X.contiguous()
     out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
     if b <= a:
