@@ -1,4 +1,5 @@
-"""Random sparse matrices for `svds` with a dense reference: the CI slice
+"""Random matrices for `svds`'s one-basis solver (`torchsvd._gram_lanczos`) with a dense
+reference, sparse (CSR, COO) and dense (``method="krylov"``): the CI slice
 (`tests/test_gram_lanczos.py`) and ``make fuzz`` (`tests/fuzz_run.py --sparse-cases`)."""
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def _permuted_diagonal(s: torch.Tensor, m: int, n: int, gen: torch.Generator) ->
     return D[torch.randperm(m, generator=gen)][:, torch.randperm(n, generator=gen)]
 
 
-def random_case(seed: int) -> tuple[torch.Tensor, int, torch.dtype, str]:
+def random_case(seed: int) -> tuple[torch.Tensor, int, torch.dtype, str, str]:
     """A seeded sparse matrix — its dense float64 copy, exactly representable in the dtype —
-    with k, the dtype and the kind: shapes 50–699 (long enough for the one-basis solver),
+    with k, the dtype, the kind and the layout `svds` sees (``"csr"``, ``"coo"`` or
+    ``"dense"``): shapes 50–699 (long enough for the one-basis solver),
     densities 0.5–8 %, k 1–12, and spectra that are Gaussian-like, low-rank, tied (a top value
     of multiplicity 2–6), steep (down to 1e-14), clustered (within 1e-4), or scaled by 1e±20."""
     gen = torch.Generator().manual_seed(seed)
@@ -63,7 +65,8 @@ def random_case(seed: int) -> tuple[torch.Tensor, int, torch.dtype, str]:
     elif kind == "half-full":
         D = torch.randn(m, n, generator=gen, dtype=F64) * (torch.rand(m, n, generator=gen) < 0.5)
     k = 1 + seed % 12
-    return D.to(dtype).double(), k, dtype, kind
+    layout = ("csr", "coo", "dense")[int(torch.randint(3, (), generator=gen))]
+    return D.to(dtype).double(), k, dtype, kind, layout
 
 
 def check(seed: int) -> str | None:
@@ -71,11 +74,14 @@ def check(seed: int) -> str | None:
 
     Singular values to 50·tol·σ_1, both residuals to 3·tol·σ_1, and orthonormal factors.
     """
-    D, k, dtype, kind = random_case(seed)
-    with warnings.catch_warnings():  # torch's note that CSR support is in beta
-        warnings.simplefilter("ignore", UserWarning)
-        A = D.to(dtype).to_sparse_csr() if seed % 3 else D.to(dtype).to_sparse_coo()
-    U, S, Vh = torchsvd.svds(A, k)
+    D, k, dtype, kind, layout = random_case(seed)
+    if layout == "dense":
+        U, S, Vh = torchsvd.svds(D.to(dtype), k, method="krylov")
+    else:
+        with warnings.catch_warnings():  # torch's note that CSR support is in beta
+            warnings.simplefilter("ignore", UserWarning)
+            A = D.to(dtype).to_sparse_csr() if layout == "csr" else D.to(dtype).to_sparse_coo()
+        U, S, Vh = torchsvd.svds(A, k)
     S0 = torch.linalg.svdvals(D)
     tol, scale = default_tol(dtype), float(S0[0])
     U, S, V = U.double(), S.double(), Vh.double().mT
@@ -91,4 +97,4 @@ def check(seed: int) -> str | None:
     bad = {name: f"{x:.2g}× the bound" for name, x in errors.items() if not x <= 1}
     if not bad:
         return None
-    return f"seed {seed}: {kind} {tuple(D.shape)} k={k} {str(dtype)[6:]}: {bad}"
+    return f"seed {seed}: {kind} {layout} {tuple(D.shape)} k={k} {str(dtype)[6:]}: {bad}"

@@ -11,10 +11,10 @@ Usage::
                              [--pca-cases 1000]
     python tests/fuzz_run.py --replay '<case JSON printed by a run>'
 
-``--sparse-cases``: also that many random sparse matrices through `svds` (forward only), on
-shapes the one-basis sparse solver takes (``tests/_sparse_cases.py``); ``--pca-cases``: that
-many random data sets through `pca` (``tests/_pca_cases.py``). A failure prints its seed,
-which ``check(seed)`` of that module replays.
+``--sparse-cases``: also that many random matrices through `svds`'s one-basis solver
+(forward only; sparse, and a third dense with ``method="krylov"``: ``tests/_sparse_cases.py``);
+``--pca-cases``: that many random data sets through `pca` (``tests/_pca_cases.py``). A failure
+prints its seed, which ``check(seed)`` of that module replays.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {case.to_json()}")
     failures = sum(v for (_, c), v in counts.items() if c != "pass")
     if args.sparse_cases:
-        what = "sparse matrices through svds"
+        what = "sparse and dense matrices through the one-basis svds"
         failures += _seeded_fuzz("_sparse_cases", what, args.sparse_cases, args.workers, args.seed)
     if args.pca_cases:
         what = "data sets through pca"

@@ -206,7 +206,9 @@ def test_which_operators_are_suited() -> None:
     A = _sparse(spectrum("gaussian", 200, seed=7), 200, 200, F64)
     assert suited(aslinearoperator(A))
     assert suited(aslinearoperator(A.to_sparse_coo()).promoted())
-    assert not suited(aslinearoperator(A.to_dense()))  # dense products: two bases pay
+    assert suited(aslinearoperator(A.to_dense()))  # one basis pays on dense matrices too
+    assert not suited(aslinearoperator(A.to_dense().to(torch.complex128)))
+    assert not suited(LinearOperator(A.shape, lambda X: A @ X, lambda Y: A.mT @ Y, dtype=F64))
     batched = LinearOperator((2, 50, 40), lambda X: X, lambda Y: Y, dtype=F64, cheap_products=True)
     assert not suited(batched)
     with pytest.raises(TypeError, match="cheap_products must be a bool"):
@@ -249,3 +251,28 @@ def test_which_ties_ask_for_a_wider_block() -> None:
 def test_random_sparse_matrices_agree_with_the_dense_svd(seed: int) -> None:
     """Four of each kind of `_sparse_cases` (``make fuzz`` runs thousands more)."""
     assert check(seed) is None
+
+
+def test_steep_spectrum_keeps_the_basis_orthogonal() -> None:
+    # σ_i = 10^(-i/4): the first Gram block is conditioned 1e5, and its QR left the basis
+    # orthogonal to 1e-8 only; the true residuals stalled above tol (22 steps here, 19 s and
+    # a give-back on 3000²) until an ill-conditioned block was projected once more.
+    n = 400
+    s = 10 ** (-torch.arange(1, n + 1, dtype=F64) / 4)
+    A = matrix_with_singular_values(s, n, n, dtype=F64, seed=3)
+    res = gram_lanczos(aslinearoperator(A), 10, tol=default_tol(F64), maxiter=40)
+    assert isinstance(res, KrylovResult)
+    assert res.steps <= 6
+    torch.testing.assert_close(res.S, s[:10], rtol=1e-13, atol=0)
+    assert float((A.mT @ res.U - res.Vh.mT * res.S).norm(dim=0).max()) <= default_tol(F64) * s[0]
+
+
+def test_budget_ending_on_a_restart_raises_convergence_error() -> None:
+    # The Ritz vectors of the restarted basis: a budget ending there raised a shape mismatch.
+    A = torch.randn(600, 500, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for maxiter in range(4, 12):
+        with pytest.raises(ConvergenceError) as info:
+            gram_lanczos(aslinearoperator(A), 3, tol=1e-13, maxiter=maxiter, max_dim=40)
+        U, S, Vh = info.value.result
+        assert U.shape == (600, 3) and S.shape == (3,) and Vh.shape == (3, 500)
+        assert bool(torch.isfinite(info.value.residuals).all())

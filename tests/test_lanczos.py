@@ -10,6 +10,7 @@ from torchsvd import ConvergenceError, LinearOperator
 from torchsvd._lanczos import (
     _Bidiagonalization,
     _orthonormal_rows,
+    _orthonormalize,
     _project_out,
     _solve_lower,
     block_lanczos,
@@ -127,3 +128,16 @@ def test_solve_lower_is_the_triangular_solve(shape: tuple[int, ...], dtype: torc
     rows, _ = _orthonormal_rows(W)  # CholQR2 on it: orthonormal rows spanning W
     eye = torch.eye(shape[-2], dtype=dtype).expand(*shape[:-2], -1, -1)
     assert torch.allclose(rows @ rows.mH, eye, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_orthonormalize_reprojects_an_ill_conditioned_block() -> None:
+    # A block conditioned 1e5 with rounding-size components along Q: its QR magnifies them
+    # by the conditioning, so the rows must be projected once more.
+    gen = torch.Generator().manual_seed(4)
+    basis = torch.linalg.qr(torch.randn(2000, 17, generator=gen, dtype=F64))[0].mT
+    Q, P = basis[:5], basis[5:]
+    M = matrix_with_singular_values(10 ** (-torch.arange(12, dtype=F64) / 2.4), 12, 12, seed=4)
+    W = M @ P + 1e-16 * torch.randn(12, 5, generator=gen, dtype=F64) @ Q
+    rows = _orthonormalize(W, Q, gen, size=W.norm(dim=-1))
+    torch.testing.assert_close(rows @ rows.mT, torch.eye(12, dtype=F64), rtol=0, atol=1e-14)
+    assert float((rows @ Q.mT).abs().max()) <= 1e-14

@@ -235,6 +235,8 @@ def gram_lanczos(
             V[:keep] = _ritz_rows(Y, V[:d], keep)
             T.zero_()
             T[:keep, :keep] = torch.diag(theta[:keep])
+            # The Ritz vectors in the restarted basis, for a budget that ends here.
+            Y = torch.eye(keep, dtype=Y.dtype, device=device)
             d, local = keep, keep + fresh
             restarts, restarted = restarts + 1, True
         else:

@@ -90,6 +90,7 @@ def default_max_dim(k: int, block: int) -> int:
 
 
 _DGKS = 0.5**0.5  # repeat a Gram–Schmidt pass that kept less than this fraction of a row
+_ILL_CONDITIONED = 10.0  # re-project a block whose |diag R| spread exceeds eps^(-1/4) / this
 
 
 def _project_out(
@@ -190,7 +191,14 @@ def _orthonormalize(
         W = _project_out(Q, torch.where(vanished.unsqueeze(-1), fresh, W), space=space)[0]
         size = torch.where(vanished, space.norm(W), size)
         rows, kept = _orthonormal_rows(W, space)
-    if bool((kept <= eps**0.5 * size).any()):
+    # The QR of an ill-conditioned block magnifies its rounding along Q by about
+    # max kept / min kept (on σ_i = 10^(-i/4) the first Gram block's 1e5 left the basis
+    # orthogonal to 1e-8 only, and the true residuals stalled above tol): the rows are then
+    # projected once more, to the orthogonality of eps/_ILL_CONDITIONED ≈ 0.1·eps^(3/4).
+    ill = kept.amin(dim=-1, keepdim=True) <= _ILL_CONDITIONED * eps**0.25 * kept.amax(
+        dim=-1, keepdim=True
+    )
+    if bool(((kept <= eps**0.5 * size) | ill).any()):
         rows = _orthonormal_rows(_project_out(Q, rows, space=space)[0], space)[0]
     return rows
 
