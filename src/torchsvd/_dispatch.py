@@ -12,7 +12,9 @@ result. The model counts multiply-adds for an ``l × s`` matrix (``l = max(m, n)
 - Krylov (`torchsvd._lanczos`): ``STEPS + k`` block steps, each two products with ``b``
   vectors (``2 b l s``) and the float64 Gram–Schmidt of both new blocks against the bases
   (``8 b d (l + s)``: two passes over each basis, at half the float32 rate), plus a fixed
-  ``STEP_SECONDS`` per step (the small SVD of the projected matrix, checks, Python);
+  ``STEP_SECONDS`` per step (the small SVD of the projected matrix, checks, Python); a real,
+  unbatched matrix is solved with one basis of the short side (`torchsvd._gram_lanczos`),
+  about half that Gram–Schmidt, which the model does not count;
 - with a backward (grad mode on and a tensor the gradients reach requiring grad): CG steps of
   two products with the ``k`` columns each, ``DENSE_CG_STEPS`` preconditioned ones after the
   dense forward, ``CG_STEPS`` plain ones after Krylov (`torchsvd._topk`), and the cotangent of
@@ -160,7 +162,7 @@ def solve(
     The dense path falls back to Krylov, warm-started from its triplets, when they miss ``tol``;
     it returns the eigendecomposition of the scaled Gram matrix too (the backward's
     preconditioner), also after a fallback; the Krylov path returns None. The Krylov path is
-    `gram_lanczos` for `suited` operators (sparse matrices), else (or where it gives the
+    `gram_lanczos` for `suited` operators (real, unbatched matrices), else (or where it gives the
     problem back) `block_lanczos`, and is solved again with a wider block where a tie may have
     been cut short (`cut_tie`).
     """

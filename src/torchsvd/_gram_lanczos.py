@@ -1,13 +1,13 @@
 """Top-k singular triplets by thick-restarted block Lanczos on the Gram operator ``Aᴴ A``.
 
-The forward of `svds` for operators whose products cost little next to orthogonalizing
-against a basis of long vectors (sparse matrices: `LinearOperator.cheap_products`). Golub–
+The forward of `svds` for real, unbatched sparse and dense matrices (and operators that
+declare `LinearOperator.cheap_products`). Golub–
 Kahan–Lanczos (`torchsvd._lanczos`) keeps two bases, of ``A V`` and of ``Aᴴ U``, and
 orthogonalizes against both at every step; here only the basis ``V`` of the short side is kept,
 the Krylov space ``K(Aᴴ A, V_0)`` is the same (so are the products, one ``matmat`` and one
 ``rmatmat`` per block step), and half the Gram–Schmidt work and the memory are saved. On a
-sparse 100000² matrix with 10⁶ non-zeros that made `svds` about twice as fast
-(docs/performance.md).
+sparse 100000² matrix with 10⁶ non-zeros that made `svds` about twice as fast; on dense
+matrices, whose products are the cost, it took 0.60–1.05× the time (docs/performance.md).
 
 Method (rows ``V`` (d×n), orthonormal; ``T = Vᴴ Aᴴ A V`` (d×d, real symmetric)):
 

@@ -458,7 +458,7 @@ class _DenseOperator(LinearOperator):
         self.matrix = A
         matmat, rmatmat = _dense_products(A.detach())
         # Products dominate a dense solve, yet one basis of the short side (`_gram_lanczos`)
-        # still saves Gram–Schmidt: 0.63–1.0× the two-basis solver's time on 3000–10000-long
+        # still saves Gram–Schmidt: 0.60–1.05× the two-basis solver's time on 3000–10000-long
         # real matrices, k = 1–30, flat and decaying spectra (docs/performance.md).
         super().__init__(
             A.shape,
