@@ -17,8 +17,8 @@ Prints Markdown tables:
    tol that matches torch.linalg.svd's residual (equal accuracy);
 5. ``--table methods``: the two forwards of svds (``method="dense"`` and ``"krylov"``) side by
    side, forward and forward+backward, beside the seconds the cost model estimates for each
-   (`torchsvd._dispatch.estimate_costs`) and the method it picks: the data its constants are
-   fitted to.
+   (`torchsvd._dispatch.estimate_costs`) and the method it picks (the data its constants are
+   fitted to), and the default ``method="auto"`` over the faster of the two.
 
 Every svds row reports the passes over A (products with A or Aᴴ) and the floor they imply:
 passes × bytes of A / memory read bandwidth (measured here: a sum over 256 MB). Timings are
@@ -404,7 +404,8 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
     svds runs at the accuracy of torch.linalg.svd (`equal_accuracy_tol`); each residual is
     printed beside its method's time.
     """
-    from torchsvd._dispatch import estimate_costs
+    from torchsvd._dispatch import choose_method
+    from torchsvd._operators import aslinearoperator
 
     print("\n## Dispatch: svds (cost model) vs torch.linalg.svd and torch.svd_lowrank\n")
     print(
@@ -443,8 +444,7 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
             got = alternated(fns, repeat)
             U, S, Vh = got["svd"][1]
             for k in (1, 10):
-                costs = estimate_costs(m, n, k)
-                method = "dense" if costs.dense <= costs.krylov else "krylov"
+                method = choose_method(aslinearoperator(A), k)
                 res = {
                     name: residual(A, *(t[..., :k] if i == 0 else t[:k] for i, t in enumerate(out)))
                     for name, out in (
@@ -465,7 +465,9 @@ def dispatch_table(shapes: list[tuple[int, int]], repeat: int) -> None:
 
 
 def methods_table(shapes: list[tuple[int, int]], repeat: int) -> None:
-    """svds's dense and Krylov forwards timed alternately, beside the cost model's estimates."""
+    """svds's dense and Krylov forwards and its default (``method="auto"``: the cost model's
+    pick, with the Krylov probe where it picks dense) timed alternately, beside the model's
+    estimates; "auto / best": auto's time over the faster of the two methods."""
     from torchsvd._dispatch import choose_method, estimate_costs
     from torchsvd._operators import aslinearoperator
 
@@ -473,9 +475,10 @@ def methods_table(shapes: list[tuple[int, int]], repeat: int) -> None:
     print(
         "| shape | matrix | k | dense fwd (s) | krylov fwd (s) | dense fwd+bwd (s) "
         "| krylov fwd+bwd (s) | model dense fwd (s) | model krylov fwd (s) "
-        "| model dense fwd+bwd (s) | model krylov fwd+bwd (s) | picks fwd | picks fwd+bwd |"
+        "| model dense fwd+bwd (s) | model krylov fwd+bwd (s) | picks fwd | picks fwd+bwd "
+        "| auto fwd (s) | auto / best | auto fwd+bwd (s) | auto / best |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m, n in shapes:
         for kind in ("decaying", "gaussian"):
             A = rectangular(kind, m, n)
@@ -483,12 +486,15 @@ def methods_table(shapes: list[tuple[int, int]], repeat: int) -> None:
             for k in (1, 10):
                 dense = partial(torchsvd.svds, k=k, method="dense")
                 krylov = partial(torchsvd.svds, k=k, method="krylov")
+                auto = partial(torchsvd.svds, k=k)
                 got = alternated(
                     {
                         "dense": partial(dense, A),
                         "krylov": partial(krylov, A),
+                        "auto": partial(auto, A),
                         "dense_bwd": partial(forward_backward, dense, k, A, loss),
                         "krylov_bwd": partial(forward_backward, krylov, k, A, loss),
+                        "auto_bwd": partial(forward_backward, auto, k, A, loss),
                     },
                     repeat,
                 )
@@ -501,7 +507,9 @@ def methods_table(shapes: list[tuple[int, int]], repeat: int) -> None:
                     f"| {m}×{n} | {kind} | {k} | {t['dense']:.3f} | {t['krylov']:.3f} "
                     f"| {t['dense_bwd']:.3f} | {t['krylov_bwd']:.3f} | {fwd.dense:.3f} "
                     f"| {fwd.krylov:.3f} | {both.dense:.3f} | {both.krylov:.3f} | {picks} "
-                    f"| {picks_bwd} |",
+                    f"| {picks_bwd} | {t['auto']:.3f} "
+                    f"| {t['auto'] / min(t['dense'], t['krylov']):.2f} | {t['auto_bwd']:.3f} "
+                    f"| {t['auto_bwd'] / min(t['dense_bwd'], t['krylov_bwd']):.2f} |",
                     flush=True,
                 )
 

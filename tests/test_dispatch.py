@@ -11,7 +11,7 @@ import torch
 import torchsvd
 from _helpers import C128, F32, F64, projector, rel, weights
 from torchsvd import LinearOperator, svds
-from torchsvd._dispatch import choose_method, estimate_costs
+from torchsvd._dispatch import MIN_PROBE_STEPS, choose_method, estimate_costs, probe_steps
 from torchsvd._gram import gram_topk
 from torchsvd._operators import aslinearoperator
 from torchsvd.testing import matrix_with_singular_values, spectrum
@@ -175,21 +175,34 @@ def test_vmap_and_jvp_on_the_dense_path() -> None:
         ((60000, 192), 1, "dense"),
         ((192, 60000), 10, "dense"),
         ((300, 300), 10, "dense"),
-        ((20000, 500), 1, "dense"),
+        ((20000, 500), 1, "probe"),
+        ((20000, 500), 10, "dense"),  # a probe of 3 block steps: too few to pay
         ((4000, 4000), 10, "krylov"),
         ((4000, 4000), 1, "krylov"),
         ((2000, 2000), 10, "krylov"),
-        ((10000, 1000), 10, "dense"),
+        ((10000, 1000), 10, "probe"),
         ((10000, 1000), 1, "krylov"),
-        ((1000, 8000), 10, "dense"),
+        ((1000, 8000), 10, "probe"),
         ((1000, 8000), 1, "krylov"),
     ],
 )
 def test_chooser_follows_the_cost_model(shape: tuple[int, int], k: int, want: str) -> None:
     op = aslinearoperator(torch.empty(shape, device="meta"))
     costs = estimate_costs(*shape, k)
-    assert (costs.dense <= costs.krylov) == (want == "dense")
+    assert (costs.dense <= costs.krylov) == (want != "krylov")
+    assert (probe_steps(*shape, k) >= MIN_PROBE_STEPS) == (want == "probe") or want == "krylov"
     assert choose_method(op, k) == want
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"), [((2, 10000, 1000), F32), ((10000, 1000), torch.complex64)]
+)
+def test_chooser_probes_only_one_real_matrix(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    # Batched or complex: the one-basis solver takes neither, so the model's pick stands.
+    op = aslinearoperator(torch.empty(shape, dtype=dtype, device="meta"))
+    costs = estimate_costs(*shape[-2:], 10, dtype=dtype)
+    assert costs.dense <= costs.krylov and probe_steps(*shape[-2:], 10, dtype=dtype) >= 4
+    assert choose_method(op, 10) == "dense"
 
 
 def test_chooser_prices_the_backward_when_one_follows() -> None:
@@ -201,7 +214,7 @@ def test_chooser_prices_the_backward_when_one_follows() -> None:
     A = torch.empty(shape, device="meta")
     assert choose_method(aslinearoperator(A), k) == "krylov"
     X = A.requires_grad_()
-    assert choose_method(aslinearoperator(X), k) == "dense"
+    assert choose_method(aslinearoperator(X), k) == "probe"
     with torch.no_grad():
         assert choose_method(aslinearoperator(X), k) == "krylov"
     # float64 runs at half the float32 rates, which moves the boundary.
@@ -245,6 +258,73 @@ def test_svds_auto_takes_the_method_the_chooser_names(monkeypatch: pytest.Monkey
     svds(A, 3)
     svds(A, 3, method="dense")
     assert seen == ["krylov", "dense"]
+
+
+# σ_i = 1/i: long enough (300 columns) for the one-basis solver at k = 1 and 10.
+_DECAYING = matrix_with_singular_values(1 / torch.arange(1.0, 301.0, dtype=F64), 1500, 300, seed=3)
+
+
+def _probe(
+    A: torch.Tensor, k: int, steps: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    """``solve(method="probe")`` with a probe of ``steps`` block steps: U, S, Vh, and whether
+    the dense path ran (it returns the Gram eigendecomposition)."""
+    from torchsvd import _dispatch
+    from torchsvd._topk import default_tol
+
+    monkeypatch.setattr(_dispatch, "probe_steps", lambda *args, **kwargs: steps)
+    op = aslinearoperator(A)
+    tol = default_tol(A.dtype)
+    res, eigen = _dispatch.solve(op, op, None, k, tol=tol, maxiter=1000, v0=None, method="probe")
+    U, S, Vh = res.U.to(F64), res.S.to(F64), res.Vh.to(F64)
+    A64 = A.to(F64)
+    worst = torch.maximum(
+        (A64 @ Vh.mT - U * S).norm(dim=0).max(), (A64.mT @ U - Vh.mT * S).norm(dim=0).max()
+    )
+    assert float(worst) <= 2 * tol * float(S[0])
+    torch.testing.assert_close(S, torch.linalg.svdvals(A64)[:k], atol=4 * tol, rtol=0)
+    return U, S, Vh, eigen is not None
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("k", [1, 10])
+def test_probe_keeps_a_krylov_solve_that_converges(
+    k: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # σ_i = 1/i converges within a few block steps. float32, k = 10: σ_1/σ_10 is too large to
+    # square at tol 6.5e-6, the one-basis solver gives the problem back, and the two-basis
+    # solver finishes within the same probe.
+    assert not _probe(_DECAYING.to(dtype), k, 20, monkeypatch)[3]
+
+
+def test_probe_falls_back_to_dense_when_krylov_is_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A flat spectrum needs dozens of block steps: a probe of two ends unconverged.
+    A = torch.randn(1500, 300, generator=torch.Generator().manual_seed(4), dtype=F64)
+    assert _probe(A, 3, 2, monkeypatch)[3]
+
+
+def test_probe_leaves_a_possibly_cut_tie_to_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchsvd import _dispatch
+
+    monkeypatch.setattr(_dispatch, "cut_tie", lambda S, block, tol: block + 1)
+    assert _probe(_DECAYING, 1, 20, monkeypatch)[3]
+
+
+def test_svds_through_the_probe_matches_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchsvd._topk
+
+    A, loss = _DECAYING, _loss(1500, 300, F64)
+    out = []
+    for method in ("probe", "dense"):
+        monkeypatch.setattr(torchsvd._topk, "choose_method", lambda op, k, m=method: m)
+        X = A.clone().requires_grad_()
+        U, S, Vh = svds(X, 4, tol=1e-12)
+        loss(U, S, Vh).backward()
+        out.append((U.detach(), S.detach(), X.grad))
+    (U1, S1, g1), (U2, S2, g2) = out
+    torch.testing.assert_close(S1, S2, atol=1e-11, rtol=0)
+    torch.testing.assert_close(projector(U1), projector(U2), atol=1e-9, rtol=0)
+    assert g1 is not None and g2 is not None and rel(g1, g2) < 1e-8
 
 
 def test_chooser_never_picks_dense_for_sparse_or_operators() -> None:

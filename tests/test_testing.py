@@ -33,6 +33,16 @@ def test_random_unitary_is_reproducible_and_seed_dependent() -> None:
         random_unitary(3, 4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_random_unitary_columns_are_those_of_the_square_one(dtype: torch.dtype) -> None:
+    # p columns are the first p of the n×n draw (only their QR is computed), so a seed means
+    # the same columns whatever p.
+    full = random_unitary(40, batch=(2,), dtype=dtype, seed=7)
+    for p in (0, 1, 9, 40):
+        Q = random_unitary(40, p, batch=(2,), dtype=dtype, seed=7)
+        torch.testing.assert_close(Q, full[..., :p], rtol=0, atol=1e-13)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(7, 5), (5, 7), (6, 6)])
 def test_matrix_has_the_requested_spectrum(kind: str, shape: tuple[int, int]) -> None:

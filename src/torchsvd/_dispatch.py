@@ -34,6 +34,19 @@ the model's pick can be the slower path for a given spectrum (by up to 2.7× in 
 Only a dense (strided) tensor, or an operator that forms its dense matrix in one pass
 (``_as_dense``: the centred operator of `torchsvd.pca` on a dense tensor), can take the dense
 path: a sparse matrix or a `LinearOperator` is solved by Krylov.
+
+The probe. Where the model picks dense for one real matrix on the CPU (the one-basis solver's
+case, `torchsvd._gram_lanczos.suited`), the Krylov solver gets a first try of `probe_steps`
+block steps, whose estimate is ``PROBE`` of the dense forward's (for the two-basis solver too,
+where the one-basis solver gives the problem back); the dense path runs only if the probe has
+not converged by then, or may have cut a tie. A decaying spectrum converges within it (block
+step 4 at k = 1, 6 at k = 10 on σ_i = 1/i, where the model expects ``STEPS + k``), a flat one
+does not (23–32 steps). On two threads (``--table methods``, docs/performance.md) the decaying
+rows the model prices dense then took 0.23–0.57× the dense path's time, within 4 % of the
+faster path, and the Gaussian rows probed in vain 1.24–1.35× the faster path's; the worst
+pick over the table fell from 4.3× the faster path's time to 1.74× (a decaying row whose probe
+would be too short to try). The budget depends on the shape, ``k`` and the dtype only, so the
+result is deterministic, and it meets ``tol`` either way.
 """
 
 from __future__ import annotations
@@ -42,12 +55,21 @@ from dataclasses import dataclass
 
 import torch
 
+from torchsvd._errors import ConvergenceError
 from torchsvd._gram import OVERSAMPLE, GramEigen, gram_topk
 from torchsvd._gram_lanczos import gram_lanczos, suited
 from torchsvd._lanczos import KrylovResult, block_lanczos, default_block_size, default_max_dim
 from torchsvd._operators import LinearOperator, _DenseOperator
 
-__all__ = ["METHODS", "Costs", "choose_method", "densifiable", "estimate_costs", "solve"]
+__all__ = [
+    "METHODS",
+    "Costs",
+    "choose_method",
+    "densifiable",
+    "estimate_costs",
+    "probe_steps",
+    "solve",
+]
 
 METHODS = ("auto", "krylov", "dense")
 
@@ -59,6 +81,10 @@ STEP_SECONDS = 2.5e-3  # fixed cost of one Krylov block step
 STEPS = 20  # expected Krylov block steps: STEPS + k
 CG_STEPS = 50  # expected steps of the backward's plain CG (Krylov path)
 DENSE_CG_STEPS = 2  # steps of the backward's preconditioned CG (dense path)
+PROBE = 0.5  # a probe's Krylov steps may cost this fraction of the dense forward's estimate
+# A smaller probe only adds its cost: on σ_i = 1/i the one-basis solver's estimates converged
+# at block step 4 (k = 1) and 6 (k = 10), on flat spectra after 23–32.
+MIN_PROBE_STEPS = 4
 
 
 @dataclass(frozen=True)
@@ -116,6 +142,18 @@ def estimate_costs(
     return Costs(dense=dense, krylov=krylov)
 
 
+def probe_steps(
+    m: int, n: int, k: int, block: int | None = None, *, dtype: torch.dtype = torch.float32
+) -> int:
+    """Krylov block steps whose estimated forward cost is ``PROBE`` of the dense forward's.
+
+    Forward costs only: a probe that converges leaves the backward to Krylov's CG, which a
+    spectrum that let the forward converge that fast lets converge fast too.
+    """
+    costs = estimate_costs(m, n, k, block, dtype=dtype)
+    return int(PROBE * costs.dense / (costs.krylov / (STEPS + k)))
+
+
 def densifiable(op: LinearOperator) -> bool:
     """Whether ``op`` is a dense tensor or forms its dense matrix cheaply (``_as_dense``)."""
     return isinstance(op, _DenseOperator) or getattr(op, "_as_dense", None) is not None
@@ -130,7 +168,8 @@ def _matrix(op: LinearOperator) -> torch.Tensor:
 
 def choose_method(op: LinearOperator, k: int) -> str:
     """``"dense"`` for a `densifiable` operator where the model says it is cheaper, else
-    ``"krylov"``.
+    ``"krylov"``; ``"probe"`` instead of ``"dense"`` where the probe (module docstring) has
+    at least ``MIN_PROBE_STEPS``.
 
     The backward is priced in where one will follow: grad mode is on and a tensor the
     operator's gradients reach requires grad.
@@ -138,10 +177,15 @@ def choose_method(op: LinearOperator, k: int) -> str:
     if not densifiable(op):
         return "krylov"
     backward = torch.is_grad_enabled() and any(p.requires_grad for p in op.params)
-    costs = estimate_costs(
-        op.shape[-2], op.shape[-1], k, op.block_size, dtype=op.dtype, backward=backward
-    )
-    return "dense" if costs.dense <= costs.krylov else "krylov"
+    m, n = op.shape[-2], op.shape[-1]
+    costs = estimate_costs(m, n, k, op.block_size, dtype=op.dtype, backward=backward)
+    if costs.dense > costs.krylov:
+        return "krylov"
+    # Measured on CPUs only (meta: shapes only, nothing runs).
+    probe = suited(op) and op.device.type in ("cpu", "meta")
+    if probe and probe_steps(m, n, k, op.block_size, dtype=op.dtype) >= MIN_PROBE_STEPS:
+        return "probe"
+    return "dense"
 
 
 def solve(
@@ -157,8 +201,9 @@ def solve(
 ) -> tuple[KrylovResult, GramEigen | None]:
     """Top-k triplets of ``work`` (the solver's view of ``op``, scaled by ``scale``) by ``method``.
 
-    ``method``: ``"dense"`` or ``"krylov"``; `svds` resolves ``"auto"`` (`choose_method`) before
-    its autograd function runs, where grad mode still tells whether a backward will follow.
+    ``method``: ``"dense"``, ``"krylov"`` or ``"probe"`` (`probe_steps` Krylov steps for a
+    `suited` ``work``, then dense); `svds` resolves ``"auto"`` (`choose_method`) before its
+    autograd function runs, where grad mode still tells whether a backward will follow.
     The dense path falls back to Krylov, warm-started from its triplets, when they miss ``tol``;
     it returns the eigendecomposition of the scaled Gram matrix too (the backward's
     preconditioner), also after a fallback; the Krylov path returns None. The Krylov path is
@@ -166,7 +211,21 @@ def solve(
     problem back) `block_lanczos`, and is solved again with a wider block where a tie may have
     been cut short (`cut_tie`).
     """
-    if method == "dense" and densifiable(op):
+    if method == "probe" and suited(work):
+        m, n = op.shape
+        steps = min(maxiter, probe_steps(m, n, k, op.block_size, dtype=op.dtype))
+        try:
+            found = gram_lanczos(work, k, tol=tol, maxiter=steps, v0=v0)
+            if not isinstance(found, KrylovResult):  # given back: σ_1/σ_k too large to square
+                v0 = v0 if found is None else found
+                found = block_lanczos(work, k, tol=tol, maxiter=steps, v0=v0)
+        except ConvergenceError:
+            found = None
+        block = work.block_size or default_block_size(k)
+        # A tie the block may have cut short is left to the dense path, which sees every copy.
+        if isinstance(found, KrylovResult) and cut_tie(found.S, block, tol) is None:
+            return found, None
+    if method in ("dense", "probe") and densifiable(op):
         A = _matrix(op)
         if scale is not None:
             A = A * scale.to(device=A.device, dtype=A.dtype.to_real())[..., None, None]

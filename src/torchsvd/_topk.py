@@ -666,8 +666,10 @@ def svds(
         tensors only): the Gram matrix of the short side, a symmetric eigensolve and one
         refinement step, checked against ``tol`` (Krylov, warm-started, where it misses it).
         ``"auto"`` (default): the cheaper of the two by a cost model of the shape and ``k``
-        (``docs/topk.md``); sparse tensors and operators always use Krylov. The result meets
-        ``tol`` and the backward is the same whichever method ran.
+        (``docs/topk.md``); where it picks dense for one real matrix on the CPU, a few Krylov
+        steps are tried first, which a decaying spectrum needs no more of. Sparse tensors and
+        operators always use Krylov. The result meets ``tol`` and the backward is the same
+        whichever method ran.
 
     Returns
     -------

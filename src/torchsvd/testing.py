@@ -71,11 +71,13 @@ def random_unitary(
         )
     else:
         z = torch.randn(shape, generator=gen, dtype=torch.float64, device=dev)
-    q, r = torch.linalg.qr(z)
+    # The first p columns of Q and of diag(R) depend on the first p columns of z only: the
+    # QR of those is the same matrix to rounding, and n/p times cheaper (10000×1000: 32 s
+    # for all of z, under a second for its first 1000 columns).
+    q, r = torch.linalg.qr(z[..., :p])
     d = torch.diagonal(r, dim1=-2, dim2=-1)
     phase = d / d.abs().clamp_min(torch.finfo(torch.float64).tiny)
-    q = q * phase.conj().unsqueeze(-2)
-    return q[..., :p].to(dtype)
+    return (q * phase.conj().unsqueeze(-2)).to(dtype)
 
 
 def spectrum(
