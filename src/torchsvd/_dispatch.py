@@ -211,20 +211,17 @@ def solve(
     problem back) `block_lanczos`, and is solved again with a wider block where a tie may have
     been cut short (`cut_tie`).
     """
+    block = work.block_size or default_block_size(k)
     if method == "probe" and suited(work):
         m, n = op.shape
         steps = min(maxiter, probe_steps(m, n, k, op.block_size, dtype=op.dtype))
         try:
-            found = gram_lanczos(work, k, tol=tol, maxiter=steps, v0=v0)
-            if not isinstance(found, KrylovResult):  # given back: σ_1/σ_k too large to square
-                v0 = v0 if found is None else found
-                found = block_lanczos(work, k, tol=tol, maxiter=steps, v0=v0)
+            probed = _krylov(work, k, tol=tol, maxiter=steps, v0=v0)
         except ConvergenceError:
-            found = None
-        block = work.block_size or default_block_size(k)
+            probed = None
         # A tie the block may have cut short is left to the dense path, which sees every copy.
-        if isinstance(found, KrylovResult) and cut_tie(found.S, block, tol) is None:
-            return found, None
+        if probed is not None and cut_tie(probed.S, block, tol) is None:
+            return probed, None
     if method in ("dense", "probe") and densifiable(op):
         A = _matrix(op)
         if scale is not None:
@@ -235,12 +232,7 @@ def solve(
         if ok:
             return res, eigen
         return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=res.Vh), eigen
-    found = gram_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0) if suited(work) else None
-    if isinstance(found, KrylovResult):
-        res = found
-    else:  # given back (a warm start) or not suited
-        res = block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0 if found is None else found)
-    block = work.block_size or default_block_size(k)
+    res = _krylov(work, k, tol=tol, maxiter=maxiter, v0=v0)
     while (wider := cut_tie(res.S, block, tol)) is not None:
         # Warm-started from the triplets up to the tie, with room for one random vector more.
         block = wider
@@ -248,6 +240,17 @@ def solve(
             work, k, tol=tol, maxiter=maxiter, v0=res.Vh[..., : block - 1, :], block=block
         )
     return res, None
+
+
+def _krylov(
+    work: LinearOperator, k: int, *, tol: float, maxiter: int, v0: torch.Tensor | None
+) -> KrylovResult:
+    """`gram_lanczos` for a `suited` ``work``, else (or where it gives the problem back, warm-
+    started from what it reached) `block_lanczos`, each within ``maxiter`` block steps."""
+    found = gram_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0) if suited(work) else None
+    if isinstance(found, KrylovResult):
+        return found
+    return block_lanczos(work, k, tol=tol, maxiter=maxiter, v0=v0 if found is None else found)
 
 
 def cut_tie(S: torch.Tensor, block: int, tol: float) -> int | None:
