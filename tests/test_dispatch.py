@@ -328,6 +328,34 @@ def test_svds_through_the_probe_matches_dense(monkeypatch: pytest.MonkeyPatch) -
     assert g1 is not None and g2 is not None and rel(g1, g2) < 1e-8
 
 
+def test_probe_gradient_matches_torch_and_central_differences(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # References outside torchsvd for the probe's Krylov result: autograd through
+    # torch.linalg.svd (σ_i = 1/i, no ties) and a central difference along a random direction.
+    import torchsvd._topk
+
+    monkeypatch.setattr(torchsvd._topk, "choose_method", lambda op, k: "probe")
+    monkeypatch.setattr(torchsvd._dispatch, "probe_steps", lambda *args, **kwargs: 20)
+    k, loss = 4, _loss(1500, 300, F64)
+    X = _DECAYING.clone().requires_grad_()
+    loss(*svds(X, k, tol=1e-12)).backward()
+    Y = _DECAYING.clone().requires_grad_()
+    U, S, Vh = torch.linalg.svd(Y, full_matrices=False)
+    loss(U[:, :k], S[:k], Vh[:k]).backward()
+    assert X.grad is not None and Y.grad is not None and rel(X.grad, Y.grad) < 1e-8
+    dA = weights((1500, 300), F64, 9)
+    dA = dA / dA.norm()
+
+    def f(t: float) -> float:
+        U, S, Vh = torch.linalg.svd(_DECAYING + t * dA, full_matrices=False)
+        return float(loss(U[:, :k], S[:k], Vh[:k]))
+
+    h = 1e-5
+    fd = (f(h) - f(-h)) / (2 * h)
+    assert abs(float((X.grad * dA).sum()) - fd) <= 1e-6 * abs(fd)
+
+
 def test_chooser_never_picks_dense_for_sparse_or_operators() -> None:
     D = torch.eye(50, dtype=F64)
     assert choose_method(aslinearoperator(D.to_sparse_csr()), 3) == "krylov"
