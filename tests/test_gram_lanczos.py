@@ -236,6 +236,24 @@ def test_a_tie_wider_than_the_block_is_not_cut_short(
     assert float((U.mT @ U - torch.eye(k, dtype=F64)).abs().max()) < 1e-12
 
 
+@pytest.mark.parametrize("cheap", [True, False])
+def test_blocks_of_one_see_a_repeated_value(cheap: bool) -> None:
+    """A single vector sees one copy of σ = 3 (twice repeated): the tie check solves again
+    with a wider block, which `LinearOperator`'s ``block_size`` documents as the cost of 1."""
+    D = tied(2, 223, 290)
+    A = LinearOperator(
+        D.shape,
+        lambda X: D @ X,
+        lambda Y: D.mT @ Y,
+        dtype=F64,
+        block_size=1,
+        cheap_products=cheap,
+    )
+    U, S, Vh = svds(A, 4)
+    assert torch.allclose(S, torch.tensor([3.0, 3.0, 2.0, 2.0], dtype=F64), rtol=0, atol=1e-10)
+    assert float((D @ Vh.mT - U * S).abs().max()) < 1e-10
+
+
 def test_which_ties_ask_for_a_wider_block() -> None:
     tol = 1e-12
     S = torch.tensor([[3.0, 3.0, 2.0, 1.0], [3.0, 2.0, 2.0, 2.0]], dtype=F64)
