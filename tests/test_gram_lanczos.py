@@ -238,8 +238,8 @@ def test_a_tie_wider_than_the_block_is_not_cut_short(
 
 @pytest.mark.parametrize("cheap", [True, False])
 def test_blocks_of_one_see_a_repeated_value(cheap: bool) -> None:
-    """A single vector sees one copy of σ = 3 (twice repeated): the tie check solves again
-    with a wider block, which `LinearOperator`'s ``block_size`` documents as the cost of 1."""
+    """A single vector sees one copy of σ = 3 (twice repeated); the tie check solves again
+    with a wider block (the cost of ``block_size=1`` that `LinearOperator` documents)."""
     D = tied(2, 223, 290)
     A = LinearOperator(
         D.shape,

@@ -88,9 +88,9 @@ class LinearOperator:
         How many vectors the solver should multiply at once, when the operator knows better
         than the solver's default (which suits dense matrices): a sparse matrix, whose products
         are cheap next to orthogonalizing long vectors, prefers 2. 1 is accepted but costs
-        more: a single vector cannot see a repeated singular value, so `svds` checks every
-        such solve by a second one with a wider block (on a sparse 100000² matrix with 10⁶
-        non-zeros, k = 10: 6.9 s against 1.1 s with 2).
+        more: a single vector cannot see a repeated singular value, so for k ≥ 2 `svds`
+        checks the solve by a second one with a wider block (on a sparse 100000² matrix with
+        10⁶ non-zeros, k = 10: 6.9 s against 1.1 s with 2).
     cheap_products : bool, default False
         The products cost little next to orthogonalizing vectors of the operator's length (a
         sparse matrix, a stencil): `svds` then runs block Lanczos on ``Aᴴ A`` with one basis
